@@ -1,0 +1,232 @@
+"""The annotator contract (DESIGN §3): a dataclass whose fields are its whole configuration.
+
+An annotator is called on a dict-of-columns batch of catalog rows and returns a dict-of-columns
+batch with exactly one output row per input row, in order. It never imports Ray: the runner in
+`onegen.pipelines.annotate` maps it onto Ray Data; tests call it directly.
+
+Input batch columns (catalog, DESIGN §2): key, kind, image (bytes or None), caption_original,
+meta (JSON string), width, height, subject, view_images (list of bytes or None), plus, for each
+name in `requires`, that annotator's stored columns as "<name>.<column>".
+
+Output columns, one value per input row:
+- the common columns of `COMMON_FIELDS` (key, status, error, model_id, model_revision,
+  annotator_version, onegen_version);
+- the annotator's own columns, `output_schema` (null where the row did not produce them).
+
+status is "ok", "error" (exception text in `error`), "skipped" (row kind not handled), or a
+reason an annotator defines (e.g. "no_person"); every input row gets a row, never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from onegen import __version__ as ONEGEN_VERSION
+from onegen.annotators.imageio import decode_rgb
+
+COMMON_FIELDS = [
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("model_id", pa.string()),
+    pa.field("model_revision", pa.string()),
+    pa.field("annotator_version", pa.string()),
+    pa.field("onegen_version", pa.string()),
+]
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """How the shard builder turns one annotator output into a two-view sample (DESIGN §4).
+
+    View 0 is the catalog image, view 1 the bytes in `column` (encoded as `ext`). The prompt is
+    `[[<task>]] ` + the tags in `tags_column` (when set, e.g. semantic-map colour tags) + the caption.
+    """
+
+    task: str  # task token without brackets, e.g. "canny2image"
+    column: str  # binary output column holding view 1
+    ext: str  # "png" | "jpg"
+    tags_column: str | None = None
+
+
+class RowError(Exception):
+    """A data problem with one row: recorded as (status, reason), never raised past the annotator."""
+
+    def __init__(self, reason: str, status: str = "error"):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def key_rng(key: str, salt: str) -> np.random.Generator:
+    """A generator seeded by (salt, key): the same key gives the same draws on every rerun."""
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA (or CPU allocator) out-of-memory errors, which halve the batch and retry."""
+    try:
+        import torch
+
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:  # torch is a core dependency; stay importable without it anyway
+        pass
+    return isinstance(error, MemoryError) or "out of memory" in str(error).lower()
+
+
+@dataclass
+class Annotator:
+    """Base class. Subclasses set the ClassVars and implement `annotate_one` or `annotate`.
+
+    Resource fields are read by the runner: `num_gpus`/`num_cpus` per actor, `batch_size` rows per
+    call, `concurrency` actors. Subclasses that load weights do it in `setup()` (once per actor) and
+    report what they loaded through `model_id()` / `model_revision()`.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    output_schema: ClassVar[pa.Schema] = pa.schema([])
+    requires: ClassVar[tuple[str, ...]] = ()
+    kinds: ClassVar[tuple[str, ...]] = ("image",)
+    decode_images: ClassVar[bool] = True
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = ()
+
+    num_gpus: float = 0.0
+    num_cpus: float = 0.25
+    batch_size: int = 16
+    concurrency: int = 1
+
+    # --- to override -------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load weights once per worker. Missing weights raise (see annotators.loading)."""
+
+    def model_id(self) -> str:
+        return ""
+
+    def model_revision(self) -> str:
+        return ""
+
+    def annotate_one(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Annotate one decoded row; raise RowError for a data problem."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither annotate nor annotate_one")
+
+    def annotate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | RowError]:
+        """Annotate a list of decoded rows; one result (outputs dict or RowError) per row, in order.
+
+        Batched model annotators override this. Raising (rather than returning RowError) means the
+        whole call failed: the caller halves the batch and retries, down to one row.
+        """
+        results: list[dict[str, Any] | RowError] = []
+        for row in rows:
+            try:
+                results.append(self.annotate_one(row))
+            except RowError as error:
+                results.append(error)
+        return results
+
+    # --- the contract ----------------------------------------------------------------------------
+    @property
+    def store_name(self) -> str:
+        """Folder name of this annotator's outputs: `<name>@<version>`."""
+        return f"{self.name}@{self.version}"
+
+    def schema(self) -> pa.Schema:
+        """Arrow schema of the rows this annotator produces (common fields + its outputs)."""
+        return pa.schema(COMMON_FIELDS + list(self.output_schema))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        keys = [str(k) for k in batch["key"]]
+        n = len(keys)
+        rows: list[dict[str, Any] | None] = []
+        results: list[dict[str, Any] | RowError | None] = [None] * n
+        for i in range(n):
+            row = {column: values[i] for column, values in batch.items()}
+            kind = row.get("kind") or "image"
+            if kind not in self.kinds:
+                results[i] = RowError(f"{self.name} does not annotate rows of kind {kind!r}", status="skipped")
+                rows.append(None)
+                continue
+            try:
+                rows.append(self._prepare(row))
+            except RowError as error:
+                results[i] = error
+                rows.append(None)
+        todo = [i for i in range(n) if rows[i] is not None]
+        for i, result in zip(todo, self._annotate_isolating([rows[i] for i in todo]), strict=True):
+            results[i] = result
+        return self._to_columns(keys, results)
+
+    # --- internals -------------------------------------------------------------------------------
+    def _prepare(self, row: dict[str, Any]) -> dict[str, Any]:
+        meta = row.get("meta")
+        row["meta"] = json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
+        if not self.decode_images:
+            return row
+        try:
+            if row.get("image") is not None:
+                row["image"] = decode_rgb(row["image"])
+            if row.get("view_images") is not None:
+                row["view_images"] = [decode_rgb(b) for b in row["view_images"]]
+        except Exception as error:  # noqa: BLE001 - any decoder failure is this row's data problem
+            raise RowError(f"decode_error: {type(error).__name__}: {error}") from error
+        return row
+
+    def _annotate_isolating(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | RowError]:
+        """Call `annotate`; on failure halve the batch and retry, down to single rows.
+
+        A single row that still fails is recorded as status "error" with the exception text, so
+        one bad input (or an OOM on one huge image) never kills the job.
+        """
+        if not rows:
+            return []
+        try:
+            results = self.annotate(rows)
+        except Exception as error:  # noqa: BLE001 - isolated below, recorded per row at size 1
+            if is_out_of_memory(error):
+                _empty_cuda_cache()
+            if len(rows) == 1:
+                return [RowError(f"{type(error).__name__}: {error}")]
+            half = len(rows) // 2
+            return self._annotate_isolating(rows[:half]) + self._annotate_isolating(rows[half:])
+        if len(results) != len(rows):
+            raise RuntimeError(f"{type(self).__name__}.annotate returned {len(results)} results for {len(rows)} rows")
+        return results
+
+    def _to_columns(self, keys: list[str], results: list) -> dict[str, list]:
+        output_names = [field.name for field in self.output_schema]
+        columns: dict[str, list] = {field.name: [] for field in COMMON_FIELDS}
+        columns.update({name: [] for name in output_names})
+        model_id, revision = self.model_id(), self.model_revision()
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, RowError):
+                status, error, outputs = result.status, result.reason, {}
+            else:
+                status, error, outputs = result.pop("status", "ok"), result.pop("error", None), result
+                unknown = set(outputs) - set(output_names)
+                if unknown:
+                    raise KeyError(f"{type(self).__name__} produced columns outside its schema: {sorted(unknown)}")
+            columns["key"].append(key)
+            columns["status"].append(status)
+            columns["error"].append(error)
+            columns["model_id"].append(model_id)
+            columns["model_revision"].append(revision)
+            columns["annotator_version"].append(self.version)
+            columns["onegen_version"].append(ONEGEN_VERSION)
+            for name in output_names:
+                columns[name].append(outputs.get(name))
+        return columns
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

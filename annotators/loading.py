@@ -1,0 +1,66 @@
+"""Resolving model ids / local paths to weights on disk, without ever touching the network.
+
+`resolve_checkpoint("depth-anything/Depth-Anything-V2-Small-hf")` looks in the local HF cache
+(offline, `local_files_only=True`); a path that exists is used as it is. A miss raises
+`MissingCheckpointError` whose message is one line naming the id and where it was looked for, so a
+job fails at actor setup instead of hanging on a hub call.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class MissingCheckpointError(RuntimeError):
+    """Weights for a model id / path are not on this machine."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a model's files are: `path` is a local folder (or file); `revision` the hub commit or ""."""
+
+    model_id: str
+    path: str
+    revision: str
+
+
+def resolve_checkpoint(model_id: str, what: str = "model") -> Checkpoint:
+    """Find `model_id` (an existing local path, or a hub repo id in the local HF cache)."""
+    if not model_id:
+        raise MissingCheckpointError(f"no {what} checkpoint configured: pass a hub id or a local path")
+    expanded = os.path.expanduser(model_id)
+    if os.path.exists(expanded):
+        return Checkpoint(model_id=model_id, path=expanded, revision=_local_revision(expanded))
+    if expanded.startswith(("/", ".", "~")) or expanded.count("/") != 1:
+        raise MissingCheckpointError(
+            f"{what} checkpoint {model_id!r} not found: the path does not exist (give a local dir or a hub id)"
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    try:
+        path = snapshot_download(model_id, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - every miss (not cached, offline, bad id) is one message
+        raise MissingCheckpointError(
+            f"{what} checkpoint {model_id!r} is not in the local HF cache ({HF_HUB_CACHE}); "
+            f"download it there (huggingface-cli download {model_id}) or pass a local dir "
+            f"[{type(error).__name__}]"
+        ) from None
+    return Checkpoint(model_id=model_id, path=path, revision=Path(path).name)
+
+
+def _local_revision(path: str) -> str:
+    """The hub commit when `path` is a snapshot folder of the HF cache, else ""."""
+    parts = Path(path).resolve().parts
+    if len(parts) >= 2 and parts[-2] == "snapshots":
+        return parts[-1]
+    return ""
+
+
+def pick_device(num_gpus: float) -> str:
+    """"cuda" when the annotator asked for a GPU and one is visible, else "cpu"."""
+    import torch
+
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
