@@ -5,7 +5,8 @@ rejects/<source>/part-NNNNN.parquet      REJECTS_SCHEMA, one row per item refuse
 annotations/<name>@<version>/<source>/part-NNNNN.parquet
                                          annotator.schema(): common fields + outputs, one row per
                                          catalog row of the same part, same order
-<shards>/manifests/<prefix>-NNNNNN.parquet  SHARD_MANIFEST_SCHEMA, one row per sample of that tar
+<shards>/manifests/<prefix>-<task>-NNNNNN.parquet  SHARD_MANIFEST_SCHEMA, one row per sample of that tar
+<shards>/skipped/<prefix>-<task>-NNNNNN.parquet    SKIPPED_SCHEMA, candidates left out, with the reason
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ SHARD_MANIFEST_SCHEMA = pa.schema(
         pa.field("annotators", pa.list_(pa.string()), nullable=False),  # "<name>@<version>" used
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
+        pa.field("ordinal", pa.int64(), nullable=False),  # position in the task's build stream (resume)
+    ]
+)
+
+# Candidates the builder could not turn into a sample (annotation status not ok, no caption, ...).
+SKIPPED_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # catalog key
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("ordinal", pa.int64(), nullable=False),
     ]
 )
 

@@ -1,0 +1,66 @@
+"""Reading shard manifests: stats over a shards folder, and shard selection for training."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+
+from onegen.manifests import store
+
+
+def read_manifests(out: str, columns: list[str] | None = None) -> pa.Table:
+    paths = store.list_files(store.join(out, "manifests"), ".parquet")
+    tables = [store.read_table(p, columns) for p in paths]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def select_shards(out: str, tasks: list[str] | None = None, sources: list[str] | None = None) -> list[str]:
+    """Paths of the shards holding at least one sample of the given tasks and sources."""
+    table = read_manifests(out, ["shard", "task", "source"])
+    if table.num_rows == 0:
+        return []
+    rows = table.to_pylist()
+    chosen = sorted({r["shard"] for r in rows if (not tasks or r["task"] in tasks) and (not sources or r["source"] in sources)})
+    return [store.join(out, shard) for shard in chosen]
+
+
+def shard_stats(out: str) -> dict:
+    """Samples per task and per source, bytes, skipped candidates per reason, and — through the
+    build record's catalog root — ingest rejects per reason and annotation statuses per store."""
+    table = read_manifests(out, ["task", "source", "member_bytes", "shard"])
+    rows = table.to_pylist() if table.num_rows else []
+    skipped = Counter()
+    for path in store.list_files(store.join(out, "skipped"), ".parquet"):
+        for row in store.read_table(path, ["task", "reason"]).to_pylist():
+            skipped[f"{row['task']}: {row['reason']}"] += 1
+    stats = {
+        "samples": len(rows),
+        "shards": len({r["shard"] for r in rows}),
+        "bytes": sum(sum(r["member_bytes"]) for r in rows),
+        "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
+        "samples_per_source": dict(sorted(Counter(r["source"] for r in rows).items())),
+        "skipped_per_reason": dict(sorted(skipped.items())),
+    }
+    record = store.read_json(store.join(out, "build.json")) or {}
+    if record.get("root"):
+        stats.update(catalog_stats(record["root"]))
+    return stats
+
+
+def catalog_stats(root: str) -> dict:
+    """Ingest rejects per reason and annotation statuses per store under a dataset root."""
+    rejects = Counter()
+    for path in store.list_files(store.join(root, "rejects"), ".parquet"):
+        rejects.update(store.read_table(path, ["reason"]).column("reason").to_pylist())
+    annotations: dict[str, dict[str, int]] = {}
+    fs, base = store.filesystem(store.join(root, "annotations"))
+    for folder in sorted(fs.ls(base, detail=False)) if fs.exists(base) else []:
+        name = folder.rsplit("/", 1)[-1]
+        counts = Counter()
+        for path in store.list_files(store.join(root, "annotations", name), ".parquet"):
+            counts.update(store.read_table(path, ["status"]).column("status").to_pylist())
+        annotations[name] = dict(sorted(counts.items()))
+    catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(store.join(root, "catalog"), ".parquet"))
+    return {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
+            "annotation_statuses": annotations}

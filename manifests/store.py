@@ -1,0 +1,143 @@
+"""Atomic, fsspec-backed file commits: the commit rule of DESIGN §2.
+
+Every committed file is written under a temporary name in the same folder, flushed and fsynced
+(local files), then renamed. A reader only ever sees whole files; anything still carrying the
+temporary suffix is debris from a killed run and is removed by `clean_temporaries` on the next run.
+On object stores (s3://, gs://) a single PUT is already atomic, and the rename is a copy + delete of
+a file nobody lists (the temporary suffix hides it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+TEMP_SUFFIX = ".tmp-onegen"
+
+
+def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for `path` and the path as that filesystem spells it."""
+    fs, stripped = fsspec.core.url_to_fs(path)
+    return fs, stripped
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path segments with "/", keeping a URL scheme intact."""
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def commit_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp name, fsync, rename)."""
+    fs, target = filesystem(path)
+    fs.makedirs(os.path.dirname(target), exist_ok=True)
+    temporary = f"{target}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+    with fs.open(temporary, "wb") as handle:
+        handle.write(data)
+        _fsync(handle)
+    fs.mv(temporary, target)
+
+
+def commit_file(local_source: str, path: str) -> None:
+    """Move a finished local file to `path` atomically (used for tars built on local disk)."""
+    fs, target = filesystem(path)
+    fs.makedirs(os.path.dirname(target), exist_ok=True)
+    temporary = f"{target}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+    fs.put_file(local_source, temporary)
+    if isinstance(fs, LocalFileSystem):
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+    fs.mv(temporary, target)
+
+
+def commit_table(path: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
+    """Write `table` as one Parquet file at `path` atomically, with optional key/value metadata."""
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    commit_bytes(path, buffer.getvalue())
+
+
+def commit_json(path: str, payload: Any) -> None:
+    commit_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+
+def read_json(path: str) -> Any | None:
+    """The JSON at `path`, or None when there is none."""
+    fs, target = filesystem(path)
+    if not fs.exists(target):
+        return None
+    with fs.open(target, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def exists(path: str) -> bool:
+    fs, target = filesystem(path)
+    return fs.exists(target)
+
+
+def list_files(folder: str, suffix: str) -> list[str]:
+    """Committed files under `folder` (recursive) ending in `suffix`, sorted, as full paths/URLs."""
+    fs, target = filesystem(folder)
+    if not fs.exists(target):
+        return []
+    found = [p for p in fs.find(target) if p.endswith(suffix) and not p.endswith(TEMP_SUFFIX)]
+    return sorted(_unstrip(folder, target, p) for p in found)
+
+
+def clean_temporaries(folder: str) -> int:
+    """Remove debris of killed runs under `folder`; returns how many files went."""
+    fs, target = filesystem(folder)
+    if not fs.exists(target):
+        return 0
+    debris = [p for p in fs.find(target) if p.endswith(TEMP_SUFFIX)]
+    for path in debris:
+        fs.rm(path)
+    return len(debris)
+
+
+def remove(path: str) -> None:
+    fs, target = filesystem(path)
+    if fs.exists(target):
+        fs.rm(target, recursive=True)
+
+
+def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+    fs, target = filesystem(path)
+    with fs.open(target, "rb") as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+def read_metadata(path: str) -> dict[str, str]:
+    """The key/value metadata written with `commit_table`."""
+    fs, target = filesystem(path)
+    with fs.open(target, "rb") as handle:
+        raw = pq.read_schema(handle).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"ARROW")}
+
+
+def _fsync(handle: Any) -> None:
+    """fsync local files; remote file objects have no descriptor and commit on close."""
+    try:
+        handle.flush()
+        os.fsync(handle.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+
+
+def _unstrip(original: str, stripped_root: str, found: str) -> str:
+    """Map a path found by fs.find back into the caller's spelling (keeps s3:// etc.)."""
+    if original.rstrip("/").endswith(stripped_root.rstrip("/")):
+        prefix = original.rstrip("/")[: len(original.rstrip("/")) - len(stripped_root.rstrip("/"))]
+        return prefix + found
+    return found

@@ -1,0 +1,171 @@
+"""The `onegen` command line: ingest, annotate, build, manifest {stats,verify,select}, demo.
+
+Thin by design: each sub-command fills its job's dataclass config and calls the job. User errors
+(bad source, changed job, missing annotations or weights) print one `onegen: error: ...` line and
+exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from onegen.pipelines.ray_setup import RayConfig
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from onegen.annotators.loading import MissingCheckpointError
+    from onegen.pipelines.annotate import MissingRequirement
+    from onegen.pipelines.annotator_choices import AnnotatorChoiceError
+    from onegen.pipelines.build import BuildInputError
+    from onegen.pipelines.job_state import JobConflict
+    from onegen.pipelines.sources import SourceError
+
+    return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
+            MissingCheckpointError, FileNotFoundError)
+
+
+def _ray_config(args: argparse.Namespace) -> RayConfig:
+    return RayConfig(address=args.address or "", num_cpus=args.num_cpus,
+                     object_store_memory=args.object_store_mb * 2**20 if args.object_store_mb else None,
+                     progress_bars=not args.no_progress)
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--object-store-mb", type=int, help="object store size of the local Ray, MiB")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs made with another config/input")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from onegen.pipelines.image_checks import ImageLimits
+    from onegen.pipelines.ingest import IngestConfig, run_ingest
+    from onegen.pipelines.sources import SourceSpec
+
+    spec = SourceSpec(args.source, args.kind, args.name or "", args.caption_column or "", args.image_column or "",
+                      args.uri_column or "")
+    limits = ImageLimits(args.min_side, args.max_pixels, args.image_format)
+    summary = run_ingest(IngestConfig(spec, args.out, limits, args.rows_per_part, overwrite=args.overwrite),
+                         _ray_config(args))
+    print(f"ingested {summary.source}: {summary.catalog_rows} catalog rows from {summary.items} items in "
+          f"{summary.parts} parts ({summary.parts_done_before} already done); rejects: {summary.rejects or 'none'}")
+    return 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from onegen.pipelines.annotate import run_annotator
+    from onegen.pipelines.annotator_choices import make_annotators
+
+    annotators = make_annotators([n for n in args.annotators.split(",") if n], args.set or [])
+    for annotator in annotators:
+        summary = run_annotator(args.root, annotator, args.overwrite, _ray_config(args))
+        print(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done); "
+              f"statuses: {summary.statuses}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from onegen.pipelines.build import BuildConfig, run_build
+
+    tasks = tuple(t for t in (args.tasks or "").split(",") if t)
+    config = BuildConfig(args.root, args.out, tasks, args.samples_per_shard, args.max_shard_bytes, args.prefix,
+                         args.caption, args.overwrite)
+    stats = run_build(config, _ray_config(args))
+    print(f"built {stats['samples']} samples in {stats['shards']} shards ({stats['bytes']} bytes) at {args.out}: "
+          f"{stats['samples_per_task']}")
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from onegen.manifests.query import select_shards, shard_stats
+    from onegen.manifests.verify import verify_shards
+
+    if args.manifest_command == "stats":
+        print(json.dumps(shard_stats(args.shards), indent=2))
+        return 0
+    if args.manifest_command == "verify":
+        checked, problems = verify_shards(args.shards)
+        for line in problems:
+            print(line)
+        print(f"verified {checked} samples: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        return 1 if problems else 0
+    for path in select_shards(args.shards, args.task or None, args.source or None):
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from onegen.pipelines.demo import run_demo
+
+    return run_demo(args.out, _ray_config(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onegen", description="One-Gen data engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", help="raw items -> catalog")
+    ingest.add_argument("source", help="image folder, parquet/jsonl table(s), webdataset tar(s) or HF dataset dir")
+    ingest.add_argument("--out", required=True, help="dataset root (catalog/, rejects/, annotations/)")
+    ingest.add_argument("--kind", default="auto", choices=["auto", "folder", "table", "webdataset", "hf"])
+    ingest.add_argument("--name", help="source name used in keys (default: the path's last part)")
+    ingest.add_argument("--caption-column")
+    ingest.add_argument("--image-column")
+    ingest.add_argument("--uri-column")
+    ingest.add_argument("--rows-per-part", type=int, default=256)
+    ingest.add_argument("--min-side", type=int, default=64)
+    ingest.add_argument("--max-pixels", type=int, default=64_000_000)
+    ingest.add_argument("--image-format", choices=["jpg", "png"], default="jpg")
+    _add_ray_options(ingest)
+    ingest.set_defaults(run=cmd_ingest)
+
+    annotate = commands.add_parser("annotate", help="catalog -> annotations/<name>@<version>")
+    annotate.add_argument("root", help="dataset root")
+    annotate.add_argument("--annotators", required=True, help="comma-separated, e.g. canny,blur,lowres,inpaint")
+    annotate.add_argument("--set", action="append", metavar="NAME.FIELD=VALUE",
+                          help="annotator setting, e.g. depth.model=/ckpt/depth or depth.num_gpus=0.5")
+    _add_ray_options(annotate)
+    annotate.set_defaults(run=cmd_annotate)
+
+    build = commands.add_parser("build", help="catalog + annotations -> shards + manifests")
+    build.add_argument("root", help="dataset root")
+    build.add_argument("--out", required=True, help="shards folder")
+    build.add_argument("--tasks", help="comma-separated tasks (default: all the stores can make)")
+    build.add_argument("--samples-per-shard", type=int, default=1000)
+    build.add_argument("--max-shard-bytes", type=int, default=1 << 30)
+    build.add_argument("--prefix", default="onegen")
+    build.add_argument("--caption", choices=["original", "dense", "random"], default="original")
+    _add_ray_options(build)
+    build.set_defaults(run=cmd_build)
+
+    manifest = commands.add_parser("manifest", help="stats / verify / select over a shards folder")
+    manifest_commands = manifest.add_subparsers(dest="manifest_command", required=True)
+    for name in ("stats", "verify", "select"):
+        sub = manifest_commands.add_parser(name)
+        sub.add_argument("shards")
+        if name == "select":
+            sub.add_argument("--task", action="append", help="repeatable")
+            sub.add_argument("--source", action="append", help="repeatable")
+        sub.set_defaults(run=cmd_manifest)
+
+    demo = commands.add_parser("demo", help="run the whole pipeline on bundled photos, offline")
+    demo.add_argument("--out", default="onegen-demo")
+    _add_ray_options(demo)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except _user_errors() as error:
+        print(f"onegen: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Starting or joining Ray so that a job sends no traffic beyond loopback (when local).
+
+What Ray does by default, and what we change (measured with `strace -f -e trace=connect`, see
+tests/pipelines/test_ray_setup.py):
+- Its dashboard process always loads the UsageStatsHead module, which probes cloud metadata
+  services (http://169.254.169.254, metadata.google.internal) even with usage stats disabled. We
+  start Ray's processes with `http_proxy` pointing at a closed loopback port, so those plain-HTTP
+  probes fail at once on 127.0.0.1; workers get `http_proxy` cleared again through the job's
+  runtime_env, so user code is unaffected (https traffic is never proxied).
+- On Linux Ray picks the machine's outward IP as the node address (a UDP "connect" to 8.8.8.8)
+  and binds its services there. A local Ray is pinned to 127.0.0.1 instead
+  (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Ray's own switch for single-machine mode).
+- Usage stats are off (RAY_USAGE_STATS_ENABLED=0).
+
+With `--address` (or RAY_ADDRESS) the job joins an existing cluster and starts nothing; such a
+cluster is started by its operator (docs/cluster.md shows the loopback-only flags for tests).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+CLOSED_LOOPBACK_PROXY = "http://127.0.0.1:9"  # port 9 ("discard") is closed: connections fail at once
+_PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How a job gets its Ray. Empty `address` (and no RAY_ADDRESS) starts a local Ray."""
+
+    address: str = ""
+    num_cpus: int | None = None  # local Ray only; default: the machine's cores
+    num_gpus: int | None = None
+    object_store_memory: int | None = None  # bytes; local Ray only
+    progress_bars: bool = True
+
+
+def init_ray(config: RayConfig) -> None:
+    """Start a loopback-only local Ray or connect to `config.address`; idempotent."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = config.address or os.environ.get("RAY_ADDRESS", "")
+    local = not address
+    if local:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    if ray.is_initialized():
+        return
+    if local:
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # when ray was imported before the variable was set
+    runtime_env = {"env_vars": {name: os.environ.get(name, "") for name in _PROXY_VARIABLES}}
+    saved = {name: os.environ.get(name) for name in _PROXY_VARIABLES}
+    try:
+        for name in _PROXY_VARIABLES:
+            os.environ[name] = CLOSED_LOOPBACK_PROXY  # inherited by the processes ray.init spawns
+        if local:
+            ray.init(
+                num_cpus=config.num_cpus,
+                num_gpus=config.num_gpus,
+                object_store_memory=config.object_store_memory,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                log_to_driver=True,
+                configure_logging=True,
+                logging_level="WARNING",
+            )
+        else:
+            ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    _configure_data_context(config)
+
+
+def _configure_data_context(config: RayConfig) -> None:
+    import logging
+
+    from ray.data import DataContext
+
+    # Ray Data logs every progress tick at INFO when no terminal bar is shown; keep warnings only.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True  # parts are assembled from the stream in order
+    context.enable_progress_bars = config.progress_bars
+    context.print_on_execution_start = False
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,109 @@
+"""Turning catalog rows + annotation rows into training samples (DESIGN §4). Pure; no Ray.
+
+A task is described by a `TaskSource`: text2image needs only the catalog; a condition task names the
+annotation store and the `ConditionSpec` it was declared with (read from the store's job.json).
+`candidates(...)` yields, per catalog row and task, either a `Sample` or a skip reason; the builder
+writes samples into shards and skips into the skipped tables, so nothing vanishes.
+
+Prompts: `[[task]] <tags> <caption>`; the caption is chosen by `caption_mode`:
+"original" (catalog caption), "dense" (the `caption` annotator's text), or "random" (either, drawn per
+key; falls back to whichever exists). text2image without any caption is skipped ("no_caption");
+condition tasks without a caption keep the token (and tags) alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from onegen.annotators.base import ConditionSpec, key_rng
+from onegen.manifests.shard_writer import Sample
+
+TEXT2IMAGE = "text2image"
+CAPTION_STORE = "caption"
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    task: str
+    store: str | None = None  # "<name>@<version>" of the annotation store, None for text2image
+    condition: ConditionSpec | None = None
+
+
+def choose_caption(row: dict, annotations: dict[str, dict], mode: str) -> str | None:
+    original = (row.get("caption_original") or "").strip() or None
+    dense_row = annotations.get(CAPTION_STORE)
+    dense = None
+    if dense_row and dense_row.get("status") == "ok":
+        dense = (dense_row.get("caption") or "").strip() or None
+    if mode == "original":
+        return original
+    if mode == "dense":
+        return dense
+    if original and dense:
+        return (original, dense)[int(key_rng(row["key"], "caption-choice").integers(0, 2))]
+    return original or dense
+
+
+def prompt_for(task: str, caption: str | None, tags: str | None = None) -> str:
+    return " ".join(part for part in (f"[[{task}]]", tags or "", caption or "") if part).strip()
+
+
+def candidates(
+    row: dict, ordinal: int, annotations: dict[str, dict], tasks: list[TaskSource], caption_mode: str
+) -> Iterator[tuple[str, Sample | str]]:
+    """(task, Sample or skip reason) for each task, for one catalog row.
+
+    `annotations` maps annotator name -> that annotator's row for this key (stored columns).
+    """
+    if row.get("kind", "image") != "image":
+        return
+    caption = choose_caption(row, annotations, caption_mode)
+    image_member = (f"img0.{row['image_format']}", row["image"])
+    for source in tasks:
+        sample_key = f"{row['key']}-{source.task}"
+        base = dict(key=sample_key, task=source.task, source=row["source"], source_keys=[row["key"]],
+                    width=row.get("width"), height=row.get("height"), ordinal=ordinal)
+        if source.condition is None:
+            if not caption:
+                yield source.task, "no_caption"
+                continue
+            prompt = prompt_for(source.task, caption)
+            meta = _meta(source.task, prompt, ["image"], [row["key"]])
+            yield source.task, Sample(prompt=prompt, members=[image_member, *_text_members(prompt, meta)],
+                                      n_views=1, annotators=_caption_store(annotations), **base)
+            continue
+        name = source.store.split("@", 1)[0]
+        annotation = annotations.get(name)
+        if annotation is None:
+            yield source.task, f"missing_annotation:{source.store}"
+            continue
+        if annotation.get("status") != "ok":
+            yield source.task, f"{name}:{annotation.get('status')}"
+            continue
+        spec = source.condition
+        condition = annotation.get(spec.column)
+        if not condition:
+            yield source.task, f"{name}:empty_{spec.column}"
+            continue
+        tags = annotation.get(spec.tags_column) if spec.tags_column else None
+        prompt = prompt_for(source.task, caption, tags)
+        meta = _meta(source.task, prompt, ["image", spec.column], [row["key"]])
+        members = [image_member, (f"img1.{spec.ext}", condition), *_text_members(prompt, meta)]
+        yield source.task, Sample(prompt=prompt, members=members, n_views=2,
+                                  annotators=[source.store, *_caption_store(annotations)], **base)
+
+
+def _meta(task: str, prompt: str, roles: list[str], source_keys: list[str]) -> dict:
+    """The `json` member: what a loader needs without the manifest (task, view roles, prompt)."""
+    return {"task": task, "n_views": len(roles), "roles": roles, "prompt": prompt, "source_keys": source_keys}
+
+
+def _text_members(prompt: str, meta: dict) -> list[tuple[str, bytes]]:
+    return [("txt", prompt.encode("utf-8")), ("json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
+
+
+def _caption_store(annotations: dict[str, dict]) -> list[str]:
+    row = annotations.get(CAPTION_STORE)
+    return [f"{CAPTION_STORE}@{row['annotator_version']}"] if row and row.get("status") == "ok" else []

@@ -1,0 +1,364 @@
+"""Sources: where raw images come from, listed deterministically and read in parts (no Ray here).
+
+A source turns a user path into a sorted list of small, picklable item dicts
+`{"uri": str, "caption": str | None, ...locator fields}` and reads the bytes of a list of items.
+Kinds (`--kind`, or detected):
+
+- folder      an image folder, recursive (jpg, jpeg, png, webp, gif, bmp, tif, tiff); captions from a
+              sidecar `<stem>.txt`, or an imagefolder-style `metadata.jsonl` / `metadata.csv`
+              (`file_name` + `text`/`caption`) anywhere above the file.
+- table       Parquet or JSONL file(s) (a file, or a folder of them) with image bytes (column
+              image/jpg/png/bytes/image_bytes, raw binary or a {bytes, path} struct) or URIs (column
+              uri/url/path/image_path/file_name, relative to the table's folder), plus an optional caption
+              column (caption/text/txt/prompt, or `--caption-column`).
+- webdataset  existing WebDataset tars (a tar, or a folder of them); images are members with an image
+              extension; captions from the `.txt` member or `.json` {"caption": ...}.
+- hf          a Hugging Face `datasets` dataset saved with `save_to_disk` (folder with dataset_info.json
+              / state.json, or a DatasetDict); image column of the datasets Image feature.
+
+All I/O goes through fsspec, so s3:// and gs:// paths work the same as local ones. User errors
+(missing path, empty source, wrong columns) raise `SourceError` with one line to print.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import posixpath
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow as pa
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
+URI_COLUMNS = ("uri", "url", "path", "image_path", "file_name")
+CAPTION_COLUMNS = ("caption", "text", "txt", "prompt")
+
+
+class SourceError(Exception):
+    """A user error about the source itself; the message is one line for the terminal."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What `onegen ingest` was asked to read. Fields are the whole configuration of a source."""
+
+    path: str
+    kind: str = "auto"  # auto | folder | table | webdataset | hf
+    name: str = ""  # source name used in keys; default: the path's last component
+    caption_column: str = ""
+    image_column: str = ""
+    uri_column: str = ""
+
+    @property
+    def source_name(self) -> str:
+        base = self.name or posixpath.basename(self.path.rstrip("/")) or "source"
+        slug = re.sub(r"[^a-z0-9_]+", "_", base.lower().split(".")[0]).strip("_")
+        return slug or "source"
+
+
+def detect_kind(spec: SourceSpec) -> str:
+    """The source kind: the given one, or detected from what is at the path."""
+    fs, root = fsspec.core.url_to_fs(spec.path)
+    if not fs.exists(root):
+        raise SourceError(f"source path does not exist: {spec.path}")
+    if spec.kind != "auto":
+        return spec.kind
+    if fs.isfile(root):
+        if root.endswith((".parquet", ".jsonl", ".json")):
+            return "table"
+        if root.endswith(".tar"):
+            return "webdataset"
+        raise SourceError(f"cannot tell what kind of source {spec.path} is: pass --kind")
+    names = {posixpath.basename(p) for p in fs.ls(root, detail=False)}
+    if names & {"dataset_info.json", "state.json", "dataset_dict.json"}:
+        return "hf"
+    files = fs.find(root)
+    if any(p.endswith(IMAGE_EXTENSIONS) for p in files):
+        return "folder"
+    if any(p.endswith(".tar") for p in files):
+        return "webdataset"
+    if any(p.endswith((".parquet", ".jsonl")) for p in files):
+        return "table"
+    raise SourceError(f"source folder has no images, tars, tables or dataset: {spec.path}")
+
+
+def list_items(spec: SourceSpec) -> list[dict]:
+    """All items of the source, sorted by uri (the order that defines ingest parts)."""
+    kind = detect_kind(spec)
+    listers = {"folder": _list_folder, "table": _list_table, "webdataset": _list_tars, "hf": _list_hf}
+    if kind not in listers:
+        raise SourceError(f"unknown source kind {kind!r}; use one of {sorted(listers)}")
+    items = listers[kind](spec)
+    if not items:
+        raise SourceError(f"source {spec.path} ({kind}) holds no items")
+    for item in items:
+        item["kind"] = kind
+    return sorted(items, key=lambda item: item["uri"])
+
+
+def fingerprint(items: list[dict]) -> str:
+    """A hash of the listing (uris and sizes): a changed input changes it."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{item['uri']}\0{item.get('size', '')}\n".encode())
+    return digest.hexdigest()
+
+
+def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    """(item, bytes) per item in order, or (item, exception) when that item could not be read."""
+    readers = {"folder": _read_files, "table": _read_table_rows, "webdataset": _read_tar_members, "hf": _read_hf}
+    kind = items[0]["kind"] if items else "folder"
+    yield from readers[kind](spec, items)
+
+
+# --- folder ----------------------------------------------------------------------------------------
+def _list_folder(spec: SourceSpec) -> list[dict]:
+    fs, root = fsspec.core.url_to_fs(spec.path)
+    files = fs.find(root, detail=True)
+    captions = _folder_metadata_captions(fs, files)
+    items = []
+    for path, info in files.items():
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        stem = path.rsplit(".", 1)[0]
+        caption = captions.get(path)
+        if caption is None and f"{stem}.txt" in files:
+            with fs.open(f"{stem}.txt", "r") as handle:
+                caption = handle.read().strip()
+        items.append({"uri": fs.unstrip_protocol(path), "path": path, "size": info.get("size"), "caption": caption})
+    return items
+
+
+def _folder_metadata_captions(fs: fsspec.AbstractFileSystem, files: dict) -> dict[str, str]:
+    """imagefolder-style metadata.jsonl / metadata.csv: file_name relative to the metadata's folder."""
+    captions: dict[str, str] = {}
+    for path in files:
+        name = posixpath.basename(path)
+        if name not in ("metadata.jsonl", "metadata.csv"):
+            continue
+        with fs.open(path, "r") as handle:
+            text = handle.read()
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if name.endswith("jsonl") else list(
+            csv.DictReader(io.StringIO(text))
+        )
+        folder = posixpath.dirname(path)
+        for row in rows:
+            caption = next((row[c] for c in CAPTION_COLUMNS if row.get(c)), None)
+            if "file_name" in row and caption:
+                captions[posixpath.join(folder, row["file_name"])] = str(caption)
+    return captions
+
+
+def _read_files(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    fs, _ = fsspec.core.url_to_fs(spec.path)
+    for item in items:
+        try:
+            with fs.open(item["path"], "rb") as handle:
+                yield item, handle.read()
+        except OSError as error:
+            yield item, error
+
+
+# --- tables ----------------------------------------------------------------------------------------
+def _table_files(spec: SourceSpec) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    fs, root = fsspec.core.url_to_fs(spec.path)
+    files = [root] if fs.isfile(root) else sorted(p for p in fs.find(root) if p.endswith((".parquet", ".jsonl")))
+    return fs, files
+
+
+def _load_table(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+    with fs.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            return pq.read_table(handle, columns=columns)
+        table = pajson.read_json(handle)
+        return table.select(columns) if columns else table
+
+
+def _pick(names: list[str], wanted: str, candidates: tuple[str, ...], what: str, path: str) -> str | None:
+    if wanted:
+        if wanted not in names:
+            raise SourceError(f"{path}: no {what} column {wanted!r} (columns: {', '.join(names)})")
+        return wanted
+    return next((c for c in candidates if c in names), None)
+
+
+def _table_columns(spec: SourceSpec, schema: pa.Schema, path: str) -> tuple[str | None, str | None, str | None]:
+    names = schema.names
+    image = _pick(names, spec.image_column, IMAGE_COLUMNS, "image", path)
+    uri = _pick(names, spec.uri_column, URI_COLUMNS, "uri", path)
+    caption = _pick(names, spec.caption_column, CAPTION_COLUMNS, "caption", path)
+    if image is None and uri is None:
+        raise SourceError(
+            f"{path}: no image bytes column ({'/'.join(IMAGE_COLUMNS)}) and no uri column "
+            f"({'/'.join(URI_COLUMNS)}); columns are: {', '.join(names)}"
+        )
+    return image, uri, caption
+
+
+def _list_table(spec: SourceSpec) -> list[dict]:
+    fs, files = _table_files(spec)
+    items = []
+    for path in files:
+        try:
+            schema = _load_table(fs, path).schema if path.endswith(".jsonl") else pq.read_schema(fs.open(path, "rb"))
+        except (pa.ArrowInvalid, OSError) as error:
+            raise SourceError(f"{path}: not a readable table ({error})") from None
+        image, uri, caption = _table_columns(spec, schema, path)
+        table = _load_table(fs, path, [c for c in (uri, caption) if c])
+        uris = table.column(uri).to_pylist() if uri else [None] * _num_rows(fs, path)
+        captions = table.column(caption).to_pylist() if caption else [None] * len(uris)
+        for row, (row_uri, row_caption) in enumerate(zip(uris, captions, strict=True)):
+            items.append(
+                {"uri": f"{fs.unstrip_protocol(path)}#{row:09d}", "table": path, "row": row,
+                 "image_column": image, "target": row_uri, "caption": row_caption}
+            )
+    return items
+
+
+def _num_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:
+    if path.endswith(".parquet"):
+        return pq.ParquetFile(fs.open(path, "rb")).metadata.num_rows
+    return _load_table(fs, path).num_rows
+
+
+def _read_table_rows(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    fs, _ = fsspec.core.url_to_fs(spec.path)
+    by_table: dict[str, pa.Table] = {}
+    for item in items:
+        try:
+            if item["image_column"]:
+                if item["table"] not in by_table:
+                    by_table[item["table"]] = _load_table(fs, item["table"], [item["image_column"]])
+                value = by_table[item["table"]].column(0)[item["row"]].as_py()
+                data = value.get("bytes") if isinstance(value, dict) else value
+                if isinstance(data, str):
+                    data = data.encode("latin-1")
+                if data is None:
+                    raise ValueError("image column is empty in this row")
+                yield item, data
+            else:
+                target = item["target"]
+                if not target:
+                    raise ValueError("uri column is empty in this row")
+                if "://" not in target and not target.startswith("/"):
+                    target = fs.unstrip_protocol(posixpath.join(posixpath.dirname(item["table"]), target))
+                with fsspec.open(target, "rb") as handle:
+                    yield item, handle.read()
+        except (OSError, ValueError, pa.ArrowException) as error:
+            yield item, error
+
+
+# --- webdataset tars -------------------------------------------------------------------------------
+def _list_tars(spec: SourceSpec) -> list[dict]:
+    fs, root = fsspec.core.url_to_fs(spec.path)
+    tars = [root] if fs.isfile(root) else sorted(p for p in fs.find(root) if p.endswith(".tar"))
+    items = []
+    for tar_path in tars:
+        with fs.open(tar_path, "rb") as handle:
+            try:
+                members = tarfile.open(fileobj=handle, mode="r:").getmembers()
+            except tarfile.TarError as error:
+                raise SourceError(f"{tar_path}: not a readable tar ({error})") from None
+        by_key: dict[str, dict[str, tarfile.TarInfo]] = {}
+        for member in members:
+            if not member.isfile():
+                continue
+            directory, name = posixpath.split(member.name)
+            stem, _, extension = name.partition(".")
+            by_key.setdefault(posixpath.join(directory, stem), {})[extension.lower()] = member
+        for _, parts in sorted(by_key.items()):
+            image = next((parts[e] for e in parts if ("." + e.rsplit(".", 1)[-1]) in IMAGE_EXTENSIONS), None)
+            if image is None:
+                continue
+            items.append(
+                {"uri": f"{fs.unstrip_protocol(tar_path)}#{image.name}", "tar": tar_path, "member": image.name,
+                 "caption_member": (parts.get("txt") or parts.get("json") or tarfile.TarInfo()).name or None,
+                 "size": image.size, "caption": None}
+            )
+    return items
+
+
+def _read_tar_members(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    fs, _ = fsspec.core.url_to_fs(spec.path)
+    by_tar: dict[str, list[dict]] = {}
+    for item in items:
+        by_tar.setdefault(item["tar"], []).append(item)
+    results: dict[str, tuple[dict, bytes | Exception]] = {}
+    for tar_path, tar_items in by_tar.items():
+        with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as archive:
+            for item in tar_items:
+                results[item["uri"]] = _read_member(archive, item)
+    for item in items:
+        yield results[item["uri"]]
+
+
+def _read_member(archive: tarfile.TarFile, item: dict) -> tuple[dict, bytes | Exception]:
+    name = item["member"]
+    if name.startswith("/") or ".." in name.split("/"):
+        # Never extracted to disk anyway; refused so that a hostile name is visible in the rejects.
+        return item, ValueError(f"unsafe tar member name {name!r}")
+    try:
+        data = archive.extractfile(name).read()
+        if item.get("caption_member"):
+            text = archive.extractfile(item["caption_member"]).read().decode("utf-8", errors="replace")
+            item["caption"] = json.loads(text).get("caption") if item["caption_member"].endswith(".json") else text.strip()
+        return item, data
+    except (KeyError, OSError, tarfile.TarError, json.JSONDecodeError, AttributeError) as error:
+        return item, error
+
+
+# --- Hugging Face datasets on disk -----------------------------------------------------------------
+def _load_hf(spec: SourceSpec):
+    import datasets
+
+    loaded = datasets.load_from_disk(spec.path)
+    if isinstance(loaded, datasets.DatasetDict):
+        return datasets.concatenate_datasets([loaded[split] for split in sorted(loaded)])
+    return loaded
+
+
+def _list_hf(spec: SourceSpec) -> list[dict]:
+    dataset = _load_hf(spec)
+    image, _, caption = _hf_columns(spec, dataset)
+    captions = dataset[caption] if caption else [None] * len(dataset)
+    return [
+        {"uri": f"{spec.path.rstrip('/')}#{row:09d}", "row": row, "image_column": image,
+         "size": f"{dataset._fingerprint}", "caption": captions[row]}
+        for row in range(len(dataset))
+    ]
+
+
+def _hf_columns(spec: SourceSpec, dataset) -> tuple[str, None, str | None]:
+    names = list(dataset.column_names)
+    image = _pick(names, spec.image_column, IMAGE_COLUMNS + ("img",), "image", spec.path)
+    if image is None:
+        raise SourceError(f"{spec.path}: no image column ({'/'.join(IMAGE_COLUMNS)}); columns are: {', '.join(names)}")
+    return image, None, _pick(names, spec.caption_column, CAPTION_COLUMNS, "caption", spec.path)
+
+
+def _read_hf(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    import datasets
+
+    dataset = _load_hf(spec)
+    column = items[0]["image_column"]
+    undecoded = dataset.cast_column(column, datasets.Image(decode=False))
+    rows = undecoded.select([item["row"] for item in items])[column]
+    for item, value in zip(items, rows, strict=True):
+        data = value.get("bytes") if isinstance(value, dict) else None
+        if data is None and isinstance(value, dict) and value.get("path"):
+            try:
+                with fsspec.open(value["path"], "rb") as handle:
+                    data = handle.read()
+            except OSError as error:
+                yield item, error
+                continue
+        yield (item, data) if data is not None else (item, ValueError("image cell holds no bytes"))
