@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import uuid
 from typing import Any
 
@@ -21,6 +22,10 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 TEMP_SUFFIX = ".tmp-onegen"
+# Fault injection for the kill-and-rerun tests: "before_rename:N" or "after_rename:N" SIGKILLs this
+# process at the N-th commit (1-based) at that point. Unset in normal use; costs one dict lookup.
+CRASH_ENV = "ONEGEN_CRASH_AT"
+_commit_counts = {"before_rename": 0, "after_rename": 0}
 
 
 def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -42,7 +47,9 @@ def commit_bytes(path: str, data: bytes) -> None:
     with fs.open(temporary, "wb") as handle:
         handle.write(data)
         _fsync(handle)
+    _maybe_crash("before_rename")
     fs.mv(temporary, target)
+    _maybe_crash("after_rename")
 
 
 def commit_file(local_source: str, path: str) -> None:
@@ -54,7 +61,9 @@ def commit_file(local_source: str, path: str) -> None:
     if isinstance(fs, LocalFileSystem):
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
+    _maybe_crash("before_rename")
     fs.mv(temporary, target)
+    _maybe_crash("after_rename")
 
 
 def commit_table(path: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
@@ -124,6 +133,16 @@ def read_metadata(path: str) -> dict[str, str]:
     with fs.open(target, "rb") as handle:
         raw = pq.read_schema(handle).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"ARROW")}
+
+
+def _maybe_crash(stage: str) -> None:
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    _commit_counts[stage] += 1
+    name, _, count = wanted.partition(":")
+    if name == stage and _commit_counts[stage] == int(count):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync(handle: Any) -> None:

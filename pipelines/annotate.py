@@ -174,7 +174,7 @@ def run_annotator(root: str, annotator: Annotator, overwrite: bool, ray_config: 
     output_root = store_dir(root, annotator.store_name)
     record = {"job": "annotate", **annotator_identity(annotator)}
     hint = f"Bump {type(annotator).__name__}.version for new outputs, or pass --overwrite to redo {annotator.store_name}."
-    if job_state.check_and_record(store.join(output_root, "job.json"), record, overwrite, hint):
+    if job_state.check_and_record(store.join(output_root, "_job.json"), record, overwrite, hint):
         for _, path in catalog_parts(root):
             store.remove(store.join(output_root, path.rsplit("/", 2)[-2]))
     store.clean_temporaries(output_root)

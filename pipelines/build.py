@@ -59,7 +59,7 @@ def available_tasks(root: str) -> dict[str, TaskSource]:
     names = {p.rsplit("/", 1)[-1].split("@", 1)[0] for p in fs.ls(base, detail=False)} if fs.exists(base) else set()
     for name in sorted(names):
         found = find_store(root, name)
-        record = store.read_json(store.join(store_dir(root, found), "job.json")) or {}
+        record = store.read_json(store.join(store_dir(root, found), "_job.json")) or {}
         for spec in record.get("conditions", []):
             tasks[spec["task"]] = TaskSource(spec["task"], found, ConditionSpec(**spec))
     return tasks
@@ -84,7 +84,7 @@ def input_fingerprint(root: str, stores: list[str]) -> tuple[str, list[tuple[str
                 name = found.split("@", 1)[0]
                 raise BuildInputError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run `onegen annotate --annotators {name}` first")
     for found in stores:
-        digest.update(json.dumps(store.read_json(store.join(store_dir(root, found), "job.json")), sort_keys=True).encode())
+        digest.update(json.dumps(store.read_json(store.join(store_dir(root, found), "_job.json")), sort_keys=True).encode())
     return digest.hexdigest(), parts
 
 

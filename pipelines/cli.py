@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--source", action="append", help="repeatable")
         sub.set_defaults(run=cmd_manifest)
 
+    from onegen.pipelines.preview import add_commands as add_preview_commands
+
+    add_preview_commands(commands)
+
     demo = commands.add_parser("demo", help="run the whole pipeline on bundled photos, offline")
     demo.add_argument("--out", default="onegen-demo")
     _add_ray_options(demo)

@@ -1,6 +1,6 @@
 """`onegen demo`: the whole spine on real photos that ship inside installed wheels, fully offline.
 
-Inputs: scikit-image's bundled sample photos (astronaut, coffee, chelsea, rocket, motorcycle, ...),
+Inputs: scikit-image's bundled sample photos (astronaut, coffee, chelsea, rocket, moon, ...),
 written as an image folder with an imagefolder-style metadata.jsonl of hand-written captions, plus
 three deliberately bad files (not an image, a truncated JPEG, a 16-pixel image) to show that bad input
 is recorded, not fatal. Runs ingest -> annotate (canny, blur, lowres, inpaint) -> build -> stats ->
@@ -23,7 +23,7 @@ DEMO_PHOTOS = {
     "coffee": "a cup of coffee with latte art on a saucer, seen from above",
     "chelsea": "a tabby cat looking to the side, close-up photo",
     "rocket": "a rocket standing on its launch pad under a blue sky",
-    "motorcycle_left": "a red motorcycle parked in a workshop",
+    "moon": "a black and white close-up of craters on the surface of the moon",
     "hubble_deep_field": "a deep field of distant galaxies photographed by a space telescope",
     "immunohistochemistry": "a microscope image of stained tissue cells",
     "retina": "a photograph of the back of a human eye showing the retina and blood vessels",
@@ -81,7 +81,11 @@ def run_demo(out: str, ray_config: RayConfig) -> int:
         if code != 0:
             print(f"[demo] step failed with exit code {code}")
             return code
+    from onegen.pipelines.preview import write_preview
+
+    report = write_preview(str(shards), str(root / "preview"), per_task=4)
     print(f"[demo] done. catalog + annotations: {dataset}\n[demo] shards: {shards} (index: {shards / 'index.json'})")
+    print(f"[demo] preview report: {report}")
     return 0
 
 

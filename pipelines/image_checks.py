@@ -95,12 +95,11 @@ def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8: alpha composited on white, CMYK/palette/16-bit/float brought to 8-bit RGB."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image)
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = np.asarray(image.convert("RGBA")).astype(np.float32)
         alpha = rgba[..., 3:4] / 255.0

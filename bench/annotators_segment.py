@@ -1,0 +1,189 @@
+"""Throughput of the segment annotator: end-to-end vs bare model forwards vs a naive per-image loop.
+
+All three run on the same batch in the same process:
+- annotator: `SegmentAnnotator.__call__` on a catalog-style batch (PNG decode, detector, batched
+  post-processing, NMS, batched SAM, rendering, PNG encode);
+- bare: the detector forward on the processed batch + SAM image encoder on the batch + the mask
+  decoder for the same boxes (no pre/post-processing): the ceiling the annotator can approach;
+- naive: one image at a time: processor + detector + the library's post-processing, then
+  `SamPredictor.set_image` and one `predict(box=...)` per box, then rendering.
+
+    python bench/annotators_segment.py --tiny            # CPU, tiny random checkpoints
+    python bench/annotators_segment.py --detector grounding_dino \
+        --detector-id IDEA-Research/grounding-dino-tiny --sam-type vit_h --sam-checkpoint sam_vit_h.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from skimage import data as skdata  # noqa: E402
+
+from onegen.annotators.imageio import encode_png  # noqa: E402
+from onegen.annotators.segment import SAM_ARCHS, SegmentAnnotator, build_sam, detect, render_outputs  # noqa: E402
+
+NAMES = ["person", "cat", "cup", "rocket"]
+
+
+def tiny_owlv2(folder: str) -> None:
+    """A random OWLv2 with a word-level tokenizer (same recipe as tests/annotators/test_segment.py)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import (
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "<bos>": 2, **{w: 3 + i for i, w in enumerate(NAMES)}}
+    vocab["<eos>"] = len(vocab)  # OWL pools the highest id: EOS last; BOS != 0 or the query is masked
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", vocab["<eos>"])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
+                                        pad_token="[PAD]", unk_token="[UNK]", model_max_length=8)
+    config = Owlv2Config(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=vocab["<eos>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=64, patch_size=16),
+        projection_dim=32)
+    torch.manual_seed(0)
+    model = Owlv2ForObjectDetection(config)
+    with torch.no_grad():  # random box heads saturate; keep the grid-prior boxes
+        model.box_head.dense2.weight.zero_()
+        model.box_head.dense2.bias.zero_()
+    model.save_pretrained(folder)
+    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
+                   tokenizer=tokenizer).save_pretrained(folder)
+
+
+def test_images(n: int, width: int) -> list[np.ndarray]:
+    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket()]
+    out = []
+    for i in range(n):
+        im = Image.fromarray(photos[i % len(photos)]).convert("RGB")
+        if width:
+            im = im.resize((width, round(im.height * width / im.width)))
+        out.append(np.asarray(im))
+    return out
+
+
+def timed(fn, repeats: int) -> float:
+    """Best wall time of `repeats` calls (after one warm-up), synchronising CUDA."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.no_grad()
+def bare(ann: SegmentAnnotator, images: list[np.ndarray], inputs, boxes: list[torch.Tensor]) -> None:
+    """Detector forward + SAM encoder on the batch + decoder per image: no pre/post-processing."""
+    ann._detector(**inputs)
+    sam = ann._sam
+    size = sam.image_encoder.img_size
+    embeddings = sam.image_encoder(torch.zeros((len(images), 3, size, size), device=sam.device))  # (B, C, h, w)
+    for i, b in enumerate(boxes):
+        sparse, dense = sam.prompt_encoder(points=None, boxes=b.to(sam.device), masks=None)
+        sam.mask_decoder(image_embeddings=embeddings[i : i + 1], image_pe=sam.prompt_encoder.get_dense_pe(),
+                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+
+
+@torch.no_grad()
+def naive(ann: SegmentAnnotator, images: list[np.ndarray], key: str) -> None:
+    """One image at a time through the libraries' own entry points."""
+    from segment_anything import SamPredictor
+
+    predictor = SamPredictor(ann._sam)
+    for image in images:
+        if ann.detector == "owlv2":
+            inputs = ann._processor(text=[NAMES], images=[image], return_tensors="pt").to(ann._device)
+            out = ann._detector(**inputs)
+            res = ann._processor.post_process_grounded_object_detection(
+                out, threshold=ann.box_threshold, target_sizes=[image.shape[:2]])[0]
+            labels = res["labels"].cpu().numpy()
+        else:
+            inputs = ann._processor(images=[image], text=". ".join(NAMES) + ".", return_tensors="pt").to(ann._device)
+            out = ann._detector(**inputs)
+            res = ann._processor.post_process_grounded_object_detection(
+                out, threshold=ann.box_threshold, text_threshold=ann.text_threshold, target_sizes=[image.shape[:2]])[0]
+            labels = np.zeros(len(res["boxes"]), dtype=np.int64)
+        boxes = res["boxes"][: 4 * len(NAMES)].cpu().numpy()
+        predictor.set_image(image)
+        masks = np.stack([predictor.predict(box=b, multimask_output=False)[0][0] for b in boxes])
+        render_outputs(key, NAMES, boxes, res["scores"][: len(boxes)].cpu().numpy(), labels[: len(boxes)],
+                       masks, *image.shape[:2])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="build tiny random checkpoints (CPU run)")
+    parser.add_argument("--detector", default="owlv2")
+    parser.add_argument("--detector-id", default="google/owlv2-base-patch16-ensemble")
+    parser.add_argument("--sam-type", default="vit_h")
+    parser.add_argument("--sam-checkpoint", default="")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--width", type=int, default=512, help="resize images to this width (0: keep)")
+    parser.add_argument("--threshold", type=float, default=0.2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.tiny:
+        folder = tempfile.mkdtemp(prefix="bench-segment-")
+        tiny_owlv2(os.path.join(folder, "owlv2"))
+        torch.save(build_sam(SAM_ARCHS["tiny"]).state_dict(), os.path.join(folder, "sam.pth"))
+        args.detector, args.detector_id = "owlv2", os.path.join(folder, "owlv2")
+        args.sam_type, args.sam_checkpoint = "tiny", os.path.join(folder, "sam.pth")
+        args.threshold = 0.0
+    ann = SegmentAnnotator(detector=args.detector, detector_id=args.detector_id, sam_model_type=args.sam_type,
+                           sam_checkpoint=args.sam_checkpoint, box_threshold=args.threshold, num_gpus=1,
+                           batch_size=args.batch)
+    ann.setup()
+    images = test_images(args.batch, args.width)
+    batch = {"key": [f"bench-{i}" for i in range(len(images))], "kind": ["image"] * len(images),
+             "image": [encode_png(im) for im in images], "caption_original": [""] * len(images),
+             "meta": ["{}"] * len(images), "width": [im.shape[1] for im in images],
+             "height": [im.shape[0] for im in images], "entities.entities": [NAMES] * len(images)}
+    found = detect(ann.detector, ann._processor, ann._detector, images, [NAMES] * len(images),
+                   ann.box_threshold, ann.text_threshold)
+    boxes = [d.boxes[: ann.max_boxes_per_class * len(NAMES)] for d in found]
+    if ann.detector == "owlv2":
+        inputs = ann._processor(text=[NAMES] * len(images), images=images, return_tensors="pt").to(ann._device)
+    else:
+        inputs = ann._processor(images=images, text=[". ".join(NAMES) + "."] * len(images), padding=True,
+                                return_tensors="pt").to(ann._device)
+    statuses = ann(batch)["status"]
+    results = {
+        "annotator (end to end)": timed(lambda: ann(batch), args.repeats),
+        "bare detector + SAM forwards": timed(lambda: bare(ann, images, inputs, boxes), args.repeats),
+        "naive per-image loop": timed(lambda: naive(ann, images, "bench"), args.repeats),
+    }
+    device = torch.cuda.get_device_name() if ann._device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()})"
+    print(f"segment annotator bench | device: {device} | host: {platform.node()} | torch {torch.__version__}")
+    print(f"detector {args.detector} {args.detector_id} | SAM {args.sam_type} | batch {len(images)} images, "
+          f"sizes {sorted({im.shape[:2] for im in images})} | statuses {sorted(set(statuses))} | best of {args.repeats}")
+    for name, seconds in results.items():
+        print(f"  {name:32s} {seconds * 1000:9.1f} ms  {len(images) / seconds:8.2f} images/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Source listing and reading for every kind, and the one-line errors for bad sources."""
+
+import io
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from onegen.pipelines.sources import SourceError, SourceSpec, detect_kind, fingerprint, list_items, read_items
+from tests.conftest import encode, photo, write_photo_folder
+
+
+def _read_all(spec, items):
+    return {item["uri"]: data for item, data in read_items(spec, items)}
+
+
+def test_folder_recursive_with_captions(tmp_path):
+    names = write_photo_folder(tmp_path / "photos", count=6)
+    (tmp_path / "photos" / "img001.txt").write_text("sidecar caption")
+    spec = SourceSpec(str(tmp_path / "photos"))
+    items = list_items(spec)
+    assert detect_kind(spec) == "folder" and spec.source_name == "photos"
+    assert sorted(i["uri"].split("photos/")[1] for i in items) == sorted(names)
+    assert [i["uri"] for i in items] == sorted(i["uri"] for i in items)
+    captions = {i["uri"].split("photos/")[1]: i["caption"] for i in items}
+    assert captions["img001.jpg"] == "a crop of the coffee photo"  # metadata.jsonl wins over the sidecar
+    assert captions["nested/img000.png"] is None  # index 0 has no metadata row
+    data = _read_all(spec, items)
+    assert all(d[:2] in (b"\xff\xd8", b"\x89P") for d in data.values())
+
+
+def test_table_with_bytes_and_caption(tmp_path):
+    images = [encode(photo("astronaut")[:64, :64]), encode(photo("coffee")[:64, :64]), None]
+    table = pa.table({"jpg": pa.array(images, pa.binary()), "caption": ["one", "two", "three"]})
+    pq.write_table(table, tmp_path / "rows.parquet")
+    spec = SourceSpec(str(tmp_path / "rows.parquet"))
+    items = list_items(spec)
+    results = list(read_items(spec, items))
+    assert [i["caption"] for i in items] == ["one", "two", "three"]
+    assert results[0][1] == images[0] and results[1][1] == images[1]
+    assert isinstance(results[2][1], Exception)  # an empty cell is this item's problem, not the job's
+
+
+def test_jsonl_with_relative_uris(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(encode(photo("chelsea")[:64, :64]))
+    (tmp_path / "list.jsonl").write_text(json.dumps({"path": "img/a.png", "text": "a cat"}) + "\n"
+                                         + json.dumps({"path": "img/missing.png", "text": "gone"}) + "\n")
+    spec = SourceSpec(str(tmp_path / "list.jsonl"))
+    results = list(read_items(spec, list_items(spec)))
+    assert results[0][1] == (tmp_path / "img" / "a.png").read_bytes() and results[0][0]["caption"] == "a cat"
+    assert isinstance(results[1][1], OSError)
+
+
+def _add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def test_webdataset_tars_and_hostile_member_names(tmp_path):
+    image = encode(photo("rocket")[:64, :64], "JPEG")
+    with tarfile.open(tmp_path / "data-000000.tar", "w") as tar:
+        _add(tar, "s1.jpg", image)
+        _add(tar, "s1.txt", b"a rocket")
+        _add(tar, "s2.jpg", image)
+        _add(tar, "s2.json", json.dumps({"caption": "json caption"}).encode())
+        _add(tar, "../evil.jpg", image)
+    spec = SourceSpec(str(tmp_path))
+    assert detect_kind(spec) == "webdataset"
+    items = list_items(spec)
+    results = {item["member"]: (item, data) for item, data in read_items(spec, items)}
+    assert results["s1.jpg"][1] == image and results["s1.jpg"][0]["caption"] == "a rocket"
+    assert results["s2.jpg"][0]["caption"] == "json caption"
+    assert isinstance(results["../evil.jpg"][1], ValueError)  # refused with a reason, never extracted
+    assert not (tmp_path.parent / "evil.jpg").exists()
+
+
+def test_hf_dataset_on_disk(tmp_path):
+    import datasets
+
+    photos = [photo("astronaut")[:64, :64], photo("coffee")[:64, :64]]
+    dataset = datasets.Dataset.from_dict({"image": [encode(p) for p in photos], "text": ["x", "y"]})
+    dataset = dataset.cast_column("image", datasets.Image())
+    dataset.save_to_disk(str(tmp_path / "hf"))
+    spec = SourceSpec(str(tmp_path / "hf"))
+    assert detect_kind(spec) == "hf"
+    items = list_items(spec)
+    results = list(read_items(spec, items))
+    assert [i["caption"] for i in items] == ["x", "y"]
+    assert results[1][1] == encode(photos[1])
+
+
+def test_fingerprint_changes_with_input(tmp_path):
+    write_photo_folder(tmp_path / "p", count=3)
+    spec = SourceSpec(str(tmp_path / "p"))
+    before = fingerprint(list_items(spec))
+    assert fingerprint(list_items(spec)) == before
+    (tmp_path / "p" / "extra.png").write_bytes(encode(photo("coins")[:64, :64]))
+    assert fingerprint(list_items(spec)) != before
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "nope", "does not exist"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no images"),
+        (lambda p: pq.write_table(pa.table({"a": [1]}), p / "t.parquet") or p / "t.parquet", "no image bytes column"),
+    ],
+)
+def test_bad_sources_are_one_line_errors(tmp_path, make, message):
+    with pytest.raises(SourceError) as error:
+        list_items(SourceSpec(str(make(tmp_path))))
+    assert message in str(error.value) and "\n" not in str(error.value)
