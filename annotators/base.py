@@ -6,7 +6,8 @@ batch with exactly one output row per input row, in order. It never imports Ray:
 
 Input batch columns (catalog, DESIGN §2): key, kind, image (bytes or None), caption_original,
 meta (JSON string), width, height, subject, view_images (list of bytes or None), plus, for each
-name in `requires`, that annotator's stored columns as "<name>.<column>".
+name in `requires` (and in `optional_requires` whose store exists), that annotator's stored columns
+as "<name>.<column>".
 
 Output columns, one value per input row:
 - the common columns of `COMMON_FIELDS` (key, status, error, model_id, model_revision,
@@ -95,6 +96,7 @@ class Annotator:
     version: ClassVar[str] = "1"
     output_schema: ClassVar[pa.Schema] = pa.schema([])
     requires: ClassVar[tuple[str, ...]] = ()
+    optional_requires: ClassVar[tuple[str, ...]] = ()  # joined when that store exists, else absent
     kinds: ClassVar[tuple[str, ...]] = ("image",)
     decode_images: ClassVar[bool] = True
     conditions: ClassVar[tuple[ConditionSpec, ...]] = ()

@@ -93,7 +93,7 @@ def plan_parts(root: str, annotator: Annotator, overwrite: bool) -> tuple[list[P
     missing = [name for name, found in stores.items() if found is None]
     if missing:
         raise MissingRequirement(f"{annotator.name} needs {', '.join(missing)}: run `onegen annotate --annotators {','.join(missing)}` first")
-    optional = {name: find_store(root, name) for name in getattr(annotator, "optional_requires", ())}
+    optional = {name: find_store(root, name) for name in annotator.optional_requires}
     stores.update({name: found for name, found in optional.items() if found})
     tasks, done, stale = [], 0, []
     for index, (source, path) in enumerate(catalog_parts(root)):

@@ -1,0 +1,88 @@
+"""Shard loader: homogeneous batches, roles per task, caption dropout, raw vs precomputed shards."""
+
+import dataclasses
+
+import torch
+
+from onegen.model.vae import Vae
+from onegen.training.data import (
+    DataConfig,
+    batch_caption,
+    batch_latents,
+    choose_generated,
+    family_shards,
+    make_loader,
+)
+from onegen.training.precompute import PrecomputeConfig
+
+
+def test_raw_batches_are_homogeneous_with_roles(raw_shards, checkpoints):
+    config = DataConfig(raw_shards, batch_size=2, buckets=((64, 64), (32, 48)), caption_dropout=0.0)
+    batches = make_loader(config)
+    seen_directions, tasks = set(), set()
+    vae = Vae.load(checkpoints["vae"])
+    for _ in range(12):
+        batch = next(batches)
+        n_views = len(batch["kinds"])
+        assert batch["generate"].shape == (2, n_views)
+        assert batch["generate"].sum(1).tolist() == [1, 1]  # exactly one generated view per sample here
+        for view in batch["views"]:
+            assert view.shape == (2, 3, 64, 64) and view.min() >= -1 and view.max() <= 1
+        assert all((n_views == 2) == (task == "canny2image") for task in batch["task"])
+        if n_views == 2:
+            seen_directions.update(tuple(row) for row in batch["generate"].tolist())
+        tasks.update(batch["task"])
+        assert batch_latents(batch, vae).shape == (2, 16, n_views, 8, 8)
+    assert tasks == {"text2image", "canny2image"}
+    assert seen_directions == {(True, False), (False, True)}  # both directions of a two-view task
+
+
+def test_precomputed_batches_and_caption_dropout(latent_shards):
+    config = DataConfig(latent_shards, batch_size=4, caption_dropout=0.5)
+    dropped = kept = 0
+    batches = make_loader(config)
+    for _ in range(8):
+        batch = next(batches)
+        assert set(batch["kinds"]) == {"latent"}
+        latents = batch_latents(batch)
+        assert latents.shape[:2] == (4, 16) and latents.shape[-2:] == (8, 8)
+        caption, mask = batch_caption(batch)
+        assert caption.shape[:2] == mask.shape and caption.shape[2] == 32
+        assert (mask.any(1) == batch["keep_caption"]).all()
+        dropped += int((~batch["keep_caption"]).sum())
+        kept += int(batch["keep_caption"].sum())
+    assert dropped > 0 and kept > 0
+
+
+def test_families_without_shards_are_dropped(raw_shards, caplog):
+    shards = family_shards(DataConfig(raw_shards))
+    assert set(shards) == {"text2image", "image2image"}
+    assert "multiview" in caplog.text and "id" in caplog.text
+
+
+def test_roles_for_multiview_and_faceid():
+    import random
+
+    rng = random.Random(0)
+    kinds = ("latent", "ray") * 3
+    for _ in range(20):
+        generate = choose_generated(kinds, "multiview", rng, 0.5, pose_prob=0.3)
+        gen_images = [generate[i] for i in (0, 2, 4)]
+        gen_rays = [generate[i] for i in (1, 3, 5)]
+        # either pose estimation (rays only) or novel views (some, not all, images; rays clean)
+        assert (all(gen_rays) and not any(gen_images)) or (not any(gen_rays) and 0 < sum(gen_images) < 3)
+    assert choose_generated(("latent",) * 3, "id", rng, 0.5, 0.2) == [True, False, False]
+
+
+def test_loader_is_deterministic(latent_shards):
+    config = DataConfig(latent_shards, batch_size=2, task_weights=(("text2image", 1.0), ("image2image", 1.0)))
+    a, b = make_loader(config), make_loader(dataclasses.replace(config))
+    for _ in range(5):
+        x, y = next(a), next(b)
+        assert x["key"] == y["key"] and torch.equal(x["generate"], y["generate"])
+    skipped = make_loader(config, skip=5)
+    assert next(skipped)["key"] == next(a)["key"]
+
+
+def test_precompute_config_is_frozen():
+    assert dataclasses.is_dataclass(PrecomputeConfig)
