@@ -152,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=cmd_manifest)
 
     from onegen.pipelines.preview import add_commands as add_preview_commands
+    from onegen.training.commands import add_commands as add_training_commands
 
     add_preview_commands(commands)
+    add_training_commands(commands)
 
     demo = commands.add_parser("demo", help="run the whole pipeline on bundled photos, offline")
     demo.add_argument("--out", default="onegen-demo")

@@ -1,0 +1,62 @@
+"""Ray stays on loopback (no cloud-metadata probes, no outward node IP), and the annotation plan
+asks Ray for the annotator's GPUs/CPUs on an actor pool."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pytest
+
+from onegen.annotators.base import Annotator
+from onegen.pipelines.annotate import PartTask, build_annotation_dataset
+from tests.conftest import write_photo_folder
+
+INET = re.compile(r'connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\), (?:sin_addr=inet_addr\("([^"]+)"\)|.*?inet_pton\(AF_INET6, "([^"]+)")')
+
+
+def _is_loopback(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (.ci/run installs it)")
+def test_a_job_connects_to_loopback_only(tmp_path):
+    write_photo_folder(tmp_path / "photos", count=4)
+    trace = tmp_path / "connect.trace"
+    env = {k: v for k, v in os.environ.items() if k not in ("http_proxy", "HTTP_PROXY")}
+    command = ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(trace), sys.executable, "-m",
+               "onegen.pipelines.cli", "ingest", str(tmp_path / "photos"), "--out", str(tmp_path / "d"),
+               "--num-cpus", "1", "--object-store-mb", "100", "--no-progress"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    addresses = [m.group(2) or m.group(3) for m in INET.finditer(trace.read_text())]
+    assert len(addresses) > 10  # Ray's own processes really talked (over loopback)
+    outside = sorted({a for a in addresses if not _is_loopback(a)})
+    assert outside == [], f"connections beyond loopback: {outside}"
+
+
+@dataclass
+class _NeedsGpu(Annotator):
+    name: ClassVar[str] = "needs_gpu"
+    output_schema: ClassVar[pa.Schema] = pa.schema([])
+    num_gpus: float = 1.0
+    num_cpus: float = 0.5
+    batch_size: int = 32
+    concurrency: int = 3
+
+
+def test_annotation_plan_places_the_annotator_on_gpu_actors(ray_local):
+    from ray.data import ActorPoolStrategy
+
+    task = PartTask(0, "/nowhere/part-00000.parquet", "/nowhere/out.parquet", 1, "", ())
+    dataset = build_annotation_dataset([task], _NeedsGpu())
+    operator = dataset._logical_plan.dag  # the last operator: the annotator's map
+    assert "AnnotatorActor" in operator.name
+    assert operator.ray_remote_args["num_gpus"] == 1.0 and operator.ray_remote_args["num_cpus"] == 0.5
+    assert isinstance(operator.compute, ActorPoolStrategy) and operator.compute.min_size == 3
+    assert operator.batch_size == 32

@@ -1,0 +1,14 @@
+"""`add_commands(subparsers)`: the training sub-commands of `onegen` (precompute, train, sample)."""
+
+from __future__ import annotations
+
+from onegen.training.precompute import add_precompute_command
+from onegen.training.sample import add_sample_command
+from onegen.training.train import add_train_command
+
+
+def add_commands(subparsers) -> None:
+    """Add `precompute`, `train` and `sample`; each sets `run` (args -> exit code)."""
+    add_precompute_command(subparsers)
+    add_train_command(subparsers)
+    add_sample_command(subparsers)

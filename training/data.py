@@ -1,0 +1,272 @@
+"""The shard loader: WebDataset shards -> homogeneous training batches (DESIGN §6).
+
+Streams: one per task family (text2image, image2image, id, multiview; `FAMILIES`), each an endless
+`wds.ResampledShards` over that family's shards (from `select_shards`), so DDP ranks never run dry on
+uneven shards. Shards are split by node and worker: stream s = rank * workers + worker reads
+shards[s::streams] when there are enough shards, else all of them with its own seed. Each step draws a
+family by `task_weights` (families without shards are dropped with a logged notice), takes its next
+sample from a shuffle buffer, decodes it and puts it into a pending batch keyed by (view kinds, H, W);
+a batch is emitted when it holds `batch_size` samples, so batches are homogeneous in views and size.
+
+Sample members: imgN.(jpg|png) raw image views or latN.npy precomputed latents (float16 (16, h, w)),
+rayN.npy ray views (float16 (16, h, w)), txt / json (prompt, task), and after precompute t5.npy
+((L, D) float16) + t5mask.npy ((L,) bool). Views are ordered by index, an image before its ray:
+[img0, ray0, img1, ray1, ...]. Raw images are resized (cover) and centre-cropped to the bucket nearest in
+aspect ratio to view 0; rays are resampled to the latent grid when their size differs (an approximation).
+
+Roles (which views are generated): 1 view: generated; 2 image views: image from condition or, with
+`reverse_prob`, condition from image; faceid / >2 image views: view 0 from the references; multiview:
+with `pose_prob` all rays generated from clean images (pose estimation), else a random non-empty
+subset of images is generated from the others, rays clean. Caption dropout (CFG) clears a row's mask.
+
+Batch dict: "views" list of V tensors, (B, 3, H, W) in [-1, 1] for "pixels" views or (B, 16, h, w) for
+"latent"/"ray" views; "kinds" tuple of V kinds; "generate" (B, V) bool; "keep_caption" (B,) bool;
+"prompt" list[str]; "task"/"family"/"key" list[str]; with precomputed text "t5" (B, L, D) float32 and
+"t5mask" (B, L) bool (padded to the longest).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+from PIL import Image
+
+from onegen.manifests.query import read_manifests, select_shards
+
+log = logging.getLogger(__name__)
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "text2image": ("text2image",),
+    "image2image": ("canny2image", "deblurring", "image_inpainting", "super_resolution", "depth2image", "hed2img",
+                    "pose2image", "semanticmap2image", "boundingbox2image", "image_editing", "subject_driven"),
+    "id": ("faceid",),
+    "multiview": ("multiview",),
+}
+DEFAULT_WEIGHTS = tuple((family, 1.0) for family in FAMILIES)
+VIEW_MEMBER = re.compile(r"^(img|lat|ray)(\d+)\.(jpg|jpeg|png|npy)$")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    shards: str  # shards folder (manifests/ + tars)
+    batch_size: int = 4
+    buckets: tuple[tuple[int, int], ...] = ((256, 256),)  # pixel (H, W), multiples of 16
+    task_weights: tuple[tuple[str, float], ...] = DEFAULT_WEIGHTS  # family -> weight
+    caption_dropout: float = 0.1
+    shuffle_buffer: int = 64
+    reverse_prob: float = 0.5
+    pose_prob: float = 0.2
+    seed: int = 0
+    num_workers: int = 0
+
+
+def family_of(task: str) -> str | None:
+    return next((family for family, tasks in FAMILIES.items() if task in tasks), None)
+
+
+def family_shards(config: DataConfig) -> dict[str, list[str]]:
+    """Shard paths per family with a positive weight; families without shards are dropped (logged)."""
+    tasks = set(read_manifests(config.shards, ["task"]).to_pydict().get("task", []))
+    for task in sorted(t for t in tasks if family_of(t) is None):
+        log.warning("task %r belongs to no family; its shards are not used", task)
+    chosen = {}
+    for family, weight in config.task_weights:
+        if family not in FAMILIES:
+            raise KeyError(f"unknown task family {family!r}; known: {list(FAMILIES)}")
+        urls = select_shards(config.shards, tasks=list(FAMILIES[family])) if weight > 0 else []
+        if urls:
+            chosen[family] = urls
+        elif weight > 0:
+            log.warning("task family %r has no shards under %s; dropped from the mix", family, config.shards)
+    if not chosen:
+        raise ValueError(f"no shards of any weighted task family under {config.shards}")
+    return chosen
+
+
+def nearest_bucket(width: int, height: int, buckets: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """The (H, W) bucket closest in log aspect ratio to a width x height image."""
+    ratio = np.log(width / height)
+    return min(buckets, key=lambda hw: abs(np.log(hw[1] / hw[0]) - ratio))
+
+
+def fit_to_bucket(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """Resize to cover (H, W), centre-crop; -> (3, H, W) float32 in [-1, 1]."""
+    H, W = size
+    scale = max(H / image.height, W / image.width)
+    new = (max(W, round(image.width * scale)), max(H, round(image.height * scale)))
+    image = image.convert("RGB").resize(new, Image.BICUBIC)
+    left, top = (new[0] - W) // 2, (new[1] - H) // 2
+    pixels = np.asarray(image.crop((left, top, left + W, top + H)), dtype=np.float32)  # (H, W, 3)
+    return torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1  # (3, H, W)
+
+
+def view_members(sample: dict) -> list[tuple[int, str, str]]:
+    """(index, prefix, member) of the view members, in view order (an image before its ray)."""
+    found = [(int(m[2]), m[1] == "ray", m[1], name) for name in sample if (m := VIEW_MEMBER.match(name))]
+    return [(index, prefix, name) for index, _, prefix, name in sorted(found)]
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def decode_views(sample: dict, buckets: tuple[tuple[int, int], ...]) -> tuple[list[torch.Tensor], tuple[str, ...], tuple[int, int]]:
+    """Views of one raw wds sample -> (tensors, kinds, pixel (H, W)); see the module docstring."""
+    members = view_members(sample)
+    first = next(name for _, prefix, name in members if prefix != "ray")
+    if first.endswith(".npy"):
+        h, w = _npy(sample[first]).shape[-2:]
+        size = (8 * h, 8 * w)
+    else:
+        image = Image.open(io.BytesIO(sample[first]))
+        size = nearest_bucket(image.width, image.height, buckets)
+    views, kinds = [], []
+    for _, prefix, name in members:
+        if prefix == "img":
+            views.append(fit_to_bucket(Image.open(io.BytesIO(sample[name])), size))  # (3, H, W)
+            kinds.append("pixels")
+            continue
+        array = torch.from_numpy(_npy(sample[name]).astype(np.float32))  # (16, h, w)
+        if array.shape[-2:] != (size[0] // 8, size[1] // 8):
+            array = F.interpolate(array[None], size=(size[0] // 8, size[1] // 8), mode="bilinear")[0]
+        views.append(array)
+        kinds.append("latent" if prefix == "lat" else "ray")
+    return views, tuple(kinds), size
+
+
+def choose_generated(kinds: tuple[str, ...], family: str, rng: random.Random, reverse_prob: float,
+                     pose_prob: float) -> list[bool]:
+    """Which views are generated (True) vs held clean as conditions; see the module docstring."""
+    images = [i for i, k in enumerate(kinds) if k != "ray"]
+    rays = [i for i, k in enumerate(kinds) if k == "ray"]
+    generate = [False] * len(kinds)
+    if rays:
+        if len(images) < 2 or rng.random() < pose_prob:
+            targets = rays
+        else:
+            targets = rng.sample(images, rng.randint(1, len(images) - 1))
+    elif len(images) == 2 and family != "id":
+        targets = [images[1] if rng.random() < reverse_prob else images[0]]
+    else:
+        targets = [images[0]]
+    for i in targets:
+        generate[i] = True
+    return generate
+
+
+def prepare(sample: dict, family: str, config: DataConfig, rng: random.Random) -> dict:
+    """A raw wds sample -> a decoded training item (one row of a batch)."""
+    meta = json.loads(sample["json"])
+    views, kinds, size = decode_views(sample, config.buckets)
+    item = {"key": sample["__key__"], "task": meta["task"], "family": family, "views": views, "kinds": kinds,
+            "size": size, "prompt": meta.get("prompt") or sample.get("txt", b"").decode("utf-8"),
+            "generate": choose_generated(kinds, family, rng, config.reverse_prob, config.pose_prob),
+            "keep_caption": rng.random() >= config.caption_dropout}
+    if "t5.npy" in sample:
+        item["t5"] = torch.from_numpy(_npy(sample["t5.npy"]).astype(np.float32))  # (L, D)
+        item["t5mask"] = torch.from_numpy(_npy(sample["t5mask.npy"]).astype(bool))  # (L,)
+    return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack homogeneous items (same kinds and size) into the batch dict of the module docstring."""
+    batch = {"views": [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["kinds"]))],
+             "kinds": items[0]["kinds"], "generate": torch.tensor([it["generate"] for it in items]),
+             "keep_caption": torch.tensor([it["keep_caption"] for it in items])}
+    for name in ("prompt", "task", "family", "key"):
+        batch[name] = [it[name] for it in items]
+    if all("t5" in it for it in items):
+        length = max(it["t5"].shape[0] for it in items)
+        batch["t5"] = torch.stack([F.pad(it["t5"], (0, 0, 0, length - it["t5"].shape[0])) for it in items])
+        batch["t5mask"] = torch.stack([F.pad(it["t5mask"], (0, length - it["t5mask"].shape[0])) for it in items])
+    return batch
+
+
+def _stream_id() -> tuple[int, int]:
+    """(this stream's id, number of streams) over DDP ranks x DataLoader workers."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    info = torch.utils.data.get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    return rank * workers + worker, world * workers
+
+
+class ShardBatches(torch.utils.data.IterableDataset):
+    """Endless homogeneous batches (see the module docstring); deterministic given config.seed."""
+
+    def __init__(self, config: DataConfig):
+        super().__init__()
+        self.config = config
+        self.shards = family_shards(config)
+        weights = dict(config.task_weights)
+        self.families = sorted(self.shards)
+        self.weights = [weights[f] for f in self.families]
+
+    def _family_stream(self, family: str, stream: int, streams: int) -> Iterator[dict]:
+        urls = self.shards[family]
+        subset = urls[stream::streams] if len(urls) >= streams else urls
+        seed = self.config.seed * 1_000_003 + stream
+        buffer = self.config.shuffle_buffer
+        return iter(wds.DataPipeline(
+            wds.ResampledShards(subset, seed=seed, worker_seed=lambda: stream, deterministic=True),
+            wds.tarfile_to_samples(),
+            wds.shuffle(buffer, initial=buffer, rng=random.Random(seed + 1)),
+        ))
+
+    def __iter__(self) -> Iterator[dict]:
+        stream, streams = _stream_id()
+        rng = random.Random(self.config.seed * 7_919 + stream)
+        sources = {f: self._family_stream(f, stream, streams) for f in self.families}
+        pending: dict[tuple, list[dict]] = {}
+        while True:
+            family = rng.choices(self.families, self.weights)[0]
+            item = prepare(next(sources[family]), family, self.config, rng)
+            group = pending.setdefault((item["kinds"], item["size"]), [])
+            group.append(item)
+            if len(group) == self.config.batch_size:
+                yield collate(pending.pop((item["kinds"], item["size"])))
+
+
+def make_loader(config: DataConfig, skip: int = 0) -> Iterator[dict]:
+    """Endless batch iterator; `skip` batches are drawn and dropped first (exact resume of a position)."""
+    loader = torch.utils.data.DataLoader(ShardBatches(config), batch_size=None, num_workers=config.num_workers,
+                                         persistent_workers=config.num_workers > 0)
+    iterator = iter(loader)
+    for _ in range(skip):
+        next(iterator)
+    return iterator
+
+
+def batch_latents(batch: dict, vae=None) -> torch.Tensor:
+    """(B, 16, V, h, w) float32 latents; "pixels" views are encoded with `vae` (a model.vae.Vae)."""
+    latents = []
+    for view, kind in zip(batch["views"], batch["kinds"], strict=True):
+        if kind == "pixels":
+            if vae is None:
+                raise ValueError("batch holds raw images but no VAE was given (precompute latents or pass --vae)")
+            view = vae.encode(view)  # (B, 16, h, w)
+        latents.append(view.float())
+    return torch.stack(latents, dim=2)  # (B, 16, V, h, w)
+
+
+def batch_caption(batch: dict, text_encoder=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(caption (B, L, D) float32, mask (B, L) bool): precomputed t5 or encoded prompts; dropped rows
+    (caption dropout) get an all-False mask, i.e. no caption at all."""
+    if "t5" in batch:
+        states, mask = batch["t5"], batch["t5mask"]
+    else:
+        if text_encoder is None:
+            raise ValueError("batch holds raw prompts but no text encoder was given (precompute or pass --text-encoder)")
+        states, mask = text_encoder.encode(batch["prompt"])
+    keep = batch["keep_caption"].to(mask.device)
+    return states.float(), mask & keep[:, None]  # (B, L, D), (B, L)

@@ -1,0 +1,193 @@
+"""`onegen sample`: Euler sampling of a trained Next-DiT for every task family (DESIGN §6).
+
+One call builds a view layout and a generate mask, then runs `sample_euler` over the generated views;
+condition views stay clean (timestep 0, or the released sampler's last timestep with
+`--cond-last-timestep`). Tasks (`TASKS`):
+  text2image                      1 generated view
+  <cond>2image (canny2image, ...) [image (generated), condition (--condition)]
+  image2<cond> (image2depth, ...) roles swapped: [image (--condition), condition (generated)]
+  multiview                       [img0, ray0, img1, ray1, ...]: --condition images first, rays from
+                                  --cameras (JSON {"c2w": OpenCV (N, 4, 4), "intrinsics": (N, 3, 3)}, N =
+                                  all views), the remaining images generated
+  camera_pose                     images (--condition) clean, rays generated, then `camera_from_rays`
+                                  per view -> cameras.json
+  faceid                          [target (generated), references (--condition)]
+CFG is text-only: the negative prompt (no task token) replaces the caption; an empty negative prompt
+means "no caption" (all-False mask), which is what caption dropout trains. Writes view_<i>.png per image
+view (generated and given) and grid.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from onegen.model.flow import sample_euler
+from onegen.model.nextdit import NextDiT, build_model
+from onegen.training.data import fit_to_bucket
+
+SWAPPED = {"image2depth": "depth2image", "image2segmentation": "semanticmap2image", "image2pose": "pose2image",
+           "image2canny": "canny2image", "image2hed": "hed2img"}
+CONDITION_TASKS = ("canny2image", "depth2image", "hed2img", "pose2image", "semanticmap2image", "boundingbox2image",
+                   "deblurring", "image_inpainting", "super_resolution", "image_editing")
+TASKS = ("text2image", *CONDITION_TASKS, *SWAPPED, "multiview", "camera_pose", "faceid")
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    task: str
+    prompt: str = ""
+    conditions: tuple[str, ...] = ()  # image paths
+    cameras: str | None = None  # JSON path (multiview)
+    num_views: int = 2  # multiview: images in all (given + generated)
+    size: tuple[int, int] = (256, 256)  # pixel (H, W)
+    steps: int = 30
+    cfg_scale: float = 4.0
+    negative_prompt: str = ""
+    cond_last_timestep: bool = False
+    seed: int = 0
+
+
+def load_denoiser(path: str, device: torch.device) -> tuple[NextDiT, dict]:
+    """A `save_checkpoint` file or a training checkpoint (its EMA) -> (model, training config or {})."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(payload["preset"])
+    model.load_state_dict(payload["ema"] if "ema" in payload else payload["state_dict"])
+    return model.to(device).eval(), payload.get("config", {})
+
+
+def task_prompt(request: SampleRequest) -> str:
+    token = SWAPPED.get(request.task, request.task)
+    if token == "camera_pose":
+        token = "multiview"
+    if token == "faceid":
+        refs = " ".join(f"[[img{i + 1}]]" for i in range(len(request.conditions)))
+        return f"[[faceid]] [[img0]] {request.prompt} {refs}".strip()
+    return f"[[{token}]] {request.prompt}".strip()
+
+
+def _ray_latents(request: SampleRequest, n: int) -> torch.Tensor:
+    from onegen.annotators.cameras import normalize_cameras, plucker_rays, rays_to_latent
+
+    with open(request.cameras) as handle:
+        cams = json.load(handle)
+    c2w, _ = normalize_cameras(np.asarray(cams["c2w"], dtype=np.float64)[:n])
+    rays = plucker_rays(c2w, np.asarray(cams["intrinsics"], dtype=np.float64)[:n], request.size[1], request.size[0])
+    return torch.from_numpy(rays_to_latent(rays).astype(np.float32))  # (n, 16, h, w)
+
+
+def layout(request: SampleRequest, vae) -> tuple[list[torch.Tensor | None], list[str], list[bool]]:
+    """(clean latents per view or None, view kinds "image"/"ray", generate flags)."""
+    given = [vae.encode(fit_to_bucket(Image.open(p), request.size)[None])[0] for p in request.conditions]  # (16, h, w)
+    task = request.task
+    needed = {"text2image": 0, "multiview": 1, "camera_pose": 2}.get(task, 1)
+    if len(given) < needed:
+        raise ValueError(f"task {task!r} needs at least {needed} --condition image(s), got {len(given)}")
+    if task == "text2image":
+        return [None], ["image"], [True]
+    if task in CONDITION_TASKS:
+        return [None, given[0]], ["image", "image"], [True, False]
+    if task in SWAPPED:
+        return [given[0], None], ["image", "image"], [False, True]
+    if task == "faceid":
+        return [None, *given], ["image"] * (1 + len(given)), [True] + [False] * len(given)
+    if task in ("multiview", "camera_pose"):
+        n = request.num_views if task == "multiview" else len(given)
+        rays = _ray_latents(request, n) if task == "multiview" else [None] * n
+        views, kinds, generate = [], [], []
+        for i in range(n):
+            views += [given[i] if i < len(given) else None, rays[i]]
+            kinds += ["image", "ray"]
+            generate += [i >= len(given), task == "camera_pose"]
+        return views, kinds, generate
+    raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+
+
+def _caption(text_encoder, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not prompt:  # "no caption", as caption dropout trains it
+        return torch.zeros(1, 1, text_encoder.width), torch.zeros(1, 1, dtype=torch.bool)
+    states, mask = text_encoder.encode([prompt])
+    return states.float(), mask
+
+
+@torch.no_grad()
+def generate(model: NextDiT, request: SampleRequest, vae, text_encoder) -> tuple[torch.Tensor, list[str], list[bool]]:
+    """Run the sampler; returns (latents (1, 16, V, h, w), kinds, generate flags)."""
+    device = next(model.parameters()).device
+    views, kinds, flags = layout(request, vae)
+    h, w = request.size[0] // 8, request.size[1] // 8
+    clean = torch.stack([v if v is not None else torch.zeros(16, h, w) for v in views], dim=1)[None]  # (1, 16, V, h, w)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(request.seed))
+    caption, mask = _caption(text_encoder, task_prompt(request))
+    neg, neg_mask = _caption(text_encoder, request.negative_prompt)
+    latents = sample_euler(model, noise.to(device), clean.to(device), torch.tensor([flags], device=device),
+                           caption.to(device), mask.to(device), neg.to(device), neg_mask.to(device), request.steps,
+                           request.cfg_scale, cond_last_timestep=request.cond_last_timestep)
+    return latents.cpu(), kinds, flags
+
+
+def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], vae, out: str, task: str) -> list[str]:
+    """view_<i>.png per image view, grid.png, and cameras.json for camera_pose; returns the PNG paths."""
+    os.makedirs(out, exist_ok=True)
+    images, paths = [], []
+    for i, kind in enumerate(kinds):
+        if kind != "image":
+            continue
+        pixels = ((vae.decode(latents[:, :, i])[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()  # (H, W, 3)
+        paths.append(os.path.join(out, f"view_{i}{'_generated' if flags[i] else ''}.png"))
+        Image.fromarray(pixels).save(paths[-1])
+        images.append(pixels)
+    Image.fromarray(np.concatenate(images, axis=1)).save(os.path.join(out, "grid.png"))
+    if task == "camera_pose":
+        from onegen.annotators.cameras import camera_from_rays, latent_to_rays
+
+        rays = latent_to_rays(latents[0, :, 1::2].permute(1, 0, 2, 3).numpy().astype(np.float64))  # (n, h, w, 6)
+        cams = [camera_from_rays(r) for r in rays]
+        with open(os.path.join(out, "cameras.json"), "w") as handle:
+            json.dump({"c2w": [c.c2w.tolist() for c in cams], "intrinsics": [c.intrinsics.tolist() for c in cams]},
+                      handle)
+    return paths
+
+
+def add_sample_command(subparsers) -> None:
+    parser = subparsers.add_parser("sample", help="sample a trained Next-DiT for one task")
+    parser.add_argument("--checkpoint", required=True, help="ema_*.pt or a training checkpoint")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--prompt", default="")
+    parser.add_argument("--condition", action="append", default=[], help="condition image (repeat for several)")
+    parser.add_argument("--cameras", help="multiview: JSON with OpenCV c2w (N,4,4) and intrinsics (N,3,3)")
+    parser.add_argument("--num-views", type=int, default=2)
+    parser.add_argument("--size", default="256x256", help="HxW pixels")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--cfg-scale", type=float, default=4.0)
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--cond-last-timestep", action="store_true", help="released sampler's condition timestep")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text-encoder", help="default: the training config's")
+    parser.add_argument("--vae", help="default: the training config's")
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(run=_cmd_sample)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from onegen.model.text_encoder import TextEncoder
+    from onegen.model.vae import Vae
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, config = load_denoiser(args.checkpoint, device)
+    text_encoder = TextEncoder.load(args.text_encoder or config.get("text_encoder", ""), device)
+    vae = Vae.load(args.vae or config.get("vae", ""), device)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    request = SampleRequest(args.task, args.prompt, tuple(args.condition), args.cameras, args.num_views,
+                            (height, width), args.steps, args.cfg_scale, args.negative_prompt,
+                            args.cond_last_timestep, args.seed)
+    latents, kinds, flags = generate(model, request, vae, text_encoder)
+    paths = write_outputs(latents, kinds, flags, vae, args.out, args.task)
+    print(f"sample: wrote {len(paths)} views + grid to {args.out}")
+    return 0
