@@ -26,6 +26,7 @@ ANNOTATOR_CLASSES: dict[str, tuple[str, str]] = {
     "segment": ("onegen.annotators.segment", "SegmentAnnotator"),
     "caption": ("onegen.annotators.caption", "CaptionAnnotator"),
     "entities": ("onegen.annotators.caption", "EntitiesAnnotator"),
+    "faces": ("onegen.annotators.faces", "FacesAnnotator"),
 }
 
 

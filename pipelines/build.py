@@ -28,10 +28,15 @@ from onegen.manifests import store
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.pipelines import job_state
 from onegen.pipelines.annotate import catalog_parts, find_store, keys_sha256, store_dir
+from onegen.pipelines.faceid_samples import FACES_STORE, FaceidConfig, faceid_samples
+from onegen.pipelines.multiview_samples import MultiviewConfig, multiview_samples
 from onegen.pipelines.ray_setup import RayConfig, init_ray
-from onegen.pipelines.samples import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates
+from onegen.pipelines.samples import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates, choose_caption
 
-ORDINAL_SHIFT = 32
+ORDINAL_SHIFT = 32  # ordinal = part << 32 | row << 8 | sample of that row
+ROW_SHIFT = 8
+MULTIVIEW, FACEID = "multiview", "faceid"
+CAMERAS_STORE = "cameras"
 DONE_MARKER = "_SUCCESS.json"
 SAMPLE_FIELDS = ("key", "prompt", "source", "n_views", "source_keys", "annotators", "width", "height")
 
@@ -50,6 +55,8 @@ class BuildConfig:
     prefix: str = "onegen"
     caption_mode: str = "original"  # original | dense | random
     overwrite: bool = False
+    multiview: MultiviewConfig = MultiviewConfig()
+    faceid: FaceidConfig = FaceidConfig()
 
 
 def available_tasks(root: str) -> dict[str, TaskSource]:
@@ -62,6 +69,10 @@ def available_tasks(root: str) -> dict[str, TaskSource]:
         record = store.read_json(store.join(store_dir(root, found), "_job.json")) or {}
         for spec in record.get("conditions", []):
             tasks[spec["task"]] = TaskSource(spec["task"], found, ConditionSpec(**spec))
+        if name == CAMERAS_STORE:
+            tasks[MULTIVIEW] = TaskSource(MULTIVIEW, found)
+        if name == FACES_STORE:
+            tasks[FACEID] = TaskSource(FACEID, found)
     return tasks
 
 
@@ -96,15 +107,33 @@ def make_part_samples(batch: dict) -> pa.Table:
     joined = {name: store.read_table(path).to_pylist() for name, path in job["joins"]}
     tasks = [TaskSource(t["task"], t["store"], ConditionSpec(**t["condition"]) if t["condition"] else None)
              for t in job["tasks"]]
-    rows = []
+    wanted = {t.task: t for t in tasks}
+    mode = job["caption_mode"]
+    rows, subjects = [], {}
     for index, row in enumerate(catalog):
         annotations = {name: table[index] for name, table in joined.items()}
         for name, annotation in annotations.items():
             if annotation["key"] != row["key"]:
                 raise RuntimeError(f"{name} part for {job['catalog_path']} is not aligned with the catalog")
-        ordinal = (job["part_index"] << ORDINAL_SHIFT) | index
-        for task, result in candidates(row, ordinal, annotations, tasks, job["caption_mode"]):
-            rows.append(_candidate_row(task, row["key"], ordinal, result))
+        ordinal = (job["part_index"] << ORDINAL_SHIFT) | (index << ROW_SHIFT)
+        if row["kind"] == "image":
+            for task, result in candidates(row, ordinal, annotations, tasks, mode):
+                rows.append(_candidate_row(task, row["key"], ordinal, result))
+        elif row["kind"] == "scene" and MULTIVIEW in wanted:
+            config = MultiviewConfig(**job["multiview"])
+            caption = choose_caption(row, annotations, mode)
+            for i, result in enumerate(multiview_samples(row, annotations.get(CAMERAS_STORE), caption, config, ordinal)):
+                rows.append(_candidate_row(MULTIVIEW, row["key"], ordinal + i, result))
+        elif row["kind"] == "subject_image" and FACEID in wanted:
+            subjects.setdefault(row["subject"], []).append((index, ordinal, choose_caption(row, annotations, mode)))
+    for members in subjects.values():
+        faces = [joined[FACES_STORE][i] if FACES_STORE in joined else None for i, _, _ in members]
+        results = faceid_samples([catalog[i] for i, _, _ in members], faces, [c for _, _, c in members],
+                                 [o for _, o, _ in members], wanted[FACEID].store, FaceidConfig(**job["faceid"]))
+        for position, result in results:
+            index, ordinal, _ = members[position]
+            rows.append(_candidate_row(FACEID, catalog[index]["key"], ordinal, result))
+    rows.sort(key=lambda r: r["ordinal"])  # each task's stream must be in ordinal order (resume)
     return pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA)
 
 
@@ -158,7 +187,8 @@ def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
     fingerprint, parts = input_fingerprint(config.root, stores)
     record = {"job": "build", "root": config.root, "tasks": [t.task for t in tasks], "stores": stores,
               "samples_per_shard": config.samples_per_shard, "max_shard_bytes": config.max_shard_bytes,
-              "prefix": config.prefix, "caption_mode": config.caption_mode, "input": fingerprint}
+              "prefix": config.prefix, "caption_mode": config.caption_mode, "input": fingerprint,
+              "multiview": asdict(config.multiview), "faceid": asdict(config.faceid)}
     hint = "Pass --overwrite to rebuild these shards, or build into a new --out folder (no model runs again)."
     if job_state.check_and_record(store.join(config.out, "build.json"), record, config.overwrite, hint):
         for folder in ("manifests", "skipped"):
@@ -188,6 +218,7 @@ def _part_job(index: int, source: str, path: str, stores: list[str], tasks: list
     part = path.rsplit("/", 1)[-1]
     joins = [(found.split("@", 1)[0], store.join(store_dir(config.root, found), source, part)) for found in stores]
     return {"part_index": index, "catalog_path": path, "joins": joins, "caption_mode": config.caption_mode,
+            "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
             "tasks": [{"task": t.task, "store": t.store, "condition": asdict(t.condition) if t.condition else None}
                       for t in tasks]}
 

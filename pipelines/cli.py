@@ -69,10 +69,15 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from onegen.pipelines.build import BuildConfig, run_build
+    from onegen.pipelines.faceid_samples import FaceidConfig
+    from onegen.pipelines.multiview_samples import MultiviewConfig
 
     tasks = tuple(t for t in (args.tasks or "").split(",") if t)
+    low, _, high = args.views.partition("-")
+    multiview = MultiviewConfig(int(low), int(high or low), args.samples_per_scene, args.sliding_window,
+                                args.view_resolution)
     config = BuildConfig(args.root, args.out, tasks, args.samples_per_shard, args.max_shard_bytes, args.prefix,
-                         args.caption, args.overwrite)
+                         args.caption, args.overwrite, multiview, FaceidConfig(args.min_subject_images))
     stats = run_build(config, _ray_config(args))
     print(f"built {stats['samples']} samples in {stats['shards']} shards ({stats['bytes']} bytes) at {args.out}: "
           f"{stats['samples_per_task']}")
@@ -110,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="raw items -> catalog")
     ingest.add_argument("source", help="image folder, parquet/jsonl table(s), webdataset tar(s) or HF dataset dir")
     ingest.add_argument("--out", required=True, help="dataset root (catalog/, rejects/, annotations/)")
-    ingest.add_argument("--kind", default="auto", choices=["auto", "folder", "table", "webdataset", "hf"])
+    ingest.add_argument("--kind", default="auto", choices=["auto", "folder", "table", "webdataset", "hf", "scenes", "subjects"])
     ingest.add_argument("--name", help="source name used in keys (default: the path's last part)")
     ingest.add_argument("--caption-column")
     ingest.add_argument("--image-column")
@@ -138,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-shard-bytes", type=int, default=1 << 30)
     build.add_argument("--prefix", default="onegen")
     build.add_argument("--caption", choices=["original", "dense", "random"], default="original")
+    build.add_argument("--views", default="2-12", help="multiview: views per sample, N or MIN-MAX")
+    build.add_argument("--samples-per-scene", type=int, default=1)
+    build.add_argument("--sliding-window", action="store_true", help="multiview: consecutive frames")
+    build.add_argument("--view-resolution", type=int, default=256, help="multiview: square side, multiple of 16")
+    build.add_argument("--min-subject-images", type=int, default=4, help="faceid: usable photos a subject needs")
     _add_ray_options(build)
     build.set_defaults(run=cmd_build)
 

@@ -69,7 +69,10 @@ def make_key(source: str, uri: str, content_sha256: str) -> str:
 
 def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict]) -> list[dict]:
     """One output row per item: catalog columns, or a reject (reject_reason set). Never raises for data."""
+    if items and items[0]["kind"] == "scenes":
+        return [scene_catalog_row(spec, limits, item) for item in items]
     source = spec.source_name
+    kind = "subject_image" if items and items[0]["kind"] == "subjects" else "image"
     rows = []
     for item, data in read_items(spec, items):
         row = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
@@ -85,11 +88,33 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict]) -> lis
             continue
         meta = {"original_bytes": len(data), "reencoded": image.reencoded}
         rows.append(
-            {**row, "kind": "image", "image": image.data, "image_format": image.image_format,
+            {**row, "kind": kind, "image": image.data, "image_format": image.image_format,
              "width": image.width, "height": image.height, "meta": json.dumps(meta),
-             "reject_reason": None, "reject_error": None}
+             "subject": item.get("group") or None, "reject_reason": None, "reject_error": None}
         )
     return rows
+
+
+def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict:
+    """A multiview scene folder -> one catalog row (views kept as they are, each checked to decode)."""
+    from onegen.pipelines.camera_readers import read_colmap, read_transforms_json
+
+    source = spec.source_name
+    base = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
+    try:
+        reader = read_transforms_json if item["reader"] == "nerfstudio" else read_colmap
+        row = reader(item["path"], source=source)
+        for index, view in enumerate(row["view_images"]):
+            try:
+                normalise_image(view, limits)
+            except Rejected as rejected:
+                raise Rejected(rejected.reason, f"view {index}: {rejected.detail}") from None
+    except Rejected as rejected:
+        return {**base, "reject_reason": rejected.reason, "reject_error": rejected.detail}
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        return {**base, "reject_reason": "bad_scene", "reject_error": f"{type(error).__name__}: {error}"}
+    return {**row, **base, "key": make_key(source, item["uri"], row["sha256"]), "kind": "scene",
+            "reject_reason": None, "reject_error": None}
 
 
 def ingest_batch(batch: pa.Table, spec: SourceSpec, limits: ImageLimits) -> pa.Table:
@@ -119,7 +144,7 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
         store.remove(catalog)
         store.remove(rejects)
     _clean_debris(catalog, rejects)
-    parts = [items[i : i + config.rows_per_part] for i in range(0, len(items), config.rows_per_part)]
+    parts = cut_parts(items, config.rows_per_part)
     done = {p.rsplit("/", 1)[-1] for p in store.list_files(catalog, ".parquet")}
     pending = {i: part for i, part in enumerate(parts) if part_name(i) not in done}
     if pending:
@@ -140,6 +165,19 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
         commit_stream(dataset.iter_batches(batch_format="pyarrow", batch_size=None), expected, commit,
                       f"ingest {source}", ray_config.progress_bars)
     return summarise(out, source, len(items), len(parts), len(parts) - len(pending))
+
+
+def cut_parts(items: list[dict], rows_per_part: int) -> list[list[dict]]:
+    """Consecutive parts of at most `rows_per_part` items; items sharing a `group` (an ID subject) stay
+    in one part, which may then be larger."""
+    parts: list[list[dict]] = []
+    for item in items:
+        same_group = parts and item.get("group") and parts[-1][-1].get("group") == item.get("group")
+        if parts and (len(parts[-1]) < rows_per_part or same_group):
+            parts[-1].append(item)
+        else:
+            parts.append([item])
+    return parts
 
 
 def _commit_part(catalog: str, rejects: str, index: int, table: pa.Table) -> None:

@@ -38,7 +38,7 @@ from onegen.annotators.cameras_annotator import CamerasAnnotator, npy_bytes
 from onegen.annotators.imageio import encode_jpeg
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.image_checks import to_rgb_array
-from onegen.pipelines.samples import _meta, _text_members, prompt_for
+from onegen.pipelines.samples import prompt_for, sample_meta, text_members
 
 TASK = "multiview"
 ORDINALS_PER_ROW = 256  # the caller reserves this many ordinals per scene row
@@ -138,7 +138,7 @@ def _build_sample(
     for j, (view, ray) in enumerate(zip(views, latent, strict=True)):
         members += [(f"img{j}.jpg", view.jpeg), (f"ray{j}.npy", npy_bytes(ray.astype(np.float16)))]
     prompt = prompt_for(TASK, caption)
-    meta = _meta(TASK, prompt, ["image", "rays"] * len(views), [row["key"]])
+    meta = sample_meta(TASK, prompt, ["image", "rays"] * len(views), [row["key"]])
     meta["view_indices"] = chosen
     meta["cameras"] = [
         {"c2w": pose.tolist(), "K": view.intrinsics.tolist(), "width": res, "height": res}
@@ -146,7 +146,7 @@ def _build_sample(
     ]
     return Sample(
         key=f"{row['key']}-{TASK}-{index}", task=TASK, prompt=prompt, source=row["source"],
-        members=members + _text_members(prompt, meta), n_views=2 * len(views), source_keys=[row["key"]],
+        members=members + text_members(prompt, meta), n_views=2 * len(views), source_keys=[row["key"]],
         annotators=[store], width=res, height=res, ordinal=ordinal + index,
     )  # fmt: skip
 

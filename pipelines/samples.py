@@ -62,6 +62,8 @@ def candidates(
     caption = choose_caption(row, annotations, caption_mode)
     image_member = (f"img0.{row['image_format']}", row["image"])
     for source in tasks:
+        if source.condition is None and source.task != TEXT2IMAGE:
+            continue  # multiview / faceid samples are made from scenes and subjects, not here
         sample_key = f"{row['key']}-{source.task}"
         base = dict(key=sample_key, task=source.task, source=row["source"], source_keys=[row["key"]],
                     width=row.get("width"), height=row.get("height"), ordinal=ordinal)
@@ -70,8 +72,8 @@ def candidates(
                 yield source.task, "no_caption"
                 continue
             prompt = prompt_for(source.task, caption)
-            meta = _meta(source.task, prompt, ["image"], [row["key"]])
-            yield source.task, Sample(prompt=prompt, members=[image_member, *_text_members(prompt, meta)],
+            meta = sample_meta(source.task, prompt, ["image"], [row["key"]])
+            yield source.task, Sample(prompt=prompt, members=[image_member, *text_members(prompt, meta)],
                                       n_views=1, annotators=_caption_store(annotations), **base)
             continue
         name = source.store.split("@", 1)[0]
@@ -89,18 +91,18 @@ def candidates(
             continue
         tags = annotation.get(spec.tags_column) if spec.tags_column else None
         prompt = prompt_for(source.task, caption, tags)
-        meta = _meta(source.task, prompt, ["image", spec.column], [row["key"]])
-        members = [image_member, (f"img1.{spec.ext}", condition), *_text_members(prompt, meta)]
+        meta = sample_meta(source.task, prompt, ["image", spec.column], [row["key"]])
+        members = [image_member, (f"img1.{spec.ext}", condition), *text_members(prompt, meta)]
         yield source.task, Sample(prompt=prompt, members=members, n_views=2,
                                   annotators=[source.store, *_caption_store(annotations)], **base)
 
 
-def _meta(task: str, prompt: str, roles: list[str], source_keys: list[str]) -> dict:
+def sample_meta(task: str, prompt: str, roles: list[str], source_keys: list[str]) -> dict:
     """The `json` member: what a loader needs without the manifest (task, view roles, prompt)."""
     return {"task": task, "n_views": len(roles), "roles": roles, "prompt": prompt, "source_keys": source_keys}
 
 
-def _text_members(prompt: str, meta: dict) -> list[tuple[str, bytes]]:
+def text_members(prompt: str, meta: dict) -> list[tuple[str, bytes]]:
     return [("txt", prompt.encode("utf-8")), ("json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
 
 

@@ -15,6 +15,10 @@ Kinds (`--kind`, or detected):
               extension; captions from the `.txt` member or `.json` {"caption": ...}.
 - hf          a Hugging Face `datasets` dataset saved with `save_to_disk` (folder with dataset_info.json
               / state.json, or a DatasetDict); image column of the datasets Image feature.
+- scenes      a folder of multiview scene folders, each with a nerfstudio/instant-ngp `transforms.json`
+              or a COLMAP model (`sparse/0` or `sparse`, images in `images/`); one item per scene.
+- subjects    an ID set: a folder of subject folders of photos of one person each; one item per photo,
+              `group` = subject (parts never split a subject). Captions as for folders.
 
 All I/O goes through fsspec, so s3:// and gs:// paths work the same as local ones. User errors
 (missing path, empty source, wrong columns) raise `SourceError` with one line to print.
@@ -81,6 +85,8 @@ def detect_kind(spec: SourceSpec) -> str:
     names = {posixpath.basename(p) for p in fs.ls(root, detail=False)}
     if names & {"dataset_info.json", "state.json", "dataset_dict.json"}:
         return "hf"
+    if any(_scene_reader(fs, p) for p in fs.ls(root, detail=False) if fs.isdir(p)):
+        return "scenes"
     files = fs.find(root)
     if any(p.endswith(IMAGE_EXTENSIONS) for p in files):
         return "folder"
@@ -94,7 +100,8 @@ def detect_kind(spec: SourceSpec) -> str:
 def list_items(spec: SourceSpec) -> list[dict]:
     """All items of the source, sorted by uri (the order that defines ingest parts)."""
     kind = detect_kind(spec)
-    listers = {"folder": _list_folder, "table": _list_table, "webdataset": _list_tars, "hf": _list_hf}
+    listers = {"folder": _list_folder, "table": _list_table, "webdataset": _list_tars, "hf": _list_hf,
+               "scenes": _list_scenes, "subjects": _list_subjects}
     if kind not in listers:
         raise SourceError(f"unknown source kind {kind!r}; use one of {sorted(listers)}")
     items = listers[kind](spec)
@@ -115,7 +122,8 @@ def fingerprint(items: list[dict]) -> str:
 
 def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
     """(item, bytes) per item in order, or (item, exception) when that item could not be read."""
-    readers = {"folder": _read_files, "table": _read_table_rows, "webdataset": _read_tar_members, "hf": _read_hf}
+    readers = {"folder": _read_files, "table": _read_table_rows, "webdataset": _read_tar_members, "hf": _read_hf,
+               "subjects": _read_files}
     kind = items[0]["kind"] if items else "folder"
     yield from readers[kind](spec, items)
 
@@ -166,6 +174,47 @@ def _read_files(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, byt
                 yield item, handle.read()
         except OSError as error:
             yield item, error
+
+
+# --- multiview scenes and ID subjects -------------------------------------------------------------
+def _scene_reader(fs: fsspec.AbstractFileSystem, folder: str) -> str | None:
+    """"nerfstudio" or "colmap" when `folder` holds a scene of that layout, else None."""
+    if fs.exists(posixpath.join(folder, "transforms.json")):
+        return "nerfstudio"
+    for sparse in ("sparse/0", "sparse"):
+        if fs.exists(posixpath.join(folder, sparse, "cameras.bin")) or fs.exists(posixpath.join(folder, sparse, "cameras.txt")):
+            return "colmap"
+    return None
+
+
+def _list_scenes(spec: SourceSpec) -> list[dict]:
+    fs, root = fsspec.core.url_to_fs(spec.path)
+    folders = [root] if _scene_reader(fs, root) else sorted(p for p in fs.ls(root, detail=False) if fs.isdir(p))
+    items = []
+    for folder in folders:
+        reader = _scene_reader(fs, folder)
+        if reader:
+            size = sum(info.get("size") or 0 for info in fs.find(folder, detail=True).values())
+            items.append({"uri": fs.unstrip_protocol(folder), "path": folder, "reader": reader, "size": size,
+                          "caption": _scene_caption(fs, folder)})
+    return items
+
+
+def _scene_caption(fs: fsspec.AbstractFileSystem, folder: str) -> str | None:
+    path = posixpath.join(folder, "caption.txt")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as handle:
+        return handle.read().strip() or None
+
+
+def _list_subjects(spec: SourceSpec) -> list[dict]:
+    items = _list_folder(spec)
+    _, root = fsspec.core.url_to_fs(spec.path)
+    for item in items:
+        relative = posixpath.relpath(item["path"], root)
+        item["group"] = relative.split("/", 1)[0] if "/" in relative else ""
+    return [item for item in items if item["group"]]
 
 
 # --- tables ----------------------------------------------------------------------------------------

@@ -17,8 +17,7 @@ from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.depth import DepthAnnotator, ResizeSpec  # noqa: E402
 from onegen.annotators.imageio import decode_png16, decode_rgb, encode_png  # noqa: E402
-
-INPUT_SIZE = 70  # processor target (multiple of 14) kept small so CPU tests stay fast
+from onegen.annotators.tiny_models import tiny_depth  # noqa: E402
 
 
 def _batch(images: list[np.ndarray]) -> dict[str, list]:
@@ -34,39 +33,9 @@ def _batch(images: list[np.ndarray]) -> dict[str, list]:
     }
 
 
-def _save_tiny(path: str, constant_head: bool = False) -> str:
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, image_size=INPUT_SIZE,
-        patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16, head_hidden_size=8,
-    )
-    model = DepthAnythingForDepthEstimation(config).eval()
-    if constant_head:  # a model that predicts the same depth everywhere
-        with torch.no_grad():
-            model.head.conv3.weight.zero_()
-            model.head.conv3.bias.fill_(0.5)
-    model.save_pretrained(path)
-    DPTImageProcessor(
-        size={"height": INPUT_SIZE, "width": INPUT_SIZE}, ensure_multiple_of=14, keep_aspect_ratio=True,
-        resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
-    return _save_tiny(str(tmp_path_factory.mktemp("depth_tiny")))
+    return tiny_depth(tmp_path_factory.mktemp("depth_tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +108,7 @@ def test_outputs_round_trip(annotator):
 
 
 def test_constant_depth_is_degenerate_not_crash(tmp_path):
-    ann = DepthAnnotator(model=_save_tiny(str(tmp_path / "flat"), constant_head=True), num_gpus=0)
+    ann = DepthAnnotator(model=tiny_depth(tmp_path / "flat", constant_head=True), num_gpus=0)
     ann.setup()
     flat = np.full((40, 60, 3), 128, np.uint8)
     out = ann(_batch([flat, skdata.astronaut()[:100, :100]]))

@@ -13,13 +13,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.faces import FacesAnnotator, group_windows  # noqa: E402
 from onegen.annotators.imageio import encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
+from onegen.annotators.tiny_models import tiny_face_detector, tiny_nsfw  # noqa: E402
 
 # Where her face is in the 512 x 512 astronaut photo (checked by eye on a saved crop: the region
 # x 150-300, y 60-220 holds her face from hairline to chin; the flag, suit, helmet and shuttle are outside).
@@ -108,38 +108,9 @@ def test_group_windows_merges_clusters_drops_weak_and_nested():
 # --- tiny random checkpoints: a YOLOS face detector and a ViT NSFW classifier ----------------------------
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory) -> dict[str, str]:
-    from transformers import (
-        ViTConfig,
-        ViTForImageClassification,
-        ViTImageProcessor,
-        YolosConfig,
-        YolosForObjectDetection,
-        YolosImageProcessor,
-    )
-
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("faces_tiny")
-    detector, nsfw = str(root / "yolos"), str(root / "vit")
-    yolos = YolosForObjectDetection(
-        YolosConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=[64, 64],
-            patch_size=16, num_detection_tokens=3, id2label={0: "face"}, label2id={"face": 0},
-        )
-    )
-    with torch.no_grad():  # the default init makes every detection token identical; spread them apart
-        yolos.vit.embeddings.detection_tokens.normal_(std=1.0)
-        for param in [*yolos.class_labels_classifier.parameters(), *yolos.bbox_predictor.parameters()]:
-            param.normal_(std=0.5)
-    yolos.save_pretrained(detector)
-    YolosImageProcessor(size={"shortest_edge": 64, "longest_edge": 64}).save_pretrained(detector)
-    ViTForImageClassification(
-        ViTConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32,
-            patch_size=8, id2label={0: "normal", 1: "nsfw"}, label2id={"normal": 0, "nsfw": 1},
-        )
-    ).save_pretrained(nsfw)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(nsfw)
-    return {"detector": detector, "nsfw": nsfw}
+    # spread_slots: distinct detection tokens, so the scores below can be told apart
+    return {"detector": tiny_face_detector(root / "yolos", spread_slots=True), "nsfw": tiny_nsfw(root / "vit")}
 
 
 def test_nsfw_above_threshold_is_rejected(tiny_dirs):

@@ -15,6 +15,7 @@ from skimage import data as skdata  # noqa: E402
 from onegen.annotators.hed import HedAnnotator, detect_size  # noqa: E402
 from onegen.annotators.imageio import decode_rgb, encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
+from onegen.annotators.tiny_models import tiny_hed  # noqa: E402
 
 
 def _batch(images: list[np.ndarray]) -> dict[str, list]:
@@ -32,15 +33,7 @@ def _batch(images: list[np.ndarray]) -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def hed_dir(tmp_path_factory) -> str:
-    from controlnet_aux.hed import ControlNetHED_Apache2
-
-    root = tmp_path_factory.mktemp("hed_annotators")  # the file layout of lllyasviel/Annotators
-    torch.manual_seed(0)
-    net = ControlNetHED_Apache2()
-    with torch.no_grad():
-        net.norm.copy_(torch.tensor([120.0, 110.0, 100.0]).view(1, 3, 1, 1))
-    torch.save(net.state_dict(), root / "ControlNetHED.pth")
-    return str(root)
+    return tiny_hed(tmp_path_factory.mktemp("hed_annotators"))  # the file layout of lllyasviel/Annotators
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ from onegen.annotators.imageio import decode_rgb, encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.pose import PoseAnnotator  # noqa: E402
 from onegen.annotators.render_pose import COLORS, render_pose  # noqa: E402
-
-CROP = (64, 48)  # tiny ViTPose input (height, width)
+from onegen.annotators.tiny_models import tiny_vitpose, tiny_yolo  # noqa: E402
 
 
 def _batch(images: list[np.ndarray]) -> dict[str, list]:
@@ -39,25 +38,8 @@ def _batch(images: list[np.ndarray]) -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> tuple[str, str]:
-    from transformers import (
-        VitPoseBackboneConfig,
-        VitPoseConfig,
-        VitPoseForPoseEstimation,
-        VitPoseImageProcessor,
-    )
-    from ultralytics import YOLO
-
     root = tmp_path_factory.mktemp("pose_tiny")
-    torch.manual_seed(0)
-    backbone = VitPoseBackboneConfig(
-        image_size=list(CROP), patch_size=[8, 8], hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        mlp_ratio=2, out_indices=[2],
-    )
-    model = VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=17)).eval()
-    model.save_pretrained(root / "vitpose")
-    VitPoseImageProcessor(size={"height": CROP[0], "width": CROP[1]}).save_pretrained(root / "vitpose")
-    YOLO("yolov8n.yaml").save(str(root / "yolo_random.pt"))  # random init, saved like real weights
-    return str(root / "yolo_random.pt"), str(root / "vitpose")
+    return tiny_yolo(root), tiny_vitpose(root / "vitpose")
 
 
 @pytest.fixture(scope="module")

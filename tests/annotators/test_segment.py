@@ -38,55 +38,13 @@ from onegen.annotators.segment import (  # noqa: E402
     sam_mask_logits,
     sam_masks,
 )
-
-WORDS = ["cat", "dog", "person", "rocket", "astronaut", "coffee", "cup", "face", "flag", "hair"]
-
-
-def _tiny_owlv2(folder: str) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import (
-        Owlv2Config,
-        Owlv2ForObjectDetection,
-        Owlv2ImageProcessor,
-        Owlv2Processor,
-        PreTrainedTokenizerFast,
-    )
-
-    # OWLv2 masks a text query whose first id is 0 and pools the highest id: BOS != 0, EOS last
-    vocab = {"[PAD]": 0, "[UNK]": 1, "<bos>": 2, **{w: 3 + i for i, w in enumerate(WORDS)}}
-    vocab["<eos>"] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", vocab["<eos>"])]
-    )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
-                                        pad_token="[PAD]", unk_token="[UNK]", model_max_length=8)
-    config = Owlv2Config(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=vocab["<eos>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        projection_dim=32,
-    )
-    torch.manual_seed(0)
-    model = Owlv2ForObjectDetection(config)
-    with torch.no_grad():  # random box heads saturate the sigmoid: keep the grid prior boxes instead
-        model.box_head.dense2.weight.zero_()
-        model.box_head.dense2.bias.zero_()
-    model.save_pretrained(folder)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
-                   tokenizer=tokenizer).save_pretrained(folder)
+from onegen.annotators.tiny_models import tiny_grounding_dino, tiny_owlv2, tiny_sam  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("segment-ckpts")
-    _tiny_owlv2(str(root / "owlv2"))
-    torch.manual_seed(1)
-    torch.save(build_sam(SAM_ARCHS["tiny"]).state_dict(), root / "sam_tiny.pth")
-    return {"owlv2": str(root / "owlv2"), "sam": str(root / "sam_tiny.pth")}
+    return {"owlv2": tiny_owlv2(root / "owlv2", prior_boxes=True), "sam": tiny_sam(root, seed=1)}
 
 
 @pytest.fixture(scope="module")
@@ -318,45 +276,9 @@ def test_png_bytes_decode(annotator, images):
 # --- Grounding DINO ---------------------------------------------------------------------------------
 
 
-def _tiny_grounding_dino(folder: str) -> None:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import (
-        BertConfig,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-        PreTrainedTokenizerFast,
-        SwinConfig,
-    )
-
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, **{w: 5 + i for i, w in enumerate(WORDS + ["."])}}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # splits "cat." into "cat" "." with offsets
-    core.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
-                                        unk_token="[UNK]", mask_token="[MASK]", model_max_length=256)
-    config = GroundingDinoConfig(
-        backbone_config=SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 1],
-                                   window_size=4, out_features=["stage1", "stage2"]),
-        text_config=BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=32, max_position_embeddings=64),
-        num_queries=12, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-        encoder_attention_heads=2, decoder_attention_heads=2, d_model=32, num_feature_levels=2,
-        encoder_n_points=2, decoder_n_points=2, disable_custom_kernels=True,
-    )  # d_model: GroupNorm(32, d_model); decoder_layers >= 2: tied box heads
-    torch.manual_seed(0)
-    GroundingDinoForObjectDetection(config).save_pretrained(folder)
-    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
-                           tokenizer=tokenizer).save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def grounding(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("gdino"))
-    _tiny_grounding_dino(folder)
-    return folder
+    return tiny_grounding_dino(tmp_path_factory.mktemp("gdino"))
 
 
 def test_grounding_dino_postprocess_equals_library(grounding, images):

@@ -1,9 +1,8 @@
 """VLM loading + batched generation, and the caption / entities annotators, on tiny random models.
 
-The tiny LLaVA-NeXT (Mistral text + CLIP vision) and Molmo2 checkpoints are built here from configs
-with an in-memory-trained BPE tokenizer, saved with save_pretrained, and loaded through the same
-`load_vlm` that real hub ids use. `build_tiny_llava_next` / `build_tiny_molmo2` are also used by
-bench/vlm.py --tiny.
+The tiny LLaVA-NeXT (Mistral text + CLIP vision) and Molmo2 checkpoints come from
+`onegen.annotators.tiny_models` (configs + an in-memory-trained BPE tokenizer, save_pretrained) and
+load through the same `load_vlm` that real hub ids use. bench/vlm.py --tiny builds `BUILDERS`.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from onegen.annotators.caption import CaptionAnnotator, EntitiesAnnotator  # noq
 from onegen.annotators.caption_text import parse_entities  # noqa: E402
 from onegen.annotators.imageio import encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
+from onegen.annotators.tiny_models import tiny_llava_next, tiny_molmo2  # noqa: E402
 from onegen.annotators.vlm import (  # noqa: E402
     GenerationSettings,
     VLMRequest,
@@ -41,141 +41,7 @@ from onegen.annotators.vlm import (  # noqa: E402
     vllm_request,
 )
 
-# --- tiny checkpoints -------------------------------------------------------------------------------
-_CORPUS = [
-    "a photo of a dog on the grass with a red ball",
-    "the image shows a cat, a person and a car near a tree",
-    "describe this image in detail. list the main objects, one per line",
-    "1. dog\n2. cat\n3. tree",
-] * 4
-LLAVA_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}[INST] {% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} [/INST]"
-    "{% else %}{% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}{% endfor %}"
-)
-MOLMO_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|image|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-MOLMO_TOKENS = [
-    "<|image|>", "<|video|>", "<im_patch>", "<im_col>", "<im_start>", "<low_res_im_start>",
-    "<frame_start>", "<im_end>", "<frame_end>", "<im_low>", "<|im_start|>", "<|im_end|>",
-]  # fmt: skip
-INIT_RANGE = 0.2  # larger than the default 0.02 so the random image features visibly steer the text
-
-
-def build_tokenizer(special_tokens: list[str], chat_template: str):
-    """A byte-level BPE tokenizer trained in memory, with `special_tokens` and a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<unk>", "<s>", "</s>", "<pad>", *special_tokens],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_CORPUS, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        chat_template=chat_template,
-    )
-
-
-def build_tiny_llava_next(path: str) -> str:
-    """Tiny LLaVA-NeXT (2-layer Mistral + 2-layer CLIP, 28 px tiles) + processor saved under `path`."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessor,
-        LlavaNextProcessor,
-        MistralConfig,
-    )
-
-    tokenizer = build_tokenizer(["<image>"], LLAVA_TEMPLATE)
-    pinpoints = [[28, 28], [28, 56], [56, 28], [56, 56]]
-    vision = CLIPVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        image_size=28, patch_size=14, projection_dim=16, initializer_range=INIT_RANGE,
-    )  # fmt: skip
-    text = MistralConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    config = LlavaNextConfig(
-        vision_config=vision, text_config=text, image_grid_pinpoints=pinpoints, image_seq_length=4,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-    )  # fmt: skip
-    torch.manual_seed(0)
-    LlavaNextForConditionalGeneration(config).save_pretrained(path)
-    image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, image_grid_pinpoints=pinpoints
-    )
-    # CLIP prepends a CLS token: the processor must count it (num_additional_image_tokens=1)
-    LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE,
-    ).save_pretrained(path)  # fmt: skip
-    return path
-
-
-def build_tiny_molmo2(path: str) -> str:
-    """Tiny native Molmo2 (2-layer text + 2-layer ViT, 28 px crops, up to 4 crops) + processor under `path`."""
-    from transformers import (
-        Molmo2Config,
-        Molmo2ForConditionalGeneration,
-        Molmo2ImageProcessor,
-        Molmo2Processor,
-        Molmo2VideoProcessor,
-    )
-
-    tokenizer = build_tokenizer(MOLMO_TOKENS, MOLMO_TEMPLATE)
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in MOLMO_TOKENS}
-    heads = {
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "head_dim": 8,
-        "initializer_range": INIT_RANGE,
-    }
-    config = Molmo2Config(
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, image_size=[28, 28],
-                           patch_size=14, **heads),
-        adapter_config=dict(vision_feature_layer=[-1, 0], hidden_size=16, intermediate_size=32,
-                            text_hidden_size=32, **heads),
-        text_config=dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                         vocab_size=len(tokenizer), additional_vocab_size=0, num_hidden_layers=2,
-                         intermediate_size=64, max_position_embeddings=512, initializer_range=INIT_RANGE,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
-        image_start_token_id=ids["<im_start>"], low_res_image_start_token_id=ids["<low_res_im_start>"],
-        image_end_token_id=ids["<im_end>"], image_patch_id=ids["<im_patch>"],
-        frame_start_token_id=ids["<frame_start>"], frame_end_token_id=ids["<frame_end>"],
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, initializer_range=INIT_RANGE,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    Molmo2ForConditionalGeneration(config).save_pretrained(path)
-    crops = {"size": {"height": 28, "width": 28}, "patch_size": 14, "pooling_size": [2, 2]}
-    Molmo2Processor(
-        image_processor=Molmo2ImageProcessor(**crops, overlap_margins=[0, 0], max_crops=4),
-        video_processor=Molmo2VideoProcessor(**crops),
-        tokenizer=tokenizer,
-        chat_template=MOLMO_TEMPLATE,
-    ).save_pretrained(path)
-    return path
-
-
-BUILDERS = {"llava_next": build_tiny_llava_next, "molmo2": build_tiny_molmo2}
+BUILDERS = {"llava_next": tiny_llava_next, "molmo2": tiny_molmo2}  # bench/vlm.py --tiny reads this too
 
 
 @pytest.fixture(scope="module")

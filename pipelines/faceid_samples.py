@@ -1,0 +1,68 @@
+"""FaceID samples from an ID subject's photos (DESIGN §4): 2-5 views, target first.
+
+Prompt: `[[faceid]] [[img0]] <target caption> [[img1]] <caption of reference 1> ...`. A subject enters
+only with at least `min_subject_images` usable photos (faces annotation status "ok": exactly one face,
+not flagged); otherwise each of its photos is skipped with the reason "subject_too_small:<n> usable".
+Every usable photo is the target of one sample, with 1-4 references drawn from the subject's other
+usable photos (seeded by key), so a subject of n photos gives n samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onegen.annotators.base import key_rng
+from onegen.manifests.shard_writer import Sample
+from onegen.pipelines.samples import sample_meta, text_members
+
+TASK = "faceid"
+FACES_STORE = "faces"
+
+
+@dataclass(frozen=True)
+class FaceidConfig:
+    min_subject_images: int = 4
+    min_views: int = 2
+    max_views: int = 5
+
+
+def faceid_prompt(captions: list[str | None]) -> str:
+    parts = [f"[[{TASK}]]"]
+    for index, caption in enumerate(captions):
+        parts.append(f"[[img{index}]]")
+        if caption:
+            parts.append(caption)
+    return " ".join(parts)
+
+
+def faceid_samples(subject_rows: list[dict], faces_rows: list[dict | None], captions: list[str | None],
+                   ordinals: list[int], faces_store: str, config: FaceidConfig) -> list[tuple[int, Sample | str]]:
+    """(row index, Sample or skip reason) for each photo of one subject, in row order."""
+    usable = [i for i, faces in enumerate(faces_rows) if faces is not None and faces.get("status") == "ok"]
+    results: list[tuple[int, Sample | str]] = []
+    for index, faces in enumerate(faces_rows):
+        if faces is None:
+            results.append((index, f"missing_annotation:{FACES_STORE}"))
+        elif faces.get("status") != "ok":
+            results.append((index, f"{FACES_STORE}:{faces.get('status')}"))
+        elif len(usable) < config.min_subject_images:
+            results.append((index, f"subject_too_small:{len(usable)} usable"))
+        else:
+            results.append((index, _sample(index, usable, subject_rows, captions, ordinals[index], faces_store, config)))
+    return results
+
+
+def _sample(target: int, usable: list[int], rows: list[dict], captions: list[str | None], ordinal: int,
+            faces_store: str, config: FaceidConfig) -> Sample:
+    row = rows[target]
+    rng = key_rng(row["key"], f"{TASK}-references")
+    others = [i for i in usable if i != target]
+    count = int(rng.integers(config.min_views - 1, min(config.max_views - 1, len(others)) + 1))
+    chosen = [target, *[others[i] for i in rng.permutation(len(others))[:count]]]
+    prompt = faceid_prompt([captions[i] for i in chosen])
+    members = [(f"img{n}.{rows[i]['image_format']}", rows[i]["image"]) for n, i in enumerate(chosen)]
+    meta = sample_meta(TASK, prompt, ["target", *["reference"] * count], [rows[i]["key"] for i in chosen])
+    return Sample(key=f"{row['key']}-{TASK}", task=TASK, prompt=prompt, source=row["source"],
+                  members=members + text_members(prompt, meta), n_views=len(chosen),
+                  source_keys=[rows[i]["key"] for i in chosen], annotators=[faces_store],
+                  width=row.get("width"), height=row.get("height"), ordinal=ordinal)
