@@ -64,3 +64,24 @@ def pick_device(num_gpus: float) -> str:
     import torch
 
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def import_yolo():
+    """ultralytics' YOLO class, imported so that it can never reach the network or change Pillow.
+
+    ultralytics checks online and auto-installs packages unless told not to (YOLO_OFFLINE,
+    YOLO_AUTOINSTALL), and on import it monkey-patches `PIL.Image.open` so that any unidentified image
+    triggers a pip install of pi-heif. That would turn a bad input file anywhere in the same process
+    into a network call; the original `Image.open` is put back.
+    """
+    import sys
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    from PIL import Image
+    from ultralytics import YOLO
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if patches is not None and hasattr(patches, "_image_open"):
+        Image.open = patches._image_open  # the Pillow original, kept by ultralytics when it patched
+    return YOLO

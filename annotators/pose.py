@@ -32,7 +32,13 @@ import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
 from onegen.annotators.imageio import encode_png
-from onegen.annotators.loading import Checkpoint, MissingCheckpointError, pick_device, resolve_checkpoint
+from onegen.annotators.loading import (
+    Checkpoint,
+    MissingCheckpointError,
+    import_yolo,
+    pick_device,
+    resolve_checkpoint,
+)
 from onegen.annotators.render_pose import render_pose
 
 
@@ -243,8 +249,7 @@ def load_yolo(detector: str) -> Any:
 
     Never downloads: a .pt that is not a local file raises MissingCheckpointError (one line).
     """
-    os.environ.setdefault("YOLO_OFFLINE", "1")  # no online checks, no analytics, no asset downloads
-    from ultralytics import YOLO
+    YOLO = import_yolo()  # offline, no auto-install, Pillow left unpatched
 
     expanded = os.path.expanduser(detector)
     if os.path.isfile(expanded):

@@ -259,7 +259,7 @@ def detect(kind: str, processor, model, images: list[np.ndarray], names: list[li
     device = model.device
     sizes = torch.tensor([im.shape[:2] for im in images], device=device)  # (B, 2) H, W
     if kind == "owlv2":
-        inputs = processor(text=names, images=images, return_tensors="pt").to(device)
+        inputs = processor(text=names, images=images, truncation=True, return_tensors="pt").to(device)
         out = model(**inputs)
         return owlv2_detections(out.logits, out.pred_boxes, sizes, [len(n) for n in names], box_threshold)
     prompts = [grounding_prompt(n) for n in names]

@@ -9,12 +9,16 @@ a file nobody lists (the temporary suffix hides it).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
+import tempfile
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import fsspec
 import pyarrow as pa
@@ -52,18 +56,60 @@ def commit_bytes(path: str, data: bytes) -> None:
     _maybe_crash("after_rename")
 
 
-def commit_file(local_source: str, path: str) -> None:
-    """Move a finished local file to `path` atomically (used for tars built on local disk)."""
+@dataclass(frozen=True)
+class PendingFile:
+    """A file being committed: written at `scratch` (local), visible at `target` after `end_commit`."""
+
+    target: str  # as the filesystem spells it
+    temporary: str  # the hidden name it takes on the target filesystem before the rename
+    scratch: str  # the local path to write to (== temporary for local targets: no copy)
+    local: bool
+
+
+def begin_commit(path: str) -> PendingFile:
+    """Reserve a temporary name for `path`; write the content to `.scratch`, then call `end_commit`."""
     fs, target = filesystem(path)
     fs.makedirs(os.path.dirname(target), exist_ok=True)
     temporary = f"{target}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
-    fs.put_file(local_source, temporary)
-    if isinstance(fs, LocalFileSystem):
-        with open(temporary, "rb+") as handle:
+    local = isinstance(fs, LocalFileSystem)
+    scratch = temporary if local else tempfile.NamedTemporaryFile(suffix=TEMP_SUFFIX, delete=False).name
+    return PendingFile(path, temporary, scratch, local)
+
+
+def end_commit(pending: PendingFile) -> None:
+    """fsync the written scratch file, move it under its temporary name, rename it into place."""
+    fs, _ = filesystem(pending.target)
+    try:
+        with open(pending.scratch, "rb+") as handle:
             os.fsync(handle.fileno())
-    _maybe_crash("before_rename")
-    fs.mv(temporary, target)
-    _maybe_crash("after_rename")
+        if not pending.local:
+            fs.put_file(pending.scratch, pending.temporary)
+        _maybe_crash("before_rename")
+        fs.mv(pending.temporary, filesystem(pending.target)[1])
+        _maybe_crash("after_rename")
+    finally:
+        abort_commit(pending)
+
+
+def abort_commit(pending: PendingFile) -> None:
+    """Remove what an unfinished commit left (nothing remains at the target)."""
+    leftovers = {pending.scratch, pending.temporary} if pending.local else {pending.scratch}
+    for leftover in leftovers:
+        if os.path.exists(leftover):
+            os.remove(leftover)
+
+
+@contextlib.contextmanager
+def committing_file(path: str) -> Iterator[BinaryIO]:
+    """Open a binary file that appears at `path` only when the block finishes without error."""
+    pending = begin_commit(path)
+    try:
+        with open(pending.scratch, "wb") as handle:
+            yield handle
+    except BaseException:
+        abort_commit(pending)
+        raise
+    end_commit(pending)
 
 
 def commit_table(path: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:

@@ -1,6 +1,7 @@
 """`onegen manifest verify SHARDS`: re-hash every tar member against the manifests.
 
-Checks, per manifest fragment: the tar exists; its md5 and size match the fragment's metadata; every
+Checks, per manifest fragment: the tar exists; its size matches the fragment's metadata and its md5
+the shard index (index.json, when there is one); every
 member the manifest lists is in the tar with the recorded size and sha256; the tar holds nothing the
 manifest does not list; and no sample key appears twice across the shards. Returns the problems as
 lines (empty: all good).
@@ -22,6 +23,8 @@ def verify_shards(out: str) -> tuple[int, list[str]]:
     manifests = store.list_files(store.join(out, "manifests"), ".parquet")
     if not manifests:
         return 0, [f"{out}: no shard manifests found"]
+    index = store.read_json(store.join(out, "index.json")) or {}
+    md5s = {entry["url"]: entry.get("md5") for entry in index.get("shardlist", [])}
     for manifest_path in manifests:
         table = store.read_table(manifest_path)
         meta = store.read_metadata(manifest_path)
@@ -38,11 +41,12 @@ def verify_shards(out: str) -> tuple[int, list[str]]:
             for suffix, size, sha in zip(row["members"], row["member_bytes"], row["member_sha256"], strict=True):
                 expected[f"{row['key']}.{suffix}"] = (size, sha)
             checked += 1
-        problems.extend(_check_tar(name, tar_path, expected, meta))
+        problems.extend(_check_tar(name, tar_path, expected, meta, md5s.get(name)))
     return checked, problems
 
 
-def _check_tar(name: str, tar_path: str, expected: dict[str, tuple[int, str]], meta: dict[str, str]) -> list[str]:
+def _check_tar(name: str, tar_path: str, expected: dict[str, tuple[int, str]], meta: dict[str, str],
+               indexed_md5: str | None) -> list[str]:
     problems = []
     fs, path = store.filesystem(tar_path)
     md5 = hashlib.md5()
@@ -50,8 +54,8 @@ def _check_tar(name: str, tar_path: str, expected: dict[str, tuple[int, str]], m
     with fs.open(path, "rb") as raw:
         data = raw.read()
     md5.update(data)
-    if meta.get("onegen.shard_md5") and md5.hexdigest() != meta["onegen.shard_md5"]:
-        problems.append(f"{name}: md5 {md5.hexdigest()} differs from the manifest's {meta['onegen.shard_md5']}")
+    if indexed_md5 and md5.hexdigest() != indexed_md5:
+        problems.append(f"{name}: md5 {md5.hexdigest()} differs from the shard index's {indexed_md5}")
     if meta.get("onegen.shard_bytes") and len(data) != int(meta["onegen.shard_bytes"]):
         problems.append(f"{name}: {len(data)} bytes, the manifest says {meta['onegen.shard_bytes']}")
     import io

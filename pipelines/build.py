@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from onegen.annotators.base import ConditionSpec
 from onegen.manifests import store
+from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.pipelines import job_state
 from onegen.pipelines.annotate import catalog_parts, find_store, keys_sha256, store_dir
@@ -141,7 +142,8 @@ CANDIDATE_SCHEMA = pa.schema(
     [("task", pa.string()), ("catalog_key", pa.string()), ("ordinal", pa.int64()), ("skip_reason", pa.string()),
      ("key", pa.string()), ("prompt", pa.string()), ("source", pa.string()), ("n_views", pa.int32()),
      ("source_keys", pa.list_(pa.string())), ("annotators", pa.list_(pa.string())), ("width", pa.int32()),
-     ("height", pa.int32()), ("member_names", pa.list_(pa.string())), ("member_data", pa.list_(pa.binary()))]
+     ("height", pa.int32()), ("member_names", pa.list_(pa.string())), ("member_data", pa.list_(pa.binary())),
+     ("member_sha256", pa.list_(pa.string()))]
 )
 
 
@@ -150,8 +152,10 @@ def _candidate_row(task: str, catalog_key: str, ordinal: int, result: Sample | s
     if isinstance(result, str):
         return {**row, "skip_reason": result}
     fields = {name: getattr(result, name) for name in SAMPLE_FIELDS}
+    # hashed here, on the Ray workers, so the driver that writes the tars only copies bytes
     return {**row, **fields, "skip_reason": None, "member_names": [n for n, _ in result.members],
-            "member_data": [d for _, d in result.members]}
+            "member_data": [d for _, d in result.members],
+            "member_sha256": [hashlib.sha256(d).hexdigest() for _, d in result.members]}
 
 
 def resume_point(out: str, prefix: str, task: str) -> tuple[int, int]:
@@ -241,24 +245,17 @@ def _stream_candidates(jobs: list[dict], writers: dict[str, ShardWriter], covere
                 continue
             members = list(zip(row["member_names"], row["member_data"], strict=True))
             writer.add(Sample(task=row["task"], members=members, ordinal=row["ordinal"],
-                              **{name: row[name] for name in SAMPLE_FIELDS}))
+                              member_sha256=row["member_sha256"], **{name: row[name] for name in SAMPLE_FIELDS}))
             bar.update(1)
     bar.close()
 
 
 def _finish(config: BuildConfig) -> dict:
     """Write the wids shard index (from the manifests) and the done marker; return the stats."""
-    shards, per_task = [], {}
-    for path in store.list_files(store.join(config.out, "manifests"), ".parquet"):
-        meta = store.read_metadata(path)
-        table = store.read_table(path, ["task"])
-        name = path.rsplit("/", 1)[-1][: -len(".parquet")]
-        task = table.column("task")[0].as_py() if table.num_rows else ""
-        shards.append({"url": f"{name}.tar", "nsamples": table.num_rows, "filesize": int(meta["onegen.shard_bytes"]),
-                       "md5": meta["onegen.shard_md5"], "task": task})
-        per_task[task] = per_task.get(task, 0) + table.num_rows
-    index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": config.prefix, "shardlist": shards}
-    store.commit_json(store.join(config.out, "index.json"), index)
+    shards = write_shard_index(config.out, config.prefix)
+    per_task: dict[str, int] = {}
+    for shard in shards:
+        per_task[shard["task"]] = per_task.get(shard["task"], 0) + shard["nsamples"]
     stats = {"shards": len(shards), "samples": sum(per_task.values()), "samples_per_task": per_task,
              "bytes": sum(s["filesize"] for s in shards)}
     store.commit_json(store.join(config.out, DONE_MARKER), stats)

@@ -1,10 +1,15 @@
-"""`onegen demo`: the whole spine on real photos that ship inside installed wheels, fully offline.
+"""`onegen demo`: the whole product on real inputs that ship inside installed wheels, fully offline.
 
-Inputs: scikit-image's bundled sample photos (astronaut, coffee, chelsea, rocket, moon, ...),
-written as an image folder with an imagefolder-style metadata.jsonl of hand-written captions, plus
-three deliberately bad files (not an image, a truncated JPEG, a 16-pixel image) to show that bad input
-is recorded, not fatal. Runs ingest -> annotate (canny, blur, lowres, inpaint) -> build -> stats ->
-verify and prints where everything is. Nothing is downloaded.
+Inputs, written under OUT/inputs:
+- photos/    scikit-image's bundled sample photos (astronaut, coffee, chelsea, rocket, moon, ...) with an
+             imagefolder-style metadata.jsonl of hand-written captions, plus three deliberately bad files
+             (not an image, a truncated JPEG, a 16-pixel image) that end up as recorded rejects;
+- scenes/    one procedurally rendered multiview scene (transforms.json, known cameras);
+- subjects/  an ID set: one subject (the astronaut photo in five framings) and one without a face.
+Steps: ingest (3 sources) -> annotate (weight-free conditions, cameras, faces, then depth / pose / HED /
+grounded-SAM / captions / entities on TINY RANDOM checkpoints built locally: the plumbing is real, the
+pictures are not) -> build -> stats -> verify -> preview report -> precompute + a short tiny-model
+training run + one sample per task family. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -30,24 +35,25 @@ DEMO_PHOTOS = {
     "camera": "a black and white photo of a man with a camera on a tripod",
     "coins": "old coins laid out in rows, black and white photo",
 }
-WEIGHT_FREE_ANNOTATORS = "canny,blur,lowres,inpaint"
+WEIGHT_FREE_ANNOTATORS = ["canny", "blur", "lowres", "inpaint", "cameras", "faces"]
 
 
-def write_demo_inputs(folder: Path) -> int:
-    """Write the bundled photos (+ captions and three bad files) into `folder`; returns the photo count."""
+def _photo(name: str) -> np.ndarray | None:
     import skimage.data
 
+    loader = getattr(skimage.data, name, None)
+    return None if loader is None else np.asarray(loader())
+
+
+def write_photos(folder: Path) -> int:
+    """The bundled photos (+ captions and three bad files) in `folder`; returns the photo count."""
     folder.mkdir(parents=True, exist_ok=True)
     metadata = []
     for name, caption in DEMO_PHOTOS.items():
-        loader = getattr(skimage.data, name, None)
-        try:
-            pixels = loader() if loader else None
-        except Exception:  # noqa: BLE001 - a photo this skimage build does not bundle: skip it
-            pixels = None
+        pixels = _photo(name)
         if pixels is None:
             continue
-        Image.fromarray(np.asarray(pixels)).save(folder / f"{name}.png")
+        Image.fromarray(pixels).save(folder / f"{name}.png")
         metadata.append({"file_name": f"{name}.png", "text": caption})
     (folder / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metadata))
     bad = folder / "bad"
@@ -60,18 +66,49 @@ def write_demo_inputs(folder: Path) -> int:
     return len(metadata)
 
 
+def write_scenes(folder: Path) -> None:
+    from onegen.pipelines.synthetic_scene import SceneConfig, write_scene
+
+    write_scene(folder / "spheres-and-boxes", SceneConfig(seed=3, n_views=8, width=128, height=128))
+    (folder / "spheres-and-boxes" / "caption.txt").write_text("coloured spheres and boxes on a grey floor")
+
+
+def write_subjects(folder: Path) -> None:
+    """One subject with a face in five framings, one 'subject' (a cat) whose photos have no face."""
+    astronaut, cat = _photo("astronaut"), _photo("chelsea")
+    for subject, pixels in (("astronaut", astronaut), ("cat", cat)):
+        (folder / subject).mkdir(parents=True, exist_ok=True)
+        side = min(pixels.shape[:2]) - 40
+        for i in range(5 if subject == "astronaut" else 4):
+            crop = np.ascontiguousarray(pixels[i * 8 : i * 8 + side, i * 6 : i * 6 + side])
+            Image.fromarray(crop).save(folder / subject / f"{subject}-{i}.png")
+
+
 def run_demo(out: str, ray_config: RayConfig) -> int:
+    from onegen.annotators.tiny_models import demo_annotator_settings
     from onegen.pipelines.cli import main
+    from onegen.pipelines.preview import write_preview
+    from onegen.training.demo_step import run_training_demo
 
     root = Path(out).resolve()
-    inputs, dataset, shards = root / "inputs" / "photos", root / "dataset", root / "shards"
-    photos = write_demo_inputs(inputs)
-    print(f"[demo] wrote {photos} bundled photos and 3 bad files to {inputs}")
+    inputs, dataset, shards = root / "inputs", root / "dataset", root / "shards"
+    photos = write_photos(inputs / "photos")
+    write_scenes(inputs / "scenes")
+    write_subjects(inputs / "subjects")
+    print(f"[demo] inputs in {inputs}: {photos} bundled photos + 3 bad files, 1 rendered scene, 2 ID subjects")
+    names, settings = demo_annotator_settings(root / "tiny-checkpoints")
+    print(f"[demo] tiny RANDOM checkpoints for {', '.join(names)} in {root / 'tiny-checkpoints'}: "
+          "the plumbing is real, the pictures are not")
     common = _ray_args(ray_config)
+    set_options = [arg for setting in settings for arg in ("--set", setting)]
     steps = [
-        ["ingest", str(inputs), "--out", str(dataset), "--rows-per-part", "4", *common],
-        ["annotate", str(dataset), "--annotators", WEIGHT_FREE_ANNOTATORS, *common],
-        ["build", str(dataset), "--out", str(shards), "--samples-per-shard", "8", *common],
+        ["ingest", str(inputs / "photos"), "--out", str(dataset), "--rows-per-part", "4", *common],
+        ["ingest", str(inputs / "scenes"), "--out", str(dataset), "--kind", "scenes", *common],
+        ["ingest", str(inputs / "subjects"), "--out", str(dataset), "--kind", "subjects", *common],
+        ["annotate", str(dataset), "--annotators", ",".join(WEIGHT_FREE_ANNOTATORS), *common],
+        ["annotate", str(dataset), "--annotators", ",".join(names), *set_options, *common],
+        ["build", str(dataset), "--out", str(shards), "--samples-per-shard", "8", "--views", "2-4",
+         "--caption", "random", *common],
         ["manifest", "stats", str(shards)],
         ["manifest", "verify", str(shards)],
     ]
@@ -81,11 +118,12 @@ def run_demo(out: str, ray_config: RayConfig) -> int:
         if code != 0:
             print(f"[demo] step failed with exit code {code}")
             return code
-    from onegen.pipelines.preview import write_preview
-
     report = write_preview(str(shards), str(root / "preview"), per_task=4)
-    print(f"[demo] done. catalog + annotations: {dataset}\n[demo] shards: {shards} (index: {shards / 'index.json'})")
-    print(f"[demo] preview report: {report}")
+    print(f"[demo] preview report: {report}", flush=True)
+    training = run_training_demo(str(shards), str(root))
+    print(f"[demo] done. dataset: {dataset}\n[demo] shards: {shards} (index: {shards / 'index.json'})\n"
+          f"[demo] preview: {report}\n[demo] tiny model checkpoint: {training['checkpoint']} "
+          f"(final loss {training['final_loss']:.4f}); samples: {root / 'training'}")
     return 0
 
 
@@ -100,5 +138,3 @@ def _ray_args(config: RayConfig) -> list[str]:
     if not config.progress_bars:
         args.append("--no-progress")
     return args
-
-

@@ -1,8 +1,9 @@
 """The training leg of `onegen demo`: tiny local T5 + VAE, precompute, a short CPU train, samples.
 
-`build_tiny_text_encoder(path)` / `build_tiny_vae(path)` write random checkpoints from configs
-(save_pretrained) that load through the same `TextEncoder.load` / `Vae.load` code as hub ids; tests
-use them too. `run_training_demo(shards, out)` returns {"checkpoint", "samples", "final_loss", ...}.
+`build_tiny_text_encoder(path)` / `build_tiny_vae(path)` (from `onegen.annotators.tiny_models`) write
+random checkpoints from configs (save_pretrained) that load through the same `TextEncoder.load` /
+`Vae.load` code as hub ids; tests use them too.
+`run_training_demo(shards, out)` returns {"checkpoint", "samples", "final_loss", ...}.
 """
 
 from __future__ import annotations
@@ -10,44 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-CORPUS_WORDS = ("a photo of the cat dog person face city tree car red blue green small large image "
-                "text2image canny2image deblurring image_inpainting super_resolution depth2image hed2img "
-                "pose2image semanticmap2image boundingbox2image multiview faceid img0 img1 img2 mask")
+from onegen.annotators.tiny_models import tiny_text_encoder as build_tiny_text_encoder
+from onegen.annotators.tiny_models import tiny_vae as build_tiny_vae
 
-
-def build_tiny_text_encoder(path: str | Path, width: int = 32) -> str:
-    """A 1-layer T5 encoder (d_model = `width`) + a word-level tokenizer trained in memory."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
-    trainer = trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"])
-    tokenizer.train_from_iterator([CORPUS_WORDS, "[[ ]] < > # :"], trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>", model_max_length=300)
-    config = T5Config(vocab_size=tokenizer.get_vocab_size(), d_model=width, d_kv=8, d_ff=2 * width, num_layers=1,
-                      num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    import torch
-
-    torch.manual_seed(0)
-    T5EncoderModel(config).save_pretrained(str(path))
-    fast.save_pretrained(str(path))
-    return str(path)
-
-
-def build_tiny_vae(path: str | Path) -> str:
-    """A random AutoencoderKL with 16 latent channels and 8x downsampling (4 blocks, 3 downsamples)."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, norm_num_groups=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        block_out_channels=(4, 8, 8, 8), scaling_factor=0.5, shift_factor=0.1)
-    vae.save_pretrained(str(path))
-    return str(path)
+__all__ = ["build_tiny_text_encoder", "build_tiny_vae", "run_training_demo"]
 
 
 def _condition_image(shards: str, task: str, folder: Path) -> str | None:

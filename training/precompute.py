@@ -22,6 +22,7 @@ import webdataset as wds
 
 from onegen.manifests import store
 from onegen.manifests.query import select_shards
+from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.training.data import decode_views, view_members
 
@@ -95,14 +96,7 @@ def precompute_shard(url: str, config: PrecomputeConfig, vae, text_encoder) -> b
 
 def write_index(config: PrecomputeConfig) -> None:
     """OUT/index.json (wids-shard-index-v1) from OUT's manifests, and OUT/build.json."""
-    shardlist = []
-    for path in store.list_files(store.join(config.out, "manifests"), ".parquet"):
-        meta, table = store.read_metadata(path), store.read_table(path, ["shard", "task"])
-        shardlist.append({"url": table.column("shard")[0].as_py(), "nsamples": table.num_rows,
-                          "filesize": int(meta["onegen.shard_bytes"]), "md5": meta["onegen.shard_md5"],
-                          "task": table.column("task")[0].as_py()})
-    store.commit_json(store.join(config.out, "index.json"),
-                      {"__kind__": "wids-shard-index-v1", "wids_version": 1, "shardlist": shardlist})
+    write_shard_index(config.out, "onegen-precomputed")
     record = store.read_json(store.join(config.shards, "build.json")) or {}
     record["precomputed"] = {"from": config.shards, "text_encoder": config.text_encoder, "vae": config.vae,
                              "buckets": [list(b) for b in config.buckets]}

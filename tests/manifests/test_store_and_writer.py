@@ -4,9 +4,11 @@ import hashlib
 import tarfile
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from onegen.manifests import store
+from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import TAR_BLOCK, Sample, ShardWriter
 from onegen.manifests.verify import verify_shards
 from onegen.pipelines.job_state import JobConflict, check_and_record
@@ -63,6 +65,8 @@ def test_shards_cut_by_count_and_by_bytes(tmp_path):
     assert all(s.filesize <= 3 * per_sample + 2 * TAR_BLOCK + 10240 for s in by_bytes)  # tar end padding aside
     with tarfile.open(tmp_path / "count" / "pre-t-000000.tar") as tar:
         assert tar.getnames()[:2] == ["k0000-t.img0.jpg", "k0000-t.txt"]
+    manifest = pq.read_table(tmp_path / "count" / "manifests" / "pre-t-000001.parquet").to_pylist()
+    assert [r["shard"] for r in manifest] == ["pre-t-000001.tar"] * 4 and [r["ordinal"] for r in manifest] == [4, 5, 6, 7]
 
 
 def test_same_samples_give_the_same_tar_bytes(tmp_path):
@@ -72,8 +76,18 @@ def test_same_samples_give_the_same_tar_bytes(tmp_path):
     assert digest[0] == digest[1]
 
 
+def test_index_lists_every_shard_with_its_md5(tmp_path):
+    written = _write(tmp_path, 7, samples_per_shard=3, max_shard_bytes=1 << 30)
+    index = write_shard_index(str(tmp_path), "pre")
+    assert [(e["url"], e["nsamples"], e["filesize"]) for e in index] == [(s.url, s.nsamples, s.filesize) for s in written]
+    for entry in index:
+        assert entry["md5"] == hashlib.md5((tmp_path / entry["url"]).read_bytes()).hexdigest()
+        assert entry["filesize"] == (tmp_path / entry["url"]).stat().st_size
+
+
 def test_verify_passes_then_catches_every_kind_of_damage(tmp_path):
     _write(tmp_path, 6, samples_per_shard=3, max_shard_bytes=1 << 30)
+    write_shard_index(str(tmp_path), "pre")
     assert verify_shards(str(tmp_path)) == (6, [])
     shard = tmp_path / "pre-t-000000.tar"
     data = bytearray(shard.read_bytes())
@@ -82,5 +96,5 @@ def test_verify_passes_then_catches_every_kind_of_damage(tmp_path):
     (tmp_path / "pre-t-000001.tar").unlink()
     checked, problems = verify_shards(str(tmp_path))
     assert any("pre-t-000000.tar: member k0000-t.img0.jpg does not match" in p for p in problems)
-    assert any("md5" in p for p in problems)
+    assert any("md5" in p and "shard index" in p for p in problems)
     assert any("pre-t-000001.tar: missing shard" in p for p in problems)

@@ -99,3 +99,13 @@ def test_rejections_have_reasons(data, reason):
     with pytest.raises(Rejected) as refused:
         normalise_image(data, LIMITS)
     assert refused.value.reason == reason
+
+
+def test_importing_ultralytics_leaves_pillow_alone():
+    """ultralytics patches Image.open to pip-install pi-heif on unknown bytes; our import undoes it."""
+    from onegen.annotators.loading import import_yolo
+
+    import_yolo()
+    with pytest.raises(Rejected) as refused:
+        normalise_image(b"definitely not an image", LIMITS)
+    assert refused.value.reason == "not_an_image"
