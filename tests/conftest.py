@@ -56,6 +56,21 @@ def photo(name: str) -> np.ndarray:
     return np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., :3]
 
 
+def image_batch(images: list[np.ndarray], kind: str = "image", caption: str = "", meta: str = "{}",
+                key_prefix: str = "k") -> dict[str, list]:
+    """A dict-of-columns catalog batch of PNG-encoded images, as the annotation runner hands annotators."""
+    n = len(images)
+    return {
+        "key": [f"{key_prefix}{i}" for i in range(n)],
+        "kind": [kind] * n,
+        "image": [encode(im) for im in images],
+        "caption_original": [caption] * n,
+        "meta": [meta] * n,
+        "width": [im.shape[1] for im in images],
+        "height": [im.shape[0] for im in images],
+    }
+
+
 def encode(pixels: np.ndarray, fmt: str = "PNG", **save_args) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt, **save_args)

@@ -16,21 +16,9 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.depth import DepthAnnotator, ResizeSpec  # noqa: E402
-from onegen.annotators.imageio import decode_png16, decode_rgb, encode_png  # noqa: E402
+from onegen.annotators.imageio import decode_png16, decode_rgb  # noqa: E402
 from onegen.annotators.tiny_models import tiny_depth  # noqa: E402
-
-
-def _batch(images: list[np.ndarray]) -> dict[str, list]:
-    n = len(images)
-    return {
-        "key": [f"k{i}" for i in range(n)],
-        "kind": ["image"] * n,
-        "image": [encode_png(im) for im in images],
-        "caption_original": [""] * n,
-        "meta": ["{}"] * n,
-        "width": [im.shape[1] for im in images],
-        "height": [im.shape[0] for im in images],
-    }
+from tests.conftest import image_batch as _batch  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.faces import FacesAnnotator, group_windows  # noqa: E402
-from onegen.annotators.imageio import encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.tiny_models import tiny_face_detector, tiny_nsfw  # noqa: E402
+from tests.conftest import image_batch  # noqa: E402
 
 # Where her face is in the 512 x 512 astronaut photo (checked by eye on a saved crop: the region
 # x 150-300, y 60-220 holds her face from hairline to chin; the flag, suit, helmet and shuttle are outside).
@@ -27,16 +27,7 @@ FACE_X, FACE_Y = (150, 300), (60, 220)
 
 
 def _batch(images: list[np.ndarray], kind: str = "subject_image") -> dict[str, list]:
-    n = len(images)
-    return {
-        "key": [f"k{i}" for i in range(n)],
-        "kind": [kind] * n,
-        "image": [encode_png(im) for im in images],
-        "caption_original": [""] * n,
-        "meta": ['{"subject": "s0"}'] * n,
-        "width": [im.shape[1] for im in images],
-        "height": [im.shape[0] for im in images],
-    }
+    return image_batch(images, kind=kind, meta='{"subject": "s0"}')
 
 
 def _centre(box: list[float]) -> tuple[float, float]:

@@ -19,23 +19,16 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators import tiny_models  # noqa: E402
-from onegen.annotators.imageio import encode_png  # noqa: E402
 from onegen.pipelines.annotator_choices import make_annotators  # noqa: E402
+from tests.conftest import image_batch  # noqa: E402
 
 DEMO_ANNOTATORS = {"depth", "pose", "hed", "segment", "caption", "entities"}
 
 
+
 def _batch(images: list[np.ndarray]) -> dict[str, list]:
-    n = len(images)
-    return {
-        "key": [f"k{i}" for i in range(n)],
-        "kind": ["image"] * n,
-        "image": [encode_png(im) for im in images],
-        "caption_original": ["a photo"] * n,
-        "meta": ["{}"] * n,
-        "width": [im.shape[1] for im in images],
-        "height": [im.shape[0] for im in images],
-    }
+    return image_batch(images, caption="a photo")
+
 
 
 def _photos() -> list[np.ndarray]:
