@@ -155,6 +155,10 @@ def build_annotation_dataset(tasks: list[PartTask], annotator: Annotator):
     import ray
     from ray.data import ActorPoolStrategy
 
+    if getattr(annotator, "backend", "hf") == "vllm":
+        from onegen.pipelines.vllm_annotate import vllm_annotation_dataset
+
+        return vllm_annotation_dataset([asdict(task) for task in tasks], annotator, read_part_rows)
     items = [{"task": json.dumps(asdict(task))} for task in tasks]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     dataset = dataset.map_batches(read_part_rows, batch_size=1, num_cpus=0.25)
@@ -171,6 +175,13 @@ def build_annotation_dataset(tasks: list[PartTask], annotator: Annotator):
 
 
 def run_annotator(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig) -> AnnotateSummary:
+    if getattr(annotator, "backend", "hf") == "vllm":
+        from onegen.annotators.vlm import require_vllm
+
+        try:
+            require_vllm()
+        except ImportError as missing:
+            raise MissingRequirement(f"{annotator.store_name}: {missing}") from None
     output_root = store_dir(root, annotator.store_name)
     record = {"job": "annotate", **annotator_identity(annotator)}
     hint = f"Bump {type(annotator).__name__}.version for new outputs, or pass --overwrite to redo {annotator.store_name}."

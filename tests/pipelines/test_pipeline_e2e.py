@@ -126,6 +126,13 @@ def test_changed_rerun_is_refused_with_the_reason(built, capsys):
     assert len(error.splitlines()) == 1
     assert main(["ingest", str(base / "photos"), "--out", str(root), "--rows-per-part", "5", *RAY]) == 2
     assert "rows_per_part changed: 6 -> 5" in capsys.readouterr().err
+    (base / "photos" / "late-arrival.png").write_bytes(encode(photo("coins")[:96, :96]))
+    try:
+        assert main(["ingest", str(base / "photos"), "--out", str(root), "--rows-per-part", "6", *RAY]) == 2
+        error = capsys.readouterr().err
+        assert "input changed" in error and "items changed: 22 -> 23" in error
+    finally:
+        (base / "photos" / "late-arrival.png").unlink()
 
 
 @pytest.mark.parametrize(
@@ -135,6 +142,7 @@ def test_changed_rerun_is_refused_with_the_reason(built, capsys):
         (["annotate", "{tmp}/x", "--annotators", "sparkle"], "unknown annotator"),
         (["annotate", "{tmp}/x", "--annotators", "canny", "--set", "canny.low=high"], "not a valid int"),
         (["build", "{tmp}/x", "--out", "{tmp}/s", "--tasks", "dream2image"], "unknown or unannotated task"),
+        (["annotate", "{tmp}/x", "--annotators", "caption", "--set", "caption.backend=vllm"], "vllm is not installed"),
     ],
 )
 def test_user_errors_are_one_line(argv, message, tmp_path, capsys):
