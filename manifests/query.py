@@ -54,13 +54,22 @@ def catalog_stats(root: str) -> dict:
     for path in store.list_files(store.join(root, "rejects"), ".parquet"):
         rejects.update(store.read_table(path, ["reason"]).column("reason").to_pylist())
     annotations: dict[str, dict[str, int]] = {}
+    nsfw: dict[str, str] = {}
     fs, base = store.filesystem(store.join(root, "annotations"))
     for folder in sorted(fs.ls(base, detail=False)) if fs.exists(base) else []:
         name = folder.rsplit("/", 1)[-1]
-        counts = Counter()
+        counts, checked = Counter(), 0
         for path in store.list_files(store.join(root, "annotations", name), ".parquet"):
-            counts.update(store.read_table(path, ["status"]).column("status").to_pylist())
+            table = store.read_table(path)
+            counts.update(table.column("status").to_pylist())
+            if "nsfw_checked" in table.column_names:
+                checked += sum(bool(v) for v in table.column("nsfw_checked").to_pylist())
         annotations[name] = dict(sorted(counts.items()))
+        if name.startswith("faces@"):
+            nsfw[name] = f"on: {checked} images checked" if checked else "off: no NSFW classifier configured"
     catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(store.join(root, "catalog"), ".parquet"))
-    return {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
-            "annotation_statuses": annotations}
+    stats = {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
+             "annotation_statuses": annotations}
+    if nsfw:
+        stats["nsfw_filter"] = nsfw
+    return stats

@@ -9,7 +9,10 @@ format for `onegen sample`.
 
 Distributed: under torchrun (WORLD_SIZE > 1) the model is wrapped in DDP, or sharded with FSDP2
 `fully_shard` per block when `fsdp` is set (default for the 2.8B preset). bf16 autocast on CUDA only.
-Logs: tqdm, and TensorBoard scalars loss/<family> per step under OUT/tb.
+Logs: tqdm, and TensorBoard scalars loss/<family> per step under OUT/tb; at each checkpoint an image
+`samples/<family>` per family seen since the last one (`sample_grid`). `data_log` (debug) writes
+OUT/data_log/rank{N}.jsonl: per step the sample keys this rank trained on and a hash of the full
+parameters, so tests can see the split by node and the DDP/FSDP sync from the outside.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ import torch.distributed as dist
 from onegen.model.flow import flow_loss
 from onegen.model.nextdit import NextDiT, build_model, save_checkpoint
 from onegen.training.data import DEFAULT_WEIGHTS, DataConfig, batch_caption, batch_latents, make_loader
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class TrainConfig:
     shuffle_buffer: int = 64
     num_workers: int = 2
     progress: bool = True
+    sample_rows: int = 4  # samples per family in the checkpoint-time TensorBoard grid (0: none)
+    data_log: bool = False  # debug: OUT/data_log/rank{N}.jsonl (keys seen, parameter hash) every step
 
     def data(self) -> DataConfig:
         return DataConfig(self.shards, self.batch_size, self.buckets, self.task_weights, self.caption_dropout,
@@ -154,12 +162,19 @@ def set_rng_states(states: dict, loss_generator: torch.Generator) -> None:
 
 def save_training_checkpoint(config: TrainConfig, step: int, model, ema: dict[str, torch.Tensor], optimizer,
                              loss_generator: torch.Generator, rank: int) -> str:
-    """Write OUT/checkpoints/step_N.pt (+ latest.txt) and OUT/ema_N.pt; returns the checkpoint path."""
+    """Write OUT/checkpoints/step_N.pt (+ latest.txt) and OUT/ema_N.pt; returns the checkpoint path.
+
+    "rng" holds every rank's RNG states (a list indexed by rank): the loss noise generator is seeded per
+    rank, so restoring rank 0's states everywhere would give all ranks the same noise after a resume.
+    """
+    rng = [rng_states(loss_generator)]
     if dist.is_initialized():
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
         model_state, optim_state = get_state_dict(model, optimizer,
                                                   options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        rng = [None] * dist.get_world_size()
+        dist.all_gather_object(rng, rng_states(loss_generator))
     else:
         model_state, optim_state = _unwrap(model).state_dict(), optimizer.state_dict()
     ema_state = {k: _full(v) for k, v in ema.items()}
@@ -168,7 +183,7 @@ def save_training_checkpoint(config: TrainConfig, step: int, model, ema: dict[st
     if rank == 0:
         os.makedirs(folder, exist_ok=True)
         payload = {"step": step, "data_position": step, "model": model_state, "ema": ema_state,
-                   "optimizer": optim_state, "rng": rng_states(loss_generator), "config": dataclasses.asdict(config),
+                   "optimizer": optim_state, "rng": rng, "config": dataclasses.asdict(config),
                    "preset": config.preset}
         torch.save(payload, path + ".tmp")
         os.replace(path + ".tmp", path)
@@ -211,7 +226,13 @@ def load_training_checkpoint(path: str, model, ema: dict[str, torch.Tensor], opt
 
                 full = distribute_tensor(full, tensor.device_mesh, tensor.placements)
             tensor.copy_(full)
-    set_rng_states(payload["rng"], loss_generator)
+    states = payload["rng"] if isinstance(payload["rng"], list) else [payload["rng"]]  # older: one dict
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if len(states) == world:
+        set_rng_states(states[rank], loss_generator)
+    else:  # a different world size cannot resume exactly anyway; keep this rank's fresh seeds
+        log.warning("checkpoint %s holds RNG states of %d ranks, running on %d: RNG not restored",
+                    path, len(states), world)
     return int(payload["step"])
 
 

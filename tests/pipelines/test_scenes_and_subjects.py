@@ -75,6 +75,7 @@ def test_faceid_from_subjects(tmp_path, ray_local):
     assert main(["build", str(root), "--out", str(shards), "--tasks", "faceid", *RAY]) == 0
     stats = shard_stats(str(shards))
     assert stats["annotation_statuses"]["faces@1"] == {"no_face": 4, "ok": 5}
+    assert stats["nsfw_filter"] == {"faces@1": "off: no NSFW classifier configured"}
     assert stats["samples_per_task"] == {"faceid": 5} and stats["skipped_per_reason"] == {"faceid: faces:no_face": 4}
     for sample in read_manifests(str(shards)).to_pylist():
         views = sample["n_views"]
