@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -287,20 +288,31 @@ def train(config: TrainConfig) -> dict:
     losses, checkpoint = [], resume
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
                disable=rank != 0 or not config.progress, desc="train")
+    recent: dict[str, dict] = {}  # family -> its latest samples, for the checkpoint-time grids
     for step in bar:
-        loss, per_family = train_step(model, next(batches), optimizer, ema, config, device, loss_generator,
+        batch = next(batches)
+        loss, per_family = train_step(model, batch, optimizer, ema, config, device, loss_generator,
                                       vae, text_encoder)
         losses.append(loss)
+        if config.data_log:
+            _log_data(config, rank, step + 1, batch, model)
         if writer is not None:
             writer.add_scalar("loss/all", loss, step + 1)
             for family, value in per_family.items():
                 writer.add_scalar(f"loss/{family}", value, step + 1)
+            recent.update(family_samples(batch, config.sample_rows))
         if (step + 1) % config.log_every == 0:
             bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % config.ckpt_every == 0 or step + 1 == config.steps:
             checkpoint = save_training_checkpoint(config, step + 1, model, ema, optimizer, loss_generator, rank)
+            if writer is not None:
+                for family, samples in sorted(recent.items()):
+                    writer.add_image(f"samples/{family}", sample_grid(samples, vae), step + 1, dataformats="HWC")
+                recent.clear()
     if writer is not None:
         writer.close()
+    if world > 1:
+        dist.destroy_process_group()
     return {"step": config.steps, "losses": losses, "checkpoint": checkpoint}
 
 
@@ -320,6 +332,73 @@ def _tensorboard(config: TrainConfig, rank: int):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(os.path.join(config.out, "tb"))
+
+
+# --------------------------------------------------------------------------- sample grids and data log
+
+
+def family_samples(batch: dict, rows: int) -> dict[str, dict]:
+    """{family: {"views": V tensors (n, C, H, W) on CPU, "kinds"}} of the first `rows` samples of each family
+    in a batch (a batch is homogeneous in views and size, not in family)."""
+    chosen: dict[str, list[int]] = {}
+    for index, family in enumerate(batch["family"]):
+        if len(chosen.setdefault(family, [])) < rows:
+            chosen[family].append(index)
+    return {family: {"views": [view[indices].detach().cpu() for view in batch["views"]], "kinds": batch["kinds"]}
+            for family, indices in chosen.items() if indices}
+
+
+def _view_pictures(view: torch.Tensor, kind: str, vae) -> list[np.ndarray]:
+    """One view of n samples -> n (H, W, 3) uint8 pictures at pixel size (latents are 8x upsampled)."""
+    from PIL import Image
+
+    from onegen.pipelines.preview_render import ray_false_colour
+
+    if kind == "ray":
+        return [np.asarray(ray_false_colour(latent.float().numpy())) for latent in view]  # (8h, 8w, 3)
+    if kind == "latent" and vae is not None:
+        view = vae.decode(view).cpu()  # (n, 3, 8h, 8w) in [-1, 1]
+    if kind == "latent" and vae is None:  # no VAE to decode with: channels 0-2 stretched to [-1, 1]
+        rgb = view[:, :3].float()  # (n, 3, h, w)
+        low, high = rgb.amin(dim=(1, 2, 3), keepdim=True), rgb.amax(dim=(1, 2, 3), keepdim=True)
+        view = (rgb - low) / (high - low).clamp(min=1e-6) * 2 - 1
+    pixels = ((view.float() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if kind == "latent" and vae is None:
+        return [np.asarray(Image.fromarray(p).resize((p.shape[1] * 8, p.shape[0] * 8), Image.NEAREST))
+                for p in pixels]
+    return list(pixels)  # n x (H, W, 3)
+
+
+def sample_grid(samples: dict, vae=None) -> np.ndarray:
+    """(n * H, V * W, 3) uint8: one row per sample, its V views side by side at pixel size.
+
+    `samples` as from `family_samples`. "pixels" views are shown as they are, "latent" views decoded with
+    `vae` (a model.vae.Vae; without one, latent channels 0-2 stretched), "ray" views in the false colour
+    of `onegen preview` (direction channels 0-2 / RAY_SCALE, [-1, 1] -> RGB).
+    """
+    columns = [_view_pictures(view, kind, vae) for view, kind in zip(samples["views"], samples["kinds"],
+                                                                      strict=True)]
+    return np.concatenate([np.concatenate(row, axis=1) for row in zip(*columns, strict=True)], axis=0)
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    """sha256 of the full parameters (name and float32 bytes, in named_parameters order).
+
+    Under FSDP2 this gathers every parameter: all ranks must call it together."""
+    digest = hashlib.sha256()
+    for name, param in _unwrap(model).named_parameters():
+        digest.update(name.encode())
+        digest.update(_full(param).float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _log_data(config: TrainConfig, rank: int, step: int, batch: dict, model: torch.nn.Module) -> None:
+    """Append {"step", "keys", "params"} to OUT/data_log/rank{rank}.jsonl (the `data_log` debug option)."""
+    folder = os.path.join(config.out, "data_log")
+    os.makedirs(folder, exist_ok=True)
+    record = {"step": step, "keys": list(batch["key"]), "params": param_digest(model)}
+    with open(os.path.join(folder, f"rank{rank}.jsonl"), "a") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 # --------------------------------------------------------------------------- CLI
