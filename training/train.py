@@ -393,10 +393,12 @@ def param_digest(model: torch.nn.Module) -> str:
 
 
 def _log_data(config: TrainConfig, rank: int, step: int, batch: dict, model: torch.nn.Module) -> None:
-    """Append {"step", "keys", "params"} to OUT/data_log/rank{rank}.jsonl (the `data_log` debug option)."""
+    """Append {"step", "keys", "params" (`param_digest`), "wrapper" (the wrapped model's class name)} to
+    OUT/data_log/rank{rank}.jsonl (the `data_log` debug option)."""
     folder = os.path.join(config.out, "data_log")
     os.makedirs(folder, exist_ok=True)
-    record = {"step": step, "keys": list(batch["key"]), "params": param_digest(model)}
+    record = {"step": step, "keys": list(batch["key"]), "params": param_digest(model),
+              "wrapper": type(getattr(model, "_orig_mod", model)).__name__}
     with open(os.path.join(folder, f"rank{rank}.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")
 

@@ -1,0 +1,154 @@
+"""The trainer under torchrun on CPU (gloo, 2 processes): DDP split by node and in sync, one checkpoint from
+rank 0, exact resume, and FSDP2 `fully_shard` training the same model.
+
+Every run goes through the real entry point (`python -m torch.distributed.run ... -m onegen.pipelines.cli
+train`) with `--data-log true`, which makes each rank write OUT/data_log/rank{N}.jsonl: per step the keys
+it trained on, a sha256 of the full parameters and the wrapper's class name.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import io  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from onegen.manifests.query import read_manifests  # noqa: E402
+from onegen.manifests.shard_writer import Sample, ShardWriter  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+TASKS = ("text2image", "canny2image")
+
+
+def _png(i: int) -> bytes:
+    pixels = np.full((64, 64, 3), 30 * i, dtype=np.uint8)
+    pixels[4 + 4 * i:40, 8:40] = (200, 30 * i, 90)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, checkpoints) -> str:
+    """Precomputed 64 px shards, two per task (2 samples each), so two ranks can be split by node."""
+    from onegen.training.precompute import PrecomputeConfig, run_precompute
+
+    raw, out = tmp_path_factory.mktemp("dist_raw"), tmp_path_factory.mktemp("dist_latents")
+    for task in TASKS:
+        writer = ShardWriter(str(raw), "onegen", task, samples_per_shard=2, max_shard_bytes=1 << 30)
+        for i in range(4):
+            prompt = f"[[{task}]] picture {i}"
+            members = [("img0.png", _png(i))] + ([("img1.png", _png(i + 4))] if task == "canny2image" else [])
+            meta = {"task": task, "n_views": len(members), "prompt": prompt}
+            members += [("txt", prompt.encode()), ("json", json.dumps(meta).encode())]
+            writer.add(Sample(key=f"s{i}-{task}", task=task, prompt=prompt, source="test", members=members,
+                              n_views=meta["n_views"], source_keys=[f"k{i}"], annotators=[], width=64, height=64,
+                              ordinal=i))
+        writer.finish()
+    run_precompute(PrecomputeConfig(str(raw), str(out), checkpoints["t5"], checkpoints["vae"], ((64, 64),)))
+    return str(out)
+
+
+def torchrun_train(shards: str, out: Path, steps: int, fsdp: bool) -> subprocess.CompletedProcess:
+    """`onegen train` on 2 CPU processes; fails the test (with the output) unless it exits 0."""
+    flags = {"shards": shards, "out": str(out), "preset": "tiny", "batch-size": "2", "steps": str(steps),
+             "ckpt-every": "3", "num-workers": "0", "shuffle-buffer": "2", "progress": "false",
+             "caption-dropout": "0.5", "buckets": "[[64, 64]]", "data-log": "true", "fsdp": json.dumps(fsdp),
+             "task-weights": '[["text2image", 1.0], ["image2image", 1.0]]'}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "onegen.pipelines.cli", "train"] + [f"--{k}={v}" for k, v in flags.items()]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+def data_log(out: Path) -> list[list[dict]]:
+    """Per rank, the data-log records in step order."""
+    return [[json.loads(line) for line in (out / "data_log" / f"rank{rank}.jsonl").read_text().splitlines()]
+            for rank in range(2)]
+
+
+def checkpoint_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+def checkpoint_digest(path: Path) -> str:
+    """`param_digest` of a model holding the checkpoint's parameters (as rank 0 saved them)."""
+    from onegen.model.nextdit import build_model
+    from onegen.training.train import param_digest
+
+    model = build_model("tiny")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+    return param_digest(model)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(shards, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    torchrun_train(shards, out, steps=3, fsdp=False)
+    return out
+
+
+def test_ddp_writes_one_checkpoint_with_latest(ddp_run):
+    assert checkpoint_files(ddp_run) == ["latest.txt", "step_00000003.pt"]  # no .tmp left, no per-rank copies
+    assert (ddp_run / "checkpoints" / "latest.txt").read_text() == "step_00000003.pt"
+    assert sorted(p.name for p in ddp_run.glob("ema_*.pt")) == ["ema_00000003.pt"]
+    payload = torch.load(ddp_run / "checkpoints" / "step_00000003.pt", map_location="cpu", weights_only=False)
+    assert payload["step"] == 3 and len(payload["rng"]) == 2  # every rank's RNG states
+
+
+def test_ddp_ranks_read_disjoint_shards(ddp_run, shards):
+    table = read_manifests(shards, ["key", "shard"]).to_pydict()
+    shard_of = dict(zip(table["key"], table["shard"], strict=True))
+    seen = [{shard_of[key] for record in records for key in record["keys"]} for records in data_log(ddp_run)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]  # split by node: no shard read by both ranks
+
+
+def test_ddp_parameters_identical_on_both_ranks_and_in_checkpoint(ddp_run):
+    ranks = data_log(ddp_run)
+    assert [r["step"] for r in ranks[0]] == [r["step"] for r in ranks[1]] == [1, 2, 3]
+    assert {r["wrapper"] for r in ranks[0] + ranks[1]} == {"DistributedDataParallel"}
+    digests = [[r["params"] for r in records] for records in ranks]
+    assert digests[0] == digests[1]  # the all-reduce keeps both replicas bit-identical after every step
+    assert len(set(digests[0])) == 3  # and the parameters do change from step to step
+    assert checkpoint_digest(ddp_run / "checkpoints" / "step_00000003.pt") == digests[1][-1]
+
+
+def test_resume_under_torchrun_continues_exactly(ddp_run, shards, tmp_path_factory):
+    torchrun_train(shards, ddp_run, steps=5, fsdp=False)  # same OUT: resumes from step 3
+    ranks = data_log(ddp_run)
+    assert [r["step"] for r in ranks[0]] == [r["step"] for r in ranks[1]] == [1, 2, 3, 4, 5]
+    assert (ddp_run / "checkpoints" / "latest.txt").read_text() == "step_00000005.pt"
+    straight = tmp_path_factory.mktemp("straight") / "run"
+    torchrun_train(shards, straight, steps=5, fsdp=False)
+    reference = data_log(straight)
+    for rank in range(2):  # same data, and (per-rank RNG restored) the same parameters as a straight run
+        assert [r["keys"] for r in ranks[rank][3:]] == [r["keys"] for r in reference[rank][3:]]
+        assert ranks[rank][-1]["params"] == reference[rank][-1]["params"]
+
+
+def test_fsdp2_trains_on_cpu_gloo_like_ddp(ddp_run, shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    torchrun_train(shards, out, steps=3, fsdp=True)
+    ranks = data_log(out)
+    assert {r["wrapper"] for r in ranks[0] + ranks[1]} == {"FSDPNextDiT"}  # fully_shard swaps the class
+    assert [r["params"] for r in ranks[0]] == [r["params"] for r in ranks[1]]
+    assert checkpoint_files(out) == ["latest.txt", "step_00000003.pt"]
+    fsdp_state = torch.load(out / "checkpoints" / "step_00000003.pt", weights_only=False)["model"]
+    ddp_state = torch.load(ddp_run / "checkpoints" / "step_00000003.pt", weights_only=False)["model"]
+    assert fsdp_state.keys() == ddp_state.keys()  # full (unsharded) state dict, no wrapper prefixes
+    for name, tensor in ddp_state.items():  # same seeds and data: the same 3 steps as DDP
+        torch.testing.assert_close(fsdp_state[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
