@@ -22,6 +22,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from onegen.annotators.base import RowError
 from onegen.annotators.conditions import BlurAnnotator, CannyAnnotator, InpaintAnnotator, LowresAnnotator
 from onegen.annotators.imageio import decode_rgb
 from onegen.pipelines.image_checks import ImageLimits, normalise_image
@@ -54,7 +55,10 @@ def plain_loop(folder: Path, out: Path) -> float:
         row = {"key": path.stem, "image": decode_rgb(image.data)}
         sinks["text2image"].write({"__key__": path.stem, "img0.jpg": image.data, "txt": "[[text2image]] a photo crop"})
         for annotator, task in zip(annotators, tasks, strict=True):
-            outputs = annotator.annotate_one(dict(row))
+            try:
+                outputs = annotator.annotate_one(dict(row))
+            except RowError:  # e.g. a flat crop without edges: no sample, as in the pipeline
+                continue
             sinks[task].write({"__key__": path.stem, "img0.jpg": image.data, "img1.png": outputs["condition"],
                                "txt": f"[[{task}]] a photo crop"})
     for sink in sinks.values():
