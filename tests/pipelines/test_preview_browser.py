@@ -1,5 +1,5 @@
 """The preview report in a real browser: headless Chromium opens index.html from disk (file://) with its
-network features off; every <img> must load (naturalWidth > 0, reported by the page's inline script into
+network gone (its own network namespace) and network features off; every <img> must load (naturalWidth > 0, reported by the page's inline script into
 body[data-img-widths]) and a screenshot must not be blank. Skips only when /usr/bin/chromium is absent.
 """
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def _fixture_module():
 
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHROMIUM), *OFFLINE_FLAGS, f"--user-data-dir={profile}", *args],
+    """Chromium in a network namespace of its own (no interface but a downed loopback), so the report
+    is shown to load with the network really gone; flags alone where `unshare` is missing."""
+    isolate = ["unshare", "-n"] if shutil.which("unshare") else []
+    return subprocess.run([*isolate, str(CHROMIUM), *OFFLINE_FLAGS, f"--user-data-dir={profile}", *args],
                           capture_output=True, text=True, timeout=90, check=True)
 
 
