@@ -110,6 +110,21 @@ class Annotator:
     def setup(self) -> None:
         """Load weights once per worker. Missing weights raise (see annotators.loading)."""
 
+    def checkpoints(self) -> list[tuple[str, str]]:
+        """(what, model id or path) of every checkpoint `setup()` will resolve (none by default).
+
+        The runner checks them on the driver before it starts any actor (`preflight`), so missing
+        weights stop a local job with one line instead of a dead actor's traceback.
+        """
+        return []
+
+    def preflight(self) -> None:
+        """Raise MissingCheckpointError now if any checkpoint of `checkpoints()` is not on this machine."""
+        from onegen.annotators.loading import resolve_checkpoint
+
+        for what, model_id in self.checkpoints():
+            resolve_checkpoint(model_id, what)
+
     def model_id(self) -> str:
         return ""
 

@@ -64,6 +64,9 @@ class _VLMAnnotator(Annotator):
     batch_size: int = 16
     _vlm: LoadedVLM | None = field(default=None, init=False, repr=False)
 
+    def checkpoints(self) -> list[tuple[str, str]]:
+        return [("VLM", self.model)]
+
     def setup(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"{self.name}: backend must be one of {BACKENDS}, got {self.backend!r}")

@@ -161,6 +161,9 @@ class DepthAnnotator(Annotator):
     _spec: ResizeSpec | None = field(default=None, init=False, repr=False)
     _device: str = field(default="cpu", init=False, repr=False)
 
+    def checkpoints(self) -> list[tuple[str, str]]:
+        return [("depth", self.model)]
+
     def setup(self) -> None:
         import torch
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation

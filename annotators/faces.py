@@ -134,6 +134,10 @@ class FacesAnnotator(Annotator):
     _ready: bool = field(default=False, init=False, repr=False)
 
     # --- setup ---------------------------------------------------------------------------------------
+    def checkpoints(self) -> list[tuple[str, str]]:
+        found = [] if self.detector == LBP_CASCADE else [("face detector", self.detector)]
+        return found + ([("NSFW classifier", self.nsfw_model)] if self.nsfw_model else [])
+
     def setup(self) -> None:
         """Load the detector (and NSFW classifier when configured); a missing checkpoint raises at once."""
         self._device = pick_device(self.num_gpus)

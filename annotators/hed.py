@@ -94,6 +94,9 @@ class HedAnnotator(Annotator):
     _net: Any = field(default=None, init=False, repr=False)
     _device: str = field(default="cpu", init=False, repr=False)
 
+    def checkpoints(self) -> list[tuple[str, str]]:
+        return [("hed", self.model)]
+
     def setup(self) -> None:
         self._checkpoint = resolve_checkpoint(self.model, "hed")
         self._device = pick_device(self.num_gpus)

@@ -140,6 +140,10 @@ class PoseAnnotator(Annotator):
     _spec: CropSpec | None = field(default=None, init=False, repr=False)
     _device: str = field(default="cpu", init=False, repr=False)
 
+    def checkpoints(self) -> list[tuple[str, str]]:
+        bundled_yaml = self.detector.endswith((".yaml", ".yml")) and os.sep not in self.detector
+        return [("pose", self.model)] + ([] if bundled_yaml else [("pose detector", self.detector)])
+
     def setup(self) -> None:
         import torch
         from transformers import AutoImageProcessor, VitPoseForPoseEstimation

@@ -407,6 +407,9 @@ class SegmentAnnotator(Annotator):
     num_gpus: float = 1.0
     batch_size: int = 8
 
+    def checkpoints(self) -> list[tuple[str, str]]:
+        return [("detector", self.detector_id), ("SAM", self.sam_checkpoint)]
+
     def setup(self) -> None:
         if not 1 <= self.max_classes <= MAX_CLASSES:
             raise ValueError(f"max_classes must be in 1..{MAX_CLASSES}, got {self.max_classes}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -182,6 +183,8 @@ def run_annotator(root: str, annotator: Annotator, overwrite: bool, ray_config: 
             require_vllm()
         except ImportError as missing:
             raise MissingRequirement(f"{annotator.store_name}: {missing}") from None
+    if not (ray_config.address or os.environ.get("RAY_ADDRESS")):
+        annotator.preflight()  # local job: the driver sees the same disk as the actors
     output_root = store_dir(root, annotator.store_name)
     record = {"job": "annotate", **annotator_identity(annotator)}
     hint = f"Bump {type(annotator).__name__}.version for new outputs, or pass --overwrite to redo {annotator.store_name}."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from onegen.pipelines.ray_setup import RayConfig
@@ -174,12 +175,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def remote_user_error(error: BaseException) -> str | None:
+    """The message of a user error raised on a Ray worker (e.g. missing weights at actor setup).
+
+    Ray re-raises a worker's exception on the driver wrapped in its own types, keeping only the text
+    of the original traceback, so the original is found by its class name in that text.
+    """
+    names = "|".join(cls.__name__ for cls in _user_errors())
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return None
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(seen))
+        found = re.search(rf"\b(?:{names}): ([^\n]+)", text)
+        if found:
+            return found.group(1).strip()
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except _user_errors() as error:
         print(f"onegen: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        message = remote_user_error(error)
+        if message is None:
+            raise
+        print(f"onegen: error: {message}", file=sys.stderr)
         return 2
 
 
