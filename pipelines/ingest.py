@@ -97,13 +97,16 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict]) -> lis
 
 def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict:
     """A multiview scene folder -> one catalog row (views kept as they are, each checked to decode)."""
-    from onegen.pipelines.camera_readers import read_colmap, read_transforms_json
+    from onegen.pipelines.camera_readers import read_co3d, read_colmap, read_transforms_json
 
     source = spec.source_name
     base = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
     try:
-        reader = read_transforms_json if item["reader"] == "nerfstudio" else read_colmap
-        row = reader(item["path"], source=source)
+        if item["reader"] == "co3d":
+            row = read_co3d(item["path"], item["root"], item["sequence"], source=source)
+        else:
+            reader = read_transforms_json if item["reader"] == "nerfstudio" else read_colmap
+            row = reader(item["path"], source=source)
         for index, view in enumerate(row["view_images"]):
             try:
                 normalise_image(view, limits)

@@ -16,7 +16,9 @@ Kinds (`--kind`, or detected):
 - hf          a Hugging Face `datasets` dataset saved with `save_to_disk` (folder with dataset_info.json
               / state.json, or a DatasetDict); image column of the datasets Image feature.
 - scenes      a folder of multiview scene folders, each with a nerfstudio/instant-ngp `transforms.json`
-              or a COLMAP model (`sparse/0` or `sparse`, images in `images/`); one item per scene.
+              or a COLMAP model (`sparse/0` or `sparse`, images in `images/`); or CO3D category folders
+              (`frame_annotations.jgz`/`.json`, image paths relative to the category's parent), one
+              scene per sequence; one item per scene.
 - subjects    an ID set: a folder of subject folders of photos of one person each; one item per photo,
               `group` = subject (parts never split a subject). Captions as for folders.
 
@@ -177,10 +179,15 @@ def _read_files(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, byt
 
 
 # --- multiview scenes and ID subjects -------------------------------------------------------------
+CO3D_ANNOTATIONS = ("frame_annotations.jgz", "frame_annotations.json")
+
+
 def _scene_reader(fs: fsspec.AbstractFileSystem, folder: str) -> str | None:
-    """"nerfstudio" or "colmap" when `folder` holds a scene of that layout, else None."""
+    """"nerfstudio", "colmap" or "co3d" when `folder` holds scenes of that layout, else None."""
     if fs.exists(posixpath.join(folder, "transforms.json")):
         return "nerfstudio"
+    if any(fs.exists(posixpath.join(folder, name)) for name in CO3D_ANNOTATIONS):
+        return "co3d"
     for sparse in ("sparse/0", "sparse"):
         if fs.exists(posixpath.join(folder, sparse, "cameras.bin")) or fs.exists(posixpath.join(folder, sparse, "cameras.txt")):
             return "colmap"
@@ -193,11 +200,29 @@ def _list_scenes(spec: SourceSpec) -> list[dict]:
     items = []
     for folder in folders:
         reader = _scene_reader(fs, folder)
-        if reader:
+        if reader == "co3d":
+            items.extend(_co3d_sequences(fs, folder))
+        elif reader:
             size = sum(info.get("size") or 0 for info in fs.find(folder, detail=True).values())
             items.append({"uri": fs.unstrip_protocol(folder), "path": folder, "reader": reader, "size": size,
                           "caption": _scene_caption(fs, folder)})
     return items
+
+
+def _co3d_sequences(fs: fsspec.AbstractFileSystem, folder: str) -> list[dict]:
+    """One item per sequence of a CO3D category folder."""
+    import gzip
+
+    path = next(posixpath.join(folder, n) for n in CO3D_ANNOTATIONS if fs.exists(posixpath.join(folder, n)))
+    with fs.open(path, "rb") as handle:
+        raw = handle.read()
+    frames = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    counts: dict[str, int] = {}
+    for frame in frames:
+        counts[frame["sequence_name"]] = counts.get(frame["sequence_name"], 0) + 1
+    return [{"uri": f"{fs.unstrip_protocol(path)}#{name}", "path": path, "reader": "co3d", "sequence": name,
+             "root": posixpath.dirname(folder.rstrip("/")), "size": count, "caption": None}
+            for name, count in sorted(counts.items())]
 
 
 def _scene_caption(fs: fsspec.AbstractFileSystem, folder: str) -> str | None:

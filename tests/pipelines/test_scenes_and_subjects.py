@@ -83,3 +83,36 @@ def test_faceid_from_subjects(tmp_path, ray_local):
         assert [f"[[img{i}]]" in sample["prompt"] for i in range(views)] == [True] * views
         assert sample["source_keys"][0] == sample["key"].rsplit("-faceid", 1)[0]  # target first
         assert len(set(sample["source_keys"])) == views
+
+
+def test_co3d_category_folder_is_one_scene_per_sequence(tmp_path):
+    """`--kind scenes` on a CO3D category folder: each sequence of frame_annotations.jgz is one scene."""
+    import gzip
+    import importlib.util
+
+    from onegen.pipelines.image_checks import ImageLimits
+    from onegen.pipelines.ingest import ingest_rows
+    from onegen.pipelines.sources import SourceSpec, list_items
+
+    spec = importlib.util.spec_from_file_location("readers", Path(__file__).with_name("test_camera_readers.py"))
+    readers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readers)  # its co3d_viewpoint writes PyTorch3D cameras from OpenCV ones
+    truth = write_scene(tmp_path / "render", SceneConfig(seed=1, n_views=4, width=readers.WIDTH, height=readers.HEIGHT))
+    category = tmp_path / "co3d" / "toys"
+    (category / "seq_a").mkdir(parents=True)
+    frames = []
+    for i in range(4):
+        (category / "seq_a" / f"{i}.png").write_bytes((tmp_path / "render" / "images" / f"frame_{i:05d}.png").read_bytes())
+        frames.append({"sequence_name": "seq_a", "frame_number": i,
+                       "image": {"path": f"toys/seq_a/{i}.png", "size": [readers.HEIGHT, readers.WIDTH]},
+                       "viewpoint": readers.co3d_viewpoint(truth.c2w[i], truth.intrinsics, False)})
+    frames.append({**frames[0], "sequence_name": "seq_b", "image": {"path": "toys/missing.png", "size": [1, 1]}})
+    (category / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    source = SourceSpec(str(tmp_path / "co3d"), kind="scenes")
+    items = list_items(source)
+    assert [i["sequence"] for i in items] == ["seq_a", "seq_b"]
+    good, bad = ingest_rows(source, ImageLimits(min_side=32), items)
+    assert good["kind"] == "scene" and len(good["view_images"]) == 4 and good["reject_reason"] is None
+    cameras = json.loads(good["meta"])["cameras"]
+    np.testing.assert_allclose(np.array(cameras[2]["c2w"]), truth.c2w[2], atol=1e-9)
+    assert bad["reject_reason"] == "bad_scene" and bad["key"] is None

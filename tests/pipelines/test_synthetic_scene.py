@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -67,11 +66,9 @@ def test_pixel_rays_from_the_readers_cameras_land_on_the_saved_depth(scene):
     assert min(checked.values()) > 0, checked
 
 
-def test_rendering_is_deterministic_and_fast(tmp_path):
+def test_rendering_is_deterministic(tmp_path):
     config = SceneConfig(n_views=8, width=128, height=128, seed=7)
-    start = time.perf_counter()
     write_scene(tmp_path / "a", config)
-    elapsed = time.perf_counter() - start
     write_scene(tmp_path / "b", config)
     write_scene(tmp_path / "c", SceneConfig(n_views=8, width=128, height=128, seed=8))
     for name in (
@@ -84,7 +81,6 @@ def test_rendering_is_deterministic_and_fast(tmp_path):
     assert (tmp_path / "a/images/frame_00003.png").read_bytes() != (
         tmp_path / "c/images/frame_00003.png"
     ).read_bytes()
-    assert elapsed < 3.0, f"128x128 x 8 views took {elapsed:.2f} s"
 
 
 def test_centre_accuracy_on_cameras_recovered_from_rays(scene):
