@@ -17,8 +17,8 @@ from onegen.annotators.tiny_models import tiny_vae as build_tiny_vae
 __all__ = ["build_tiny_text_encoder", "build_tiny_vae", "run_training_demo"]
 
 
-def _condition_image(shards: str, task: str, folder: Path) -> str | None:
-    """Write the condition view (img1) of the first `task` sample in the raw shards to a PNG."""
+def _view_images(shards: str, task: str, folder: Path, first: int = 1) -> list[str]:
+    """Write the image views imgN (N >= `first`) of the first `task` sample in the raw shards to PNGs."""
     import io
 
     import webdataset as wds
@@ -28,12 +28,18 @@ def _condition_image(shards: str, task: str, folder: Path) -> str | None:
 
     urls = select_shards(shards, tasks=[task])
     for sample in wds.DataPipeline(wds.SimpleShardList(urls[:1]), wds.tarfile_to_samples()):
-        name = next((k for k in sample if k.startswith("img1.")), None)
-        if name:
-            path = folder / f"{task}-condition.png"
+        names = sorted((k for k in sample if k.startswith("img")), key=lambda k: int(k[3:].split(".")[0]))
+        paths = []
+        for name in names[first:]:
+            path = folder / f"{task}-{name.split('.')[0]}.png"
             Image.open(io.BytesIO(sample[name])).convert("RGB").save(path)
-            return str(path)
-    return None
+            paths.append(str(path))
+        return paths
+    return []
+
+
+# One sample per task family: (family's task in the shards, task asked of the sampler, first view to give).
+FAMILY_REQUESTS = (("faceid", "faceid", 1), ("multiview", "camera_pose", 0))
 
 
 def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
@@ -65,12 +71,16 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     model, _ = load_denoiser(result["checkpoint"], torch.device("cpu"))
     vae, text_encoder = Vae.load(vae_path), TextEncoder.load(t5)
     tasks = set(read_manifests(shards, ["task"]).to_pydict().get("task", []))
+    two_view = sorted(tasks - {"text2image", *(family for family, _, _ in FAMILY_REQUESTS)})
+    requests = [("text2image", ())] if "text2image" in tasks else []
+    if two_view:  # image-to-image family: the first condition task, from its condition view
+        requests.append((two_view[0], tuple(_view_images(shards, two_view[0], folder)[:1])))
+    for family, task, first in FAMILY_REQUESTS:
+        if family in tasks:
+            requests.append((task, tuple(_view_images(shards, family, folder, first))))
     samples = {}
-    for task in sorted(tasks):
-        condition = None if task == "text2image" else _condition_image(shards, task, folder)
-        if task != "text2image" and (condition is None or task in samples or any(t != "text2image" for t in samples)):
-            continue  # one sample per family: text2image and the first condition task
-        request = SampleRequest(task, "a photo", (condition,) if condition else (), size=(64, 64), steps=10)
+    for task, conditions in requests:
+        request = SampleRequest(task, "a photo", conditions, size=(64, 64), steps=10)
         latent, kinds, flags = generate(model, request, vae, text_encoder)
         samples[task] = write_outputs(latent, kinds, flags, vae, str(folder / "samples" / task), task)
         print(f"[demo] sample {task}: {samples[task]}", flush=True)
