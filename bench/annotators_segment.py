@@ -29,45 +29,10 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.imageio import encode_png  # noqa: E402
-from onegen.annotators.segment import SAM_ARCHS, SegmentAnnotator, build_sam, detect, render_outputs  # noqa: E402
+from onegen.annotators.segment import SegmentAnnotator, detect, render_outputs  # noqa: E402
+from onegen.annotators.tiny_models import tiny_owlv2, tiny_sam  # noqa: E402
 
 NAMES = ["person", "cat", "cup", "rocket"]
-
-
-def tiny_owlv2(folder: str) -> None:
-    """A random OWLv2 with a word-level tokenizer (same recipe as tests/annotators/test_segment.py)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import (
-        Owlv2Config,
-        Owlv2ForObjectDetection,
-        Owlv2ImageProcessor,
-        Owlv2Processor,
-        PreTrainedTokenizerFast,
-    )
-
-    vocab = {"[PAD]": 0, "[UNK]": 1, "<bos>": 2, **{w: 3 + i for i, w in enumerate(NAMES)}}
-    vocab["<eos>"] = len(vocab)  # OWL pools the highest id: EOS last; BOS != 0 or the query is masked
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", vocab["<eos>"])])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
-                                        pad_token="[PAD]", unk_token="[UNK]", model_max_length=8)
-    config = Owlv2Config(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=vocab["<eos>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        projection_dim=32)
-    torch.manual_seed(0)
-    model = Owlv2ForObjectDetection(config)
-    with torch.no_grad():  # random box heads saturate; keep the grid-prior boxes
-        model.box_head.dense2.weight.zero_()
-        model.box_head.dense2.bias.zero_()
-    model.save_pretrained(folder)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
-                   tokenizer=tokenizer).save_pretrained(folder)
 
 
 def test_images(n: int, width: int) -> list[np.ndarray]:
@@ -149,10 +114,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         folder = tempfile.mkdtemp(prefix="bench-segment-")
-        tiny_owlv2(os.path.join(folder, "owlv2"))
-        torch.save(build_sam(SAM_ARCHS["tiny"]).state_dict(), os.path.join(folder, "sam.pth"))
-        args.detector, args.detector_id = "owlv2", os.path.join(folder, "owlv2")
-        args.sam_type, args.sam_checkpoint = "tiny", os.path.join(folder, "sam.pth")
+        args.detector, args.detector_id = "owlv2", tiny_owlv2(os.path.join(folder, "owlv2"))
+        args.sam_type, args.sam_checkpoint = "tiny", tiny_sam(os.path.join(folder, "sam"))
         args.threshold = 0.0
     ann = SegmentAnnotator(detector=args.detector, detector_id=args.detector_id, sam_model_type=args.sam_type,
                            sam_checkpoint=args.sam_checkpoint, box_threshold=args.threshold, num_gpus=1,

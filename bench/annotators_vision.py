@@ -172,37 +172,11 @@ def bench_hed(model: str, images: list[np.ndarray], args) -> None:
 
 
 def build_tiny(root: str) -> dict[str, str]:
-    """Tiny random checkpoints (the same shapes the tests use) saved under root."""
-    from controlnet_aux.hed import ControlNetHED_Apache2
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-        VitPoseBackboneConfig,
-        VitPoseConfig,
-        VitPoseForPoseEstimation,
-        VitPoseImageProcessor,
-    )
-    from ultralytics import YOLO
+    """Tiny random checkpoints (the ones the tests use, from onegen.annotators.tiny_models) under root."""
+    from onegen.annotators.tiny_models import tiny_depth, tiny_hed, tiny_vitpose, tiny_yolo
 
-    torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, image_size=70,
-                            patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)  # fmt: skip
-    DepthAnythingForDepthEstimation(DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16, head_hidden_size=8,
-    )).save_pretrained(f"{root}/depth")  # fmt: skip
-    DPTImageProcessor(size={"height": 70, "width": 70}, ensure_multiple_of=14, keep_aspect_ratio=True,
-                      resample=3).save_pretrained(f"{root}/depth")  # fmt: skip
-    pose_backbone = VitPoseBackboneConfig(image_size=[64, 48], patch_size=[8, 8], hidden_size=32, num_hidden_layers=2,
-                                          num_attention_heads=2, mlp_ratio=2, out_indices=[2])  # fmt: skip
-    VitPoseForPoseEstimation(VitPoseConfig(backbone_config=pose_backbone, num_labels=17)).save_pretrained(f"{root}/vitpose")
-    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(f"{root}/vitpose")
-    YOLO("yolov8n.yaml").save(f"{root}/yolo.pt")
-    os.makedirs(f"{root}/hed", exist_ok=True)
-    torch.save(ControlNetHED_Apache2().state_dict(), f"{root}/hed/ControlNetHED.pth")
-    return {"depth": f"{root}/depth", "pose": f"{root}/vitpose", "detector": f"{root}/yolo.pt", "hed": f"{root}/hed"}
+    return {"depth": tiny_depth(f"{root}/depth"), "pose": tiny_vitpose(f"{root}/vitpose"),
+            "detector": tiny_yolo(f"{root}/yolo"), "hed": tiny_hed(f"{root}/hed")}
 
 
 def main() -> None:
