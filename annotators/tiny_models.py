@@ -237,7 +237,7 @@ def tiny_sam(folder: str | Path, seed: int = 0) -> str:
     """A random SAM of `SAM_ARCHS["tiny"]` (64 px) as a state-dict file; returns the .pth (sam_model_type="tiny")."""
     import torch
 
-    from onegen.annotators.segment import SAM_ARCHS, build_sam
+    from onegen.annotators.sam import SAM_ARCHS, build_sam
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     _seed(seed)
