@@ -160,42 +160,26 @@ class Annotator:
         return pa.schema(COMMON_FIELDS + list(self.output_schema))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        keys = [str(k) for k in batch["key"]]
-        n = len(keys)
-        rows: list[dict[str, Any] | None] = []
-        results: list[dict[str, Any] | RowError | None] = [None] * n
-        for i in range(n):
-            row = {column: values[i] for column, values in batch.items()}
-            kind = row.get("kind") or "image"
+        keys, kinds, rows = decode_batch(batch, self.decode_images, set(self.kinds))
+        return self.annotate_rows(keys, kinds, rows)
+
+    def annotate_rows(self, keys: list[str], kinds: list[str], rows: list[dict[str, Any] | RowError | None]) -> dict[str, list]:
+        """Output columns for rows already decoded by `decode_batch` (shared by annotators run together)."""
+        results: list[dict[str, Any] | RowError | None] = [None] * len(keys)
+        todo = []
+        for i, (kind, row) in enumerate(zip(kinds, rows, strict=True)):
             if kind not in self.kinds:
                 results[i] = RowError(f"{self.name} does not annotate rows of kind {kind!r}", status="skipped")
-                rows.append(None)
-                continue
-            try:
-                rows.append(self._prepare(row))
-            except RowError as error:
-                results[i] = error
-                rows.append(None)
-        todo = [i for i in range(n) if rows[i] is not None]
-        for i, result in zip(todo, self._annotate_isolating([rows[i] for i in todo]), strict=True):
+            elif isinstance(row, RowError):
+                results[i] = row
+            else:
+                todo.append(i)
+        own_rows = [dict(rows[i]) for i in todo]  # shallow copies: annotators never see each other's edits
+        for i, result in zip(todo, self._annotate_isolating(own_rows), strict=True):
             results[i] = result
         return self._to_columns(keys, results)
 
     # --- internals -------------------------------------------------------------------------------
-    def _prepare(self, row: dict[str, Any]) -> dict[str, Any]:
-        meta = row.get("meta")
-        row["meta"] = json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
-        if not self.decode_images:
-            return row
-        try:
-            if row.get("image") is not None:
-                row["image"] = decode_rgb(row["image"])
-            if row.get("view_images") is not None:
-                row["view_images"] = [decode_rgb(b) for b in row["view_images"]]
-        except Exception as error:  # noqa: BLE001 - any decoder failure is this row's data problem
-            raise RowError(f"decode_error: {type(error).__name__}: {error}") from error
-        return row
-
     def _annotate_isolating(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | RowError]:
         """Call `annotate`; on failure halve the batch and retry, down to single rows.
 
@@ -240,6 +224,41 @@ class Annotator:
             for name in output_names:
                 columns[name].append(outputs.get(name))
         return columns
+
+
+def decode_batch(batch: dict[str, Any], decode_images: bool, kinds: set[str]
+                 ) -> tuple[list[str], list[str], list[dict[str, Any] | RowError | None]]:
+    """(keys, kinds, rows) of a dict-of-columns batch: rows of `kinds` parsed (meta JSON) and, when
+    `decode_images`, their images decoded to RGB arrays (a RowError where that fails); other rows None."""
+    keys = [str(k) for k in batch["key"]]
+    row_kinds: list[str] = []
+    rows: list[dict[str, Any] | RowError | None] = []
+    for i in range(len(keys)):
+        row = {column: values[i] for column, values in batch.items()}
+        row_kinds.append(row.get("kind") or "image")
+        if row_kinds[-1] not in kinds:
+            rows.append(None)
+            continue
+        try:
+            rows.append(_prepare(row, decode_images))
+        except RowError as error:
+            rows.append(error)
+    return keys, row_kinds, rows
+
+
+def _prepare(row: dict[str, Any], decode_images: bool) -> dict[str, Any]:
+    meta = row.get("meta")
+    row["meta"] = json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
+    if not decode_images:
+        return row
+    try:
+        if row.get("image") is not None:
+            row["image"] = decode_rgb(row["image"])
+        if row.get("view_images") is not None:
+            row["view_images"] = [decode_rgb(b) for b in row["view_images"]]
+    except Exception as error:  # noqa: BLE001 - any decoder failure is this row's data problem
+        raise RowError(f"decode_error: {type(error).__name__}: {error}") from error
+    return row
 
 
 def _empty_cuda_cache() -> None:

@@ -119,8 +119,18 @@ def commit_table(path: str, table: pa.Table, metadata: dict[str, str] | None = N
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression=_compression(table.schema))
     commit_bytes(path, buffer.getvalue())
+
+
+def _compression(schema: pa.Schema) -> dict[str, str]:
+    """zstd for ordinary columns; none for binary ones (images, PNG maps, arrays): their bytes are
+    already compressed or incompressible, and compressing them again only costs CPU."""
+    def is_binary(kind: pa.DataType) -> bool:
+        return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or (
+            pa.types.is_list(kind) and is_binary(kind.value_type))
+
+    return {field.name: "none" if is_binary(field.type) else "zstd" for field in schema}
 
 
 def commit_json(path: str, payload: Any) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from onegen.annotators.base import Annotator
+from onegen.annotators.base import Annotator, decode_batch
 from onegen.manifests import store
 from onegen.pipelines import job_state
 from onegen.pipelines.part_stream import PART_COLUMN, commit_stream
@@ -138,44 +138,80 @@ def read_part_rows(batch: dict) -> pa.Table:
 
 
 class AnnotatorActor:
-    """Actor wrapper: set the annotator up once, then map batches; carries `_part` through."""
+    """Actor running one or more annotators over each batch: rows are decoded once and every annotator's
+    output columns come back prefixed "<position>::"; carries `_part` through."""
 
-    def __init__(self, annotator: Annotator):
-        self.annotator = annotator
-        annotator.setup()
+    def __init__(self, annotators: tuple[Annotator, ...]):
+        self.annotators = annotators
+        self.decode_images = any(a.decode_images for a in annotators)
+        self.kinds = {kind for a in annotators for kind in a.kinds}
+        for annotator in annotators:
+            annotator.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         parts = batch.column(PART_COLUMN)
-        columns = self.annotator(batch.drop_columns([PART_COLUMN]).to_pydict())
-        table = pa.Table.from_pydict(columns, schema=self.annotator.schema())
-        return table.append_column(PART_COLUMN, parts)
+        keys, kinds, rows = decode_batch(batch.drop_columns([PART_COLUMN]).to_pydict(), self.decode_images, self.kinds)
+        table = pa.table({PART_COLUMN: parts})
+        for position, annotator in enumerate(self.annotators):
+            columns = pa.Table.from_pydict(annotator.annotate_rows(keys, kinds, rows), schema=annotator.schema())
+            for name in columns.column_names:
+                table = table.append_column(f"{position}::{name}", columns.column(name))
+        return table
 
 
-def build_annotation_dataset(tasks: list[PartTask], annotator: Annotator):
+def fusable(annotator: Annotator) -> bool:
+    """CPU annotators that read nothing but the catalog share one pass (one read, one decode per row)."""
+    return (annotator.num_gpus == 0 and annotator.decode_images and not annotator.requires
+            and not annotator.optional_requires and getattr(annotator, "backend", "hf") != "vllm")
+
+
+def group_annotators(annotators: list[Annotator]) -> list[tuple[Annotator, ...]]:
+    """Consecutive fusable annotators form one group; every other annotator runs alone."""
+    groups: list[tuple[Annotator, ...]] = []
+    for annotator in annotators:
+        if groups and fusable(annotator) and all(fusable(a) for a in groups[-1]):
+            groups[-1] = (*groups[-1], annotator)
+        else:
+            groups.append((annotator,))
+    return groups
+
+
+def build_annotation_dataset(tasks: list[PartTask], annotators: tuple[Annotator, ...]):
     """The lazy Ray Dataset that annotates `tasks` (exposed so tests can inspect the plan)."""
     import ray
     from ray.data import ActorPoolStrategy
 
-    if getattr(annotator, "backend", "hf") == "vllm":
+    if len(annotators) == 1 and getattr(annotators[0], "backend", "hf") == "vllm":
         from onegen.pipelines.vllm_annotate import vllm_annotation_dataset
 
-        return vllm_annotation_dataset([asdict(task) for task in tasks], annotator, read_part_rows)
+        return vllm_annotation_dataset([asdict(task) for task in tasks], annotators[0], read_part_rows)
     items = [{"task": json.dumps(asdict(task))} for task in tasks]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     dataset = dataset.map_batches(read_part_rows, batch_size=1, num_cpus=0.25)
+    concurrency = max(a.concurrency for a in annotators)
+    if all(a.num_gpus == 0 for a in annotators):
+        # CPU annotators: a pool that grows to the cluster's cores (one actor would use one core)
+        cores = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else concurrency
+        pool = ActorPoolStrategy(min_size=concurrency, max_size=max(concurrency, cores))
+    else:
+        pool = ActorPoolStrategy(size=concurrency)  # GPU actors: exactly as many as asked for
     return dataset.map_batches(
         AnnotatorActor,
-        fn_constructor_args=(annotator,),
-        compute=ActorPoolStrategy(size=annotator.concurrency),
-        batch_size=annotator.batch_size,
+        fn_constructor_args=(tuple(annotators),),
+        compute=pool,
+        batch_size=min(a.batch_size for a in annotators),
         batch_format="pyarrow",
-        num_gpus=annotator.num_gpus,
-        num_cpus=annotator.num_cpus,
+        num_gpus=max(a.num_gpus for a in annotators),
+        num_cpus=max(a.num_cpus for a in annotators),
         udf_modifying_row_count=False,
     )
 
 
-def run_annotator(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig) -> AnnotateSummary:
+def prepare_store(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig
+                  ) -> tuple[list[PartTask], int, int]:
+    """Checks, job record and plan for one annotator: (parts to annotate, parts done before, parts in all).
+
+    Parts of empty catalog parts are committed here (nothing to run)."""
     if getattr(annotator, "backend", "hf") == "vllm":
         from onegen.annotators.vlm import require_vllm
 
@@ -193,23 +229,44 @@ def run_annotator(root: str, annotator: Annotator, overwrite: bool, ray_config: 
             store.remove(store.join(output_root, path.rsplit("/", 2)[-2]))
     store.clean_temporaries(output_root)
     tasks, done = plan_parts(root, annotator, overwrite)
-    empty = [t for t in tasks if t.rows == 0]
-    for task in empty:  # nothing to run; commit the empty part so the store is complete
-        store.commit_table(task.output_path, annotator.schema().empty_table(), {CATALOG_KEYS_META: task.keys_sha256})
-    tasks = [t for t in tasks if t.rows > 0]
-    if tasks:
-        init_ray(ray_config)
-        by_index = {t.index: t for t in tasks}
+    for task in tasks:
+        if task.rows == 0:
+            store.commit_table(task.output_path, annotator.schema().empty_table(), {CATALOG_KEYS_META: task.keys_sha256})
+    return [t for t in tasks if t.rows > 0], done, len(tasks) + done
 
-        def commit(index: int, table: pa.Table) -> None:
-            task = by_index[index]
-            store.commit_table(task.output_path, table, {CATALOG_KEYS_META: task.keys_sha256})
 
-        dataset = build_annotation_dataset(tasks, annotator)
-        commit_stream(dataset.iter_batches(batch_format="pyarrow", batch_size=None),
-                      {t.index: t.rows for t in tasks}, commit, f"annotate {annotator.store_name}",
-                      ray_config.progress_bars)
-    return AnnotateSummary(annotator.store_name, len(tasks) + len(empty) + done, done, status_counts(output_root))
+def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_config: RayConfig) -> list[AnnotateSummary]:
+    """Annotate with every annotator, fusable ones together in one pass; a summary per annotator."""
+    summaries = []
+    for group in group_annotators(annotators):
+        plans = [prepare_store(root, annotator, overwrite, ray_config) for annotator in group]
+        outputs: dict[int, dict[int, PartTask]] = {}  # part index -> annotator position -> its task
+        for position, (tasks, _, _) in enumerate(plans):
+            for task in tasks:
+                outputs.setdefault(task.index, {})[position] = task
+        if outputs:
+            init_ray(ray_config)
+            parts = [next(iter(by_position.values())) for _, by_position in sorted(outputs.items())]
+
+            def commit(index: int, table: pa.Table, group=group, outputs=outputs) -> None:
+                for position, task in outputs[index].items():
+                    prefix = f"{position}::"
+                    own = table.select([c for c in table.column_names if c.startswith(prefix)])
+                    own = own.rename_columns([c[len(prefix):] for c in own.column_names])
+                    store.commit_table(task.output_path, own.cast(group[position].schema()),
+                                       {CATALOG_KEYS_META: task.keys_sha256})
+
+            names = ",".join(a.store_name for a in group)
+            commit_stream(build_annotation_dataset(parts, group).iter_batches(batch_format="pyarrow", batch_size=None),
+                          {t.index: t.rows for t in parts}, commit, f"annotate {names}", ray_config.progress_bars)
+        for annotator, (_, done, total) in zip(group, plans, strict=True):
+            output_root = store_dir(root, annotator.store_name)
+            summaries.append(AnnotateSummary(annotator.store_name, total, done, status_counts(output_root)))
+    return summaries
+
+
+def run_annotator(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig) -> AnnotateSummary:
+    return run_annotators(root, [annotator], overwrite, ray_config)[0]
 
 
 def status_counts(output_root: str) -> dict[str, int]:

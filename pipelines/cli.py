@@ -57,12 +57,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from onegen.pipelines.annotate import run_annotator
+    from onegen.pipelines.annotate import run_annotators
     from onegen.pipelines.annotator_choices import make_annotators
 
     annotators = make_annotators([n for n in args.annotators.split(",") if n], args.set or [])
-    for annotator in annotators:
-        summary = run_annotator(args.root, annotator, args.overwrite, _ray_config(args))
+    for summary in run_annotators(args.root, annotators, args.overwrite, _ray_config(args)):
         print(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done); "
               f"statuses: {summary.statuses}")
     return 0

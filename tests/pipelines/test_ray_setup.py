@@ -54,7 +54,7 @@ def test_annotation_plan_places_the_annotator_on_gpu_actors(ray_local):
     from ray.data import ActorPoolStrategy
 
     task = PartTask(0, "/nowhere/part-00000.parquet", "/nowhere/out.parquet", 1, "", ())
-    dataset = build_annotation_dataset([task], _NeedsGpu())
+    dataset = build_annotation_dataset([task], (_NeedsGpu(),))
     operator = dataset._logical_plan.dag  # the last operator: the annotator's map
     assert "AnnotatorActor" in operator.name
     assert operator.ray_remote_args["num_gpus"] == 1.0 and operator.ray_remote_args["num_cpus"] == 0.5
