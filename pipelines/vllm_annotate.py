@@ -4,7 +4,8 @@
 Used by the annotation runner when an annotator has `backend == "vllm"`. Every catalog row goes
 through the processor, so the output stays one row per catalog row in part order (rows of kinds the
 annotator does not handle get a one-token request and come back "skipped"). Answers are parsed by the
-annotator's own `parse_answer`, and rows are built by its `_to_columns`, exactly as on the HF path.
+annotator's own `parse_answer`, and rows are built by its `_to_columns`, exactly as on the HF path (named
+"0::<column>", as the runner's actors name the first annotator's columns).
 vllm is an optional extra (`pip install onegen[vllm]`); without it the job fails at planning with one line.
 """
 
@@ -55,7 +56,8 @@ def vllm_annotation_dataset(tasks: list, annotator: Annotator, read_step):
             except RowError as error:
                 result = error
         columns = annotator._to_columns([carried["key"]], [result])
-        return {**{name: values[0] for name, values in columns.items()}, PART_COLUMN: carried[PART_COLUMN]}
+        # the runner's commit takes annotator i's columns as "<i>::<column>"; this path serves one annotator
+        return {**{f"0::{name}": values[0] for name, values in columns.items()}, PART_COLUMN: carried[PART_COLUMN]}
 
     items = [{"task": json.dumps(task)} for task in tasks]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
