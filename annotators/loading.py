@@ -59,6 +59,12 @@ def _local_revision(path: str) -> str:
     return ""
 
 
+def repo_subfolder(path: str, name: str) -> str:
+    """`path/name` when the checkpoint is a diffusers-style repo (text_encoder/, vae/, ...), else `path`."""
+    candidate = os.path.join(path, name)
+    return candidate if os.path.isdir(candidate) else path
+
+
 def pick_device(num_gpus: float) -> str:
     """"cuda" when the annotator asked for a GPU and one is visible, else "cpu"."""
     import torch

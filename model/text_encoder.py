@@ -12,20 +12,13 @@ padded positions are False in the mask. An empty prompt list entry still yields 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
-from onegen.annotators.loading import resolve_checkpoint
+from onegen.annotators.loading import repo_subfolder, resolve_checkpoint
 
 MAX_TOKENS = 300
-
-
-def _subfolder(path: str, name: str) -> str:
-    """`path/name` when the checkpoint is a diffusers-style repo, else `path` itself."""
-    candidate = os.path.join(path, name)
-    return candidate if os.path.isdir(candidate) else path
 
 
 @dataclass
@@ -44,8 +37,8 @@ class TextEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
 
         ckpt = resolve_checkpoint(model_id, "text encoder")
-        model = T5EncoderModel.from_pretrained(_subfolder(ckpt.path, "text_encoder"), dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(_subfolder(ckpt.path, "tokenizer"))
+        model = T5EncoderModel.from_pretrained(repo_subfolder(ckpt.path, "text_encoder"), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(repo_subfolder(ckpt.path, "tokenizer"))
         model.to(device).eval().requires_grad_(False)
         return cls(model, tokenizer, model_id, ckpt.revision, max_length)
 

@@ -13,12 +13,11 @@ it uses the posterior mean unless `sample=True` (the mean makes precomputed late
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
-from onegen.annotators.loading import resolve_checkpoint
+from onegen.annotators.loading import repo_subfolder, resolve_checkpoint
 
 LATENT_CHANNELS = 16
 
@@ -36,8 +35,7 @@ class Vae:
         from diffusers import AutoencoderKL
 
         ckpt = resolve_checkpoint(model_id, "VAE")
-        path = os.path.join(ckpt.path, "vae") if os.path.isdir(os.path.join(ckpt.path, "vae")) else ckpt.path
-        model = AutoencoderKL.from_pretrained(path, torch_dtype=dtype)
+        model = AutoencoderKL.from_pretrained(repo_subfolder(ckpt.path, "vae"), torch_dtype=dtype)
         if model.config.latent_channels != LATENT_CHANNELS:
             raise ValueError(f"VAE {model_id!r} has {model.config.latent_channels} latent channels, "
                              f"the Next-DiT needs {LATENT_CHANNELS}")
