@@ -18,7 +18,7 @@ answer) in `error`; its output columns are null, as for every non-ok row. Infras
 `annotate` (the base class halves the batch).
 
 Backends: "hf" runs transformers in this process. "vllm" is run by the pipelines runner through
-ray.data.llm (`vllm_processor_config` / `vllm_request` in annotators.vlm, answers parsed with
+ray.data.llm (pipelines/vllm_annotate.py, with `vllm_request` from annotators.vlm; answers parsed with
 `parse_answer`); calling such an annotator directly is refused at setup.
 """
 
@@ -74,7 +74,7 @@ class _VLMAnnotator(Annotator):
             require_vllm()
             raise RuntimeError(
                 f"{self.name}: backend='vllm' runs through ray.data.llm in the pipelines runner "
-                "(annotators.vlm.vllm_processor_config), not by calling the annotator"
+                "(pipelines/vllm_annotate.py), not by calling the annotator"
             )
         self._vlm = load_vlm(self.model, pick_device(self.num_gpus), trust_remote_code=self.trust_remote_code)
 

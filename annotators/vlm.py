@@ -15,8 +15,8 @@ the default, which makes a batch's answers equal to one-at-a-time answers (up to
 sampling is seeded per batch from `seed` and the request keys, so a rerun with the same batching
 gives the same text. Weights run in bf16 on GPU and fp32 on CPU.
 
-The vLLM backend is not driven from here: `vllm_processor_config` returns the `ray.data.llm` config
-(and `vllm_request` the per-row request) for the runner in pipelines/, which owns Ray.
+The vLLM backend is not driven from here: `vllm_request` builds the per-row request that the runner in
+pipelines/ (which owns Ray; pipelines/vllm_annotate.py) hands to `ray.data.llm`.
 """
 
 from __future__ import annotations
@@ -257,44 +257,11 @@ def require_vllm() -> None:
         raise ImportError("vllm is not installed: pip install vllm, or use backend='hf'")
 
 
-def vllm_processor_config(
-    model_id: str,
-    batch_size: int,
-    concurrency: int = 1,
-    max_model_len: int = 8192,
-    trust_remote_code: bool = False,
-) -> Any:
-    """The `ray.data.llm.vLLMEngineProcessorConfig` that serves `model_id` for `build_llm_processor`.
-
-    Rows for that processor come from `vllm_request`; the answers (column "generated_text") go
-    through the same parsers as the HF backend. Imports ray lazily: annotators/ never import it.
-    """
-    require_vllm()
-    checkpoint = resolve_checkpoint(model_id, "VLM")
-    from ray.data.llm import vLLMEngineProcessorConfig
-
-    return vLLMEngineProcessorConfig(
-        model_source=checkpoint.path,
-        engine_kwargs={
-            "max_model_len": max_model_len,
-            "dtype": "bfloat16",
-            "limit_mm_per_prompt": {"image": 1},
-            "trust_remote_code": trust_remote_code,
-        },
-        batch_size=batch_size,
-        concurrency=concurrency,
-        prepare_multimodal_stage=True,
-        chat_template_stage=True,
-        tokenize_stage=True,
-        detokenize_stage=True,
-    )
-
-
-def vllm_request(image_png: bytes, prompt: str, settings: GenerationSettings) -> dict[str, Any]:
-    """One ray.data.llm input row: the same chat as `chat_messages`, with the image inlined as PNG bytes."""
+def vllm_request(image: bytes, prompt: str, settings: GenerationSettings, mime: str = "image/png") -> dict[str, Any]:
+    """One ray.data.llm input row: the same chat as `chat_messages`, with the image inlined (data URL)."""
     import base64
 
-    data_url = "data:image/png;base64," + base64.b64encode(image_png).decode()
+    data_url = f"data:{mime};base64," + base64.b64encode(image).decode()
     messages = chat_messages(prompt)
     messages[0]["content"][0] = {"type": "image_url", "image_url": {"url": data_url}}
     sampling = {"max_tokens": settings.max_new_tokens, "temperature": 0.0}

@@ -11,7 +11,6 @@ vllm is an optional extra (`pip install onegen[vllm]`); without it the job fails
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -21,30 +20,61 @@ from onegen.pipelines.part_stream import PART_COLUMN
 _MIME = {"jpg": "image/jpeg", "png": "image/png"}
 
 
+def vllm_processor_config(
+    model_id: str,
+    batch_size: int,
+    concurrency: int = 1,
+    max_model_len: int = 8192,
+    trust_remote_code: bool = False,
+) -> Any:
+    """The `ray.data.llm.vLLMEngineProcessorConfig` that serves `model_id` for `build_llm_processor`.
+
+    Rows for that processor come from `vllm_request`; the answers (column "generated_text") go
+    through the same parsers as the HF backend.
+    """
+    from onegen.annotators.loading import resolve_checkpoint
+    from onegen.annotators.vlm import require_vllm
+
+    require_vllm()
+    checkpoint = resolve_checkpoint(model_id, "VLM")
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    return vLLMEngineProcessorConfig(
+        model_source=checkpoint.path,
+        engine_kwargs={
+            "max_model_len": max_model_len,
+            "dtype": "bfloat16",
+            "limit_mm_per_prompt": {"image": 1},
+            "trust_remote_code": trust_remote_code,
+        },
+        batch_size=batch_size,
+        concurrency=concurrency,
+        prepare_multimodal_stage=True,
+        chat_template_stage=True,
+        tokenize_stage=True,
+        detokenize_stage=True,
+    )
+
+
 def vllm_annotation_dataset(tasks: list, annotator: Annotator, read_step):
     """The lazy dataset: catalog parts -> ray.data.llm processor -> annotation rows (+ `_part`)."""
     import ray
     from ray.data.llm import build_llm_processor
 
-    from onegen.annotators.vlm import chat_messages, vllm_processor_config
+    from onegen.annotators.vlm import vllm_request
 
     config = vllm_processor_config(annotator.model, annotator.batch_size, annotator.concurrency,
                                    trust_remote_code=getattr(annotator, "trust_remote_code", False))
     settings = annotator.settings()
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        handled = (row.get("kind") or "image") in annotator.kinds and row.get("image") is not None
-        messages = chat_messages(annotator.prompt if handled else "-")
-        if handled:
-            url = f"data:{_MIME.get(row.get('image_format'), 'image/jpeg')};base64," + base64.b64encode(row["image"]).decode()
-            messages[0]["content"][0] = {"type": "image_url", "image_url": {"url": url}}
-        else:
-            messages[0]["content"] = [part for part in messages[0]["content"] if part.get("type") == "text"]
-        sampling = {"max_tokens": settings.max_new_tokens if handled else 1, "temperature": 0.0}
-        if handled and settings.do_sample:
-            sampling.update(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
-        carried = {k: row.get(k) for k in ("key", "kind", "caption_original", PART_COLUMN)}
-        return {"messages": messages, "sampling_params": sampling, "carried": json.dumps(carried)}
+        carried = json.dumps({k: row.get(k) for k in ("key", "kind", "caption_original", PART_COLUMN)})
+        if (row.get("kind") or "image") in annotator.kinds and row.get("image") is not None:
+            mime = _MIME.get(row.get("image_format"), "image/jpeg")
+            return {**vllm_request(row["image"], annotator.prompt, settings, mime), "carried": carried}
+        # rows the annotator skips still pass through (one row out per row in): a one-token text request
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": "-"}]}],
+                "sampling_params": {"max_tokens": 1, "temperature": 0.0}, "carried": carried}
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         carried = json.loads(row["carried"])
