@@ -73,7 +73,3 @@ SKIPPED_SCHEMA = pa.schema(
         pa.field("ordinal", pa.int64(), nullable=False),
     ]
 )
-
-
-def empty_table(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()

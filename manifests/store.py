@@ -9,16 +9,14 @@ a file nobody lists (the temporary suffix hides it).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import signal
 import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -97,19 +95,6 @@ def abort_commit(pending: PendingFile) -> None:
     for leftover in leftovers:
         if os.path.exists(leftover):
             os.remove(leftover)
-
-
-@contextlib.contextmanager
-def committing_file(path: str) -> Iterator[BinaryIO]:
-    """Open a binary file that appears at `path` only when the block finishes without error."""
-    pending = begin_commit(path)
-    try:
-        with open(pending.scratch, "wb") as handle:
-            yield handle
-    except BaseException:
-        abort_commit(pending)
-        raise
-    end_commit(pending)
 
 
 def commit_table(path: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:

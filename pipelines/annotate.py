@@ -265,10 +265,6 @@ def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_
     return summaries
 
 
-def run_annotator(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig) -> AnnotateSummary:
-    return run_annotators(root, [annotator], overwrite, ray_config)[0]
-
-
 def status_counts(output_root: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for path in store.list_files(output_root, ".parquet"):
