@@ -56,6 +56,17 @@ def photo(name: str) -> np.ndarray:
     return np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., :3]
 
 
+def weights_cached(model_id: str) -> bool:
+    """True when `model_id` resolves offline (local path or HF cache): gates the `weights` tests."""
+    from onegen.annotators.loading import MissingCheckpointError, resolve_checkpoint
+
+    try:
+        resolve_checkpoint(model_id)
+    except MissingCheckpointError:
+        return False
+    return True
+
+
 def image_batch(images: list[np.ndarray], kind: str = "image", caption: str = "", meta: str = "{}",
                 key_prefix: str = "k") -> dict[str, list]:
     """A dict-of-columns catalog batch of PNG-encoded images, as the annotation runner hands annotators."""

@@ -19,6 +19,7 @@ from onegen.annotators.depth import DepthAnnotator, ResizeSpec  # noqa: E402
 from onegen.annotators.imageio import decode_png16, decode_rgb  # noqa: E402
 from onegen.annotators.tiny_models import tiny_depth  # noqa: E402
 from tests.conftest import image_batch as _batch  # noqa: E402
+from tests.conftest import weights_cached  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +124,6 @@ def test_missing_checkpoint_fails_at_setup_with_one_line():
     assert "nobody-here/no-such-depth-model" in last
 
 
-def _cached(model_id: str) -> bool:
-    from onegen.annotators.loading import MissingCheckpointError, resolve_checkpoint
-
-    try:
-        resolve_checkpoint(model_id)
-    except MissingCheckpointError:
-        return False
-    return True
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fp16_matches_cpu(tiny_dir, annotator):
@@ -148,7 +139,7 @@ REAL_DEPTH = "depth-anything/Depth-Anything-V2-Small-hf"
 
 
 @pytest.mark.weights
-@pytest.mark.skipif(not _cached(REAL_DEPTH), reason=f"{REAL_DEPTH} not in the local HF cache")
+@pytest.mark.skipif(not weights_cached(REAL_DEPTH), reason=f"{REAL_DEPTH} not in the local HF cache")
 def test_real_weights_match_library():
     from transformers import AutoImageProcessor
 

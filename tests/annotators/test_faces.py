@@ -19,7 +19,7 @@ from skimage import data as skdata  # noqa: E402
 from onegen.annotators.faces import FacesAnnotator, group_windows  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.tiny_models import tiny_face_detector, tiny_nsfw  # noqa: E402
-from tests.conftest import image_batch  # noqa: E402
+from tests.conftest import image_batch, weights_cached  # noqa: E402
 
 # Where her face is in the 512 x 512 astronaut photo (checked by eye on a saved crop: the region
 # x 150-300, y 60-220 holds her face from hairline to chin; the flag, suit, helmet and shuttle are outside).
@@ -172,18 +172,8 @@ def test_missing_checkpoint_fails_at_setup_with_one_line(config):
 REAL_NSFW = "Falconsai/nsfw_image_detection"
 
 
-def _cached(model_id: str) -> bool:
-    try:
-        from onegen.annotators.loading import resolve_checkpoint
-
-        resolve_checkpoint(model_id)
-    except MissingCheckpointError:
-        return False
-    return True
-
-
 @pytest.mark.weights
-@pytest.mark.skipif(not _cached(REAL_NSFW), reason=f"{REAL_NSFW} not in the local HF cache")
+@pytest.mark.skipif(not weights_cached(REAL_NSFW), reason=f"{REAL_NSFW} not in the local HF cache")
 def test_real_nsfw_classifier_passes_the_astronaut_portrait():
     out = FacesAnnotator(nsfw_model=REAL_NSFW)(_batch([skdata.astronaut()]))
     assert out["status"] == ["ok"], out["error"]

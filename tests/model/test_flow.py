@@ -133,13 +133,6 @@ def test_sampler_cfg_extrapolates_from_the_negative_prompt(scene):
         torch.testing.assert_close(t_in[~torch.cat([generate, generate])], torch.full((4,), last_t))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on a shared 2-core machine: extra threads only spin (10x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tiny_model_overfits_one_batch():
