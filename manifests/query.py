@@ -59,13 +59,15 @@ def catalog_stats(root: str) -> dict:
     for folder in sorted(fs.ls(base, detail=False)) if fs.exists(base) else []:
         name = folder.rsplit("/", 1)[-1]
         counts, checked = Counter(), 0
+        is_faces = name.startswith("faces@")
         for path in store.list_files(store.join(root, "annotations", name), ".parquet"):
-            table = store.read_table(path)
+            # only the small columns: annotation parts also hold images and maps
+            table = store.read_table(path, ["status", "nsfw_checked"] if is_faces else ["status"])
             counts.update(table.column("status").to_pylist())
-            if "nsfw_checked" in table.column_names:
+            if is_faces:
                 checked += sum(bool(v) for v in table.column("nsfw_checked").to_pylist())
         annotations[name] = dict(sorted(counts.items()))
-        if name.startswith("faces@"):
+        if is_faces:
             nsfw[name] = f"on: {checked} images checked" if checked else "off: no NSFW classifier configured"
     catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(store.join(root, "catalog"), ".parquet"))
     stats = {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
