@@ -4,6 +4,11 @@
   image-talk boilerplate at sentence starts ("The image shows", "This image depicts",
   "In this image," ...) and re-capitalise the sentence, drop a truncated last sentence (text after
   the last . ! or ?) when at least one full sentence precedes it.
+- `length_reason(count, min_words, max_words)`: None inside the family's word range, else the recorded
+  reason `words_out_of_range:<count> not in <min>-<max>` (the caption is kept whole, never truncated).
+- `view_phrases(text)`: view-specific phrases in a scene caption ("looking at the camera", "on the
+  left", "in the foreground" ...), which the released prompt guide warns make multiview results
+  multi-faced; lower-cased, in order of appearance, deduplicated.
 - `parse_entities(raw)`: a JSON / Python list, bullet or numbered lines, inline numbering
   ("1. dog 2. cat"), or a comma / semicolon / "and" list -> at most `MAX_ENTITIES` short noun
   phrases (<= `MAX_ENTITY_WORDS` words), leading articles and punctuation stripped, deduplicated
@@ -62,6 +67,42 @@ def clean_caption(raw: str) -> str:
 def word_count(text: str) -> int:
     """Whitespace-separated words in `text`."""
     return len(text.split())
+
+
+WORDS_OUT_OF_RANGE = "words_out_of_range"
+
+
+def length_reason(count: int, min_words: int, max_words: int) -> str | None:
+    """None when min_words <= count <= max_words, else `words_out_of_range:<count> not in <min>-<max>`."""
+    if min_words <= count <= max_words:
+        return None
+    return f"{WORDS_OUT_OF_RANGE}:{count} not in {min_words}-{max_words}"
+
+
+_VIEW_PHRASES = re.compile(
+    r"\b(?:"
+    r"(?:looking|looks|look|staring|stares|gazing|gazes|smiling|smiles)\s+(?:directly\s+|straight\s+)?"
+    r"(?:at|into|towards?)\s+(?:the\s+)?(?:camera|viewer|lens)"
+    r"|(?:facing|faces|face|turned\s+towards?)\s+(?:the\s+)?(?:camera|viewer|lens)"
+    r"|(?:on|to|at)\s+the\s+(?:far\s+)?(?:left|right)(?:\s+side)?"
+    r"|(?:left|right)(?:-hand)?\s+side"
+    r"|in\s+the\s+(?:foreground|background|corner|frame)"
+    r"|(?:this|the)\s+(?:view|viewpoint|camera\s+angle|perspective)"
+    r"|(?:from|seen\s+from)\s+(?:above|below|behind|the\s+front|the\s+side)"
+    r"|close-up"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+def view_phrases(text: str) -> list[str]:
+    """View-specific phrases found in `text` (lower-cased, first occurrence order, no duplicates)."""
+    found: list[str] = []
+    for match in _VIEW_PHRASES.finditer(text or ""):
+        phrase = re.sub(r"\s+", " ", match.group(0).lower())
+        if phrase not in found:
+            found.append(phrase)
+    return found
 
 
 def _strip_boilerplate(sentence: str) -> str:

@@ -1,6 +1,9 @@
 """FaceID samples from an ID subject's photos (DESIGN §4): 2-5 views, target first.
 
-Prompt: `[[faceid]] [[img0]] <target caption> [[img1]] <caption of reference 1> ...`. A subject enters
+Prompt (`task_prompts.faceid_prompt`, the same function the sampler uses): `[[faceid]] [[img0]]
+<target caption> [[img1]] <caption of reference 1> ...`, each caption the one the builder chose for that
+photo with `--caption original|dense|random` (dense: the `caption` annotator's ID-photo caption, 30-75
+words asked; a photo without one keeps its marker alone). A subject enters
 only with at least `min_subject_images` usable photos (faces annotation status "ok": exactly one face,
 not flagged); otherwise each of its photos is skipped with the reason "subject_too_small:<n> usable".
 Every usable photo is the target of one sample, with 1-4 references drawn from the subject's other
@@ -14,8 +17,9 @@ from dataclasses import dataclass
 from onegen.annotators.base import key_rng
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.samples import sample_meta, text_members
+from onegen.pipelines.task_prompts import FACEID as TASK
+from onegen.pipelines.task_prompts import faceid_prompt
 
-TASK = "faceid"
 FACES_STORE = "faces"
 
 
@@ -26,18 +30,12 @@ class FaceidConfig:
     max_views: int = 5
 
 
-def faceid_prompt(captions: list[str | None]) -> str:
-    parts = [f"[[{TASK}]]"]
-    for index, caption in enumerate(captions):
-        parts.append(f"[[img{index}]]")
-        if caption:
-            parts.append(caption)
-    return " ".join(parts)
-
-
 def faceid_samples(subject_rows: list[dict], faces_rows: list[dict | None], captions: list[str | None],
                    ordinals: list[int], faces_store: str, config: FaceidConfig) -> list[tuple[int, Sample | str]]:
-    """(row index, Sample or skip reason) for each photo of one subject, in row order."""
+    """(row index, Sample or skip reason) for each photo of one subject, in row order.
+
+    `captions[i]` is the caption the caller chose for photo i (`samples.choose_caption`), or None.
+    """
     usable = [i for i, faces in enumerate(faces_rows) if faces is not None and faces.get("status") == "ok"]
     results: list[tuple[int, Sample | str]] = []
     for index, faces in enumerate(faces_rows):

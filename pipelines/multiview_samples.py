@@ -16,7 +16,9 @@ it with its 16-channel Plücker ray latent recomputed at that resolution:
   [d, m, d, m, d, m_x] * 1.658.
 
 Members, interleaved: img0.jpg (JPEG q95), ray0.npy, img1.jpg, ray1.npy, ..., then "txt" (the prompt
-`[[multiview]] <caption>`) and "json" (the samples.py meta: task, n_views, roles, prompt, source_keys,
+`[[multiview]] <caption>` from `task_prompts.multiview_prompt`, the caption being the one the builder
+chose with `--caption`: the scene's caption.txt, or the `caption` annotator's scene caption of one view,
+or none, so the token alone, as for CO3D) and "json" (the samples.py meta: task, n_views, roles, prompt, source_keys,
 plus "view_indices" = the chosen views' positions in `view_images` and "cameras" = the chosen views'
 re-normalised c2w and adjusted K, one per image view). Data problems come back as skip reasons
 (strings), never exceptions.
@@ -38,7 +40,8 @@ from onegen.annotators.cameras_annotator import CamerasAnnotator, npy_bytes
 from onegen.annotators.imageio import encode_jpeg
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.image_checks import to_rgb_array
-from onegen.pipelines.samples import prompt_for, sample_meta, text_members
+from onegen.pipelines.samples import sample_meta, text_members
+from onegen.pipelines.task_prompts import multiview_prompt
 
 TASK = "multiview"
 ORDINALS_PER_ROW = 256  # the caller reserves this many ordinals per scene row
@@ -137,7 +140,7 @@ def _build_sample(
     members: list[tuple[str, bytes]] = []
     for j, (view, ray) in enumerate(zip(views, latent, strict=True)):
         members += [(f"img{j}.jpg", view.jpeg), (f"ray{j}.npy", npy_bytes(ray.astype(np.float16)))]
-    prompt = prompt_for(TASK, caption)
+    prompt = multiview_prompt(caption)
     meta = sample_meta(TASK, prompt, ["image", "rays"] * len(views), [row["key"]])
     meta["view_indices"] = chosen
     meta["cameras"] = [
