@@ -11,7 +11,9 @@ condition views stay clean (timestep 0, or the released sampler's last timestep 
                                   all views), the remaining images generated
   camera_pose                     images (--condition) clean, rays generated, then `camera_from_rays`
                                   per view -> cameras.json
-  faceid                          [target (generated), references (--condition)]
+  faceid                          [target (generated), references (--condition)]; prompt
+                                  `[[faceid]] [[img0]] <--prompt> [[img1]] <--reference-prompt 1> ...`,
+                                  built by the shard builder's own `task_prompts.faceid_prompt`
 CFG is text-only: the negative prompt (no task token) replaces the caption; an empty negative prompt
 means "no caption" (all-False mask), which is what caption dropout trains. Writes view_<i>.png per image
 view (generated and given) and grid.png.
@@ -30,6 +32,7 @@ from PIL import Image
 
 from onegen.model.flow import sample_euler
 from onegen.model.nextdit import NextDiT, build_model
+from onegen.pipelines.task_prompts import faceid_prompt
 from onegen.training.data import fit_to_bucket
 
 SWAPPED = {"image2depth": "depth2image", "image2segmentation": "semanticmap2image", "image2pose": "pose2image",
@@ -52,6 +55,7 @@ class SampleRequest:
     negative_prompt: str = ""
     cond_last_timestep: bool = False
     seed: int = 0
+    reference_prompts: tuple[str, ...] = ()  # faceid: caption of each --condition reference, in order
 
 
 def load_denoiser(path: str, device: torch.device) -> tuple[NextDiT, dict]:
@@ -66,9 +70,12 @@ def task_prompt(request: SampleRequest) -> str:
     token = SWAPPED.get(request.task, request.task)
     if token == "camera_pose":
         token = "multiview"
-    if token == "faceid":
-        refs = " ".join(f"[[img{i + 1}]]" for i in range(len(request.conditions)))
-        return f"[[faceid]] [[img0]] {request.prompt} {refs}".strip()
+    if token == "faceid":  # the shard builder's function: one [[imgN]] per view, each with its caption
+        if len(request.reference_prompts) > len(request.conditions):
+            raise ValueError(f"{len(request.reference_prompts)} --reference-prompt for "
+                             f"{len(request.conditions)} --condition references")
+        refs = [*request.reference_prompts, *[None] * (len(request.conditions) - len(request.reference_prompts))]
+        return faceid_prompt([request.prompt, *refs])
     return f"[[{token}]] {request.prompt}".strip()
 
 
@@ -161,6 +168,8 @@ def add_sample_command(subparsers) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--prompt", default="")
     parser.add_argument("--condition", action="append", default=[], help="condition image (repeat for several)")
+    parser.add_argument("--reference-prompt", action="append", default=[],
+                        help="faceid: caption of the matching --condition reference (repeat, in order)")
     parser.add_argument("--cameras", help="multiview: JSON with OpenCV c2w (N,4,4) and intrinsics (N,3,3)")
     parser.add_argument("--num-views", type=int, default=2)
     parser.add_argument("--size", default="256x256", help="HxW pixels")
@@ -186,7 +195,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     height, width = (int(v) for v in args.size.lower().split("x"))
     request = SampleRequest(args.task, args.prompt, tuple(args.condition), args.cameras, args.num_views,
                             (height, width), args.steps, args.cfg_scale, args.negative_prompt,
-                            args.cond_last_timestep, args.seed)
+                            args.cond_last_timestep, args.seed, tuple(args.reference_prompt))
     latents, kinds, flags = generate(model, request, vae, text_encoder)
     paths = write_outputs(latents, kinds, flags, vae, args.out, args.task)
     print(f"sample: wrote {len(paths)} views + grid to {args.out}")
