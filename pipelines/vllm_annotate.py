@@ -2,10 +2,13 @@
 `ray.data.llm` (vLLM engine stages) instead of transformers' generate in our own actors.
 
 Used by the annotation runner when an annotator has `backend == "vllm"`. Every catalog row goes
-through the processor, so the output stays one row per catalog row in part order (rows of kinds the
-annotator does not handle get a one-token request and come back "skipped"). Answers are parsed by the
-annotator's own `parse_answer`, and rows are built by its `_to_columns`, exactly as on the HF path (named
-"0::<column>", as the runner's actors name the first annotator's columns).
+through the processor, so the output stays one row per catalog row in part order. A row's prompt and
+image come from the annotator's own `vlm_input` (the caption annotator's per-kind prompts: images,
+ID photos, one view per scene), exactly as on the HF path; rows of kinds the annotator does not
+handle, and rows `vlm_input` refuses (a CO3D scene's "token_only", "no_such_view"), get a one-token
+request and come back with that status. Answers are parsed by the annotator's own `parse_answer`,
+and rows are built by its `_to_columns`, exactly as on the HF path (named "0::<column>", as the
+runner's actors name the first annotator's columns).
 vllm is an optional extra (`pip install onegen[vllm]`); without it the job fails at planning with one line.
 """
 
@@ -15,7 +18,7 @@ import json
 from typing import Any
 
 from onegen.annotators.base import Annotator, RowError
-from onegen.pipelines.part_stream import PART_COLUMN
+from onegen.pipelines.units import TASK_ARGS, UNIT_COLUMN, unit_dataset
 
 _MIME = {"jpg": "image/jpeg", "png": "image/png"}
 
@@ -56,40 +59,68 @@ def vllm_processor_config(
     )
 
 
-def vllm_annotation_dataset(tasks: list, annotator: Annotator, read_step):
-    """The lazy dataset: catalog parts -> ray.data.llm processor -> annotation rows (+ `_part`)."""
-    import ray
+def vllm_annotation_dataset(units: list[dict], annotator: Annotator, read_step):
+    """The lazy dataset: unit reads -> ray.data.llm processor -> annotation rows (+ `_unit`), for the
+    runner's commit stage."""
     from ray.data.llm import build_llm_processor
-
-    from onegen.annotators.vlm import vllm_request
 
     config = vllm_processor_config(annotator.model, annotator.batch_size, annotator.concurrency,
                                    trust_remote_code=getattr(annotator, "trust_remote_code", False))
     settings = annotator.settings()
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        carried = json.dumps({k: row.get(k) for k in ("key", "kind", "caption_original", PART_COLUMN)})
-        if (row.get("kind") or "image") in annotator.kinds and row.get("image") is not None:
-            mime = _MIME.get(row.get("image_format"), "image/jpeg")
-            return {**vllm_request(row["image"], annotator.prompt, settings, mime), "carried": carried}
-        # rows the annotator skips still pass through (one row out per row in): a one-token text request
-        return {"messages": [{"role": "user", "content": [{"type": "text", "text": "-"}]}],
-                "sampling_params": {"max_tokens": 1, "temperature": 0.0}, "carried": carried}
+        request, carried = vllm_row_request(annotator, row, settings)
+        return {**request, "carried": json.dumps(carried)}
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         carried = json.loads(row["carried"])
-        if (carried.get("kind") or "image") not in annotator.kinds:
-            result: Any = RowError(f"{annotator.name} does not annotate rows of kind {carried['kind']!r}", "skipped")
-        else:
-            try:
-                result = annotator.parse_answer(row["generated_text"], carried)
-            except RowError as error:
-                result = error
-        columns = annotator._to_columns([carried["key"]], [result])
+        columns = annotator._to_columns([carried["key"]], [vllm_row_result(annotator, carried, row["generated_text"])])
         # the runner's commit takes annotator i's columns as "<i>::<column>"; this path serves one annotator
-        return {**{f"0::{name}": values[0] for name, values in columns.items()}, PART_COLUMN: carried[PART_COLUMN]}
+        return {**{f"0::{name}": values[0] for name, values in columns.items()}, UNIT_COLUMN: carried[UNIT_COLUMN]}
 
-    items = [{"task": json.dumps(task)} for task in tasks]
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    dataset = dataset.map_batches(read_step, batch_size=1, num_cpus=0.25)
+    dataset = unit_dataset(units).map_batches(read_step, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
+                                              **TASK_ARGS)
     return build_llm_processor(config, preprocess=preprocess, postprocess=postprocess)(dataset)
+
+
+_NO_REQUEST = {"messages": [{"role": "user", "content": [{"type": "text", "text": "-"}]}],
+               "sampling_params": {"max_tokens": 1, "temperature": 0.0}}
+
+
+def vllm_row_request(annotator: Annotator, row: dict[str, Any], settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ray.data.llm request, carried fields) for one raw catalog row.
+
+    Rows the annotator handles ask `vlm_input(row)`'s prompt about its image (a scene: the chosen
+    view's bytes); the carried fields hold what `parse_answer` reads (key, kind, caption_original,
+    caption_view) and, for rows that ask nothing, the (status, reason) to record instead.
+    """
+    from onegen.annotators.vlm import vllm_request
+
+    kind = row.get("kind") or "image"
+    carried = {"key": row.get("key"), "kind": kind, "caption_original": row.get("caption_original"),
+               UNIT_COLUMN: row.get(UNIT_COLUMN), "caption_view": None}
+    if kind not in annotator.kinds:
+        carried["refused"] = ["skipped", f"{annotator.name} does not annotate rows of kind {kind!r}"]
+        return _NO_REQUEST, carried
+    try:
+        asked = annotator.vlm_input(row)
+    except RowError as error:
+        carried["refused"] = [error.status, error.reason]
+        return _NO_REQUEST, carried
+    if asked.image is None:
+        carried["refused"] = ["error", "decode_error: the row has no image bytes"]
+        return _NO_REQUEST, carried
+    carried["caption_view"] = asked.view
+    fmt = row.get("image_format")  # a scene's views share the row's format
+    return vllm_request(asked.image, asked.prompt, settings, _MIME.get(fmt, "image/jpeg")), carried
+
+
+def vllm_row_result(annotator: Annotator, carried: dict[str, Any], answer: str) -> dict[str, Any] | RowError:
+    """The parsed output columns of one answer, or the RowError recorded for a row that asked nothing."""
+    if carried.get("refused"):
+        status, reason = carried["refused"]
+        return RowError(reason, status)
+    try:
+        return annotator.parse_answer(answer, carried)
+    except RowError as error:
+        return error

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from onegen.annotators.caption_text import MAX_ENTITIES, clean_caption, parse_entities, word_count
+from onegen.annotators.caption_text import (
+    MAX_ENTITIES,
+    clean_caption,
+    length_reason,
+    parse_entities,
+    view_phrases,
+    word_count,
+)
 
 CAPTIONS = [
     # (raw answer, expected cleaned caption)
@@ -58,6 +65,28 @@ def test_clean_caption_rejects_unusable(raw: str, reason: str) -> None:
 def test_word_count() -> None:
     assert word_count("A dog  runs.\nFast") == 4
     assert word_count("") == 0
+
+
+def test_length_reason() -> None:
+    assert length_reason(30, 30, 75) is None and length_reason(75, 30, 75) is None
+    assert length_reason(29, 30, 75) == "words_out_of_range:29 not in 30-75"
+    assert length_reason(151, 100, 150) == "words_out_of_range:151 not in 100-150"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A man in a blue coat looking at the camera.", ["looking at the camera"]),
+        ("She faces the viewer, a lamp on the right side.", ["faces the viewer", "on the right side"]),
+        ("In the foreground a cat; in the background a wall. In the foreground again.",
+         ["in the foreground", "in the background"]),
+        ("A red brick house seen from above, a close-up of the door.", ["seen from above", "close-up"]),
+        ("A wooden table with four chairs and a vase of left-over flowers.", []),
+        ("A lighthouse on a rocky shore under a cloudy sky.", []),
+    ],
+)
+def test_view_phrases(text: str, expected: list[str]) -> None:
+    assert view_phrases(text) == expected
 
 
 ENTITIES = [

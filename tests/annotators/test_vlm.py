@@ -25,8 +25,8 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.base import RowError  # noqa: E402
-from onegen.annotators.caption import CaptionAnnotator, EntitiesAnnotator  # noqa: E402
-from onegen.annotators.caption_text import parse_entities  # noqa: E402
+from onegen.annotators.caption import CaptionAnnotator, EntitiesAnnotator, scene_caption_view  # noqa: E402
+from onegen.annotators.caption_text import length_reason, parse_entities  # noqa: E402
 from onegen.annotators.imageio import encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.tiny_models import tiny_llava_next, tiny_molmo2  # noqa: E402
@@ -183,7 +183,127 @@ def test_unusable_answers_are_unparseable_rows() -> None:
     assert caught.value.status == "unparseable"
     parsed = CaptionAnnotator().parse_answer("The image shows a red car. It is parked by a", row)
     assert parsed == {"caption": "A red car.", "caption_raw": "The image shows a red car. It is parked by a",
-                      "word_count": 3, "caption_original": "x"}  # fmt: skip
+                      "word_count": 3, "length_reason": "words_out_of_range:3 not in 100-150",
+                      "caption_view": None, "view_phrases": None, "caption_original": "x"}  # fmt: skip
+
+
+# --- row kinds: ID photos and scenes -----------------------------------------------------------------
+def mixed_batch(images: list[np.ndarray]) -> dict[str, list]:
+    """An image row, two ID photos, a scene (5 views), a CO3D scene and a scene of a listed source."""
+    views = [encode_png(image) for image in images]
+    rows = [
+        {"key": "photos-000", "source": "photos", "kind": "image", "image": views[0], "view_images": None,
+         "meta": "{}", "caption_original": "a photo"},
+        {"key": "ids-001", "source": "ids", "kind": "subject_image", "image": views[1], "view_images": None,
+         "meta": "{}", "caption_original": None, "subject": "astronaut"},
+        {"key": "ids-002", "source": "ids", "kind": "subject_image", "image": views[3], "view_images": None,
+         "meta": "{}", "caption_original": None, "subject": "astronaut"},
+        {"key": "dl3dv-003", "source": "dl3dv", "kind": "scene", "image": None, "view_images": views,
+         "meta": json.dumps({"reader": "nerfstudio"}), "caption_original": None},
+        {"key": "co3dv2-004", "source": "co3dv2", "kind": "scene", "image": None, "view_images": views[:2],
+         "meta": json.dumps({"reader": "co3d"}), "caption_original": None},
+        {"key": "mvimg-005", "source": "mvimg", "kind": "scene", "image": None, "view_images": views[:3],
+         "meta": json.dumps({"reader": "colmap"}), "caption_original": None},
+    ]
+    return {column: [row.get(column) for row in rows] for column in {c for row in rows for c in row}}
+
+
+def family_requests(annotator: CaptionAnnotator, images: list[np.ndarray]) -> list[VLMRequest]:
+    """What each captioned row of `mixed_batch` must ask, written out by hand: family prompt + image."""
+    view = scene_caption_view("dl3dv-003", len(images))
+    return [VLMRequest("photos-000", images[0], annotator.prompt),
+            VLMRequest("ids-001", images[1], annotator.subject_prompt),
+            VLMRequest("ids-002", images[3], annotator.subject_prompt),
+            VLMRequest("dl3dv-003", images[view], annotator.scene_prompt)]
+
+
+@pytest.mark.parametrize("family", list(BUILDERS))
+def test_captions_for_id_photos_and_one_view_per_scene(checkpoints, loaded, family: str) -> None:
+    images = photos()
+    annotator = CaptionAnnotator(model=checkpoints[family], num_gpus=0, batch_size=4, max_new_tokens=12,
+                                 token_only_scenes=("co3d", "mvimg"))
+    annotator.setup()
+    out = annotator(mixed_batch(images))
+    assert out["status"][4:] == ["token_only", "token_only"]  # a CO3D reader's scene; a listed source
+    assert "co3d" in out["error"][4] and "mvimg" in out["error"][5] and out["caption"][4] is None
+    requests = family_requests(annotator, images)
+    expected = generate(loaded[family], requests, annotator.settings(), batch_size=1)
+    ranges = [(100, 150), (30, 75), (30, 75), (30, 100)]
+    for i, (raw, (low, high)) in enumerate(zip(expected, ranges, strict=True)):
+        assert out["status"][i] in ("ok", "unparseable"), out["error"][i]
+        assert out["caption_raw"][i] in (raw, None)  # the family's prompt about the right image
+        if out["status"][i] == "ok":
+            assert out["caption_raw"][i] == raw
+            assert out["length_reason"][i] == length_reason(out["word_count"][i], low, high) is not None
+    assert out["status"][3] == "ok", out["error"][3]
+    view = scene_caption_view("dl3dv-003", len(images))
+    assert out["caption_view"][3] == view and out["caption_view"][:3] == [None] * 3
+    assert isinstance(out["view_phrases"][3], list) and out["view_phrases"][:3] == [None] * 3
+    wrong_prompt = generate(loaded[family], [VLMRequest("k", images[1], annotator.prompt)], annotator.settings(), 1)
+    assert wrong_prompt[0] != expected[1]  # the family prompt reaches the model
+    import pyarrow as pa
+
+    pa.Table.from_pydict(out, schema=annotator.schema())
+
+
+def test_scene_view_is_drawn_by_key_or_configured(checkpoints) -> None:
+    picks = {scene_caption_view(f"scene-{i}", 6) for i in range(40)}
+    assert picks == set(range(6))  # spread over the views, and the same view on a rerun:
+    assert [scene_caption_view(f"scene-{i}", 6) for i in range(40)] == [scene_caption_view(f"scene-{i}", 6)
+                                                                         for i in range(40)]
+    assert scene_caption_view("scene-0", 6, configured=2) == 2
+    images = photos()
+    batch = mixed_batch(images)
+    annotator = CaptionAnnotator(model=checkpoints["llava_next"], num_gpus=0, max_new_tokens=6, scene_view=4,
+                                 token_only_scenes=())
+    rows = [{column: values[i] for column, values in batch.items()} for i in (3, 4)]
+    assert annotator.vlm_input(rows[0]).view == 4 and annotator.vlm_input(rows[0]).image == batch["view_images"][3][4]
+    with pytest.raises(RowError) as caught:  # the CO3D scene (captioned: token_only_scenes=()) has 2 views
+        annotator.vlm_input(rows[1])
+    assert caught.value.status == "no_such_view"
+
+
+def test_co3d_scenes_keep_the_token_alone_by_default() -> None:
+    row = {column: values[4] for column, values in mixed_batch(photos()).items()}
+    with pytest.raises(RowError) as caught:
+        CaptionAnnotator().vlm_input(row)
+    assert caught.value.status == "token_only"
+    assert CaptionAnnotator(token_only_scenes=()).vlm_input(row).view in (0, 1)
+
+
+@pytest.mark.parametrize("family", list(BUILDERS))
+def test_batched_equals_one_at_a_time_for_id_photos_and_scenes(checkpoints, loaded, family: str) -> None:
+    images = photos()
+    annotator = CaptionAnnotator(model=checkpoints[family], num_gpus=0, max_new_tokens=10)
+    requests = family_requests(annotator, images)
+    requests += [VLMRequest(f"ids-x{i}", image, annotator.subject_prompt) for i, image in enumerate(images[2:])]
+    one_by_one = generate_ids(loaded[family], requests, annotator.settings(), batch_size=1)
+    batched = generate_ids(loaded[family], requests, annotator.settings(), batch_size=len(requests))
+    assert batched == one_by_one and all(one_by_one)
+    outs = []
+    for batch_size in (1, 6):
+        annotator.batch_size = batch_size
+        outs.append(annotator(mixed_batch(images)))
+    assert outs[0]["caption_raw"] == outs[1]["caption_raw"] and outs[0]["status"] == outs[1]["status"]
+
+
+def test_word_count_outside_the_family_range_gets_a_reason() -> None:
+    annotator = CaptionAnnotator()
+    short = "A woman with curly red hair wears a green wool coat on a busy street."
+    words47 = " ".join(["A woman with curly red hair wears a green wool coat."] * 4) + " She stands outside."
+    subject = {"key": "ids-1", "kind": "subject_image", "caption_original": None}
+    parsed = annotator.parse_answer(short, subject)
+    assert parsed["caption"] == short and parsed["word_count"] == 15  # kept whole: never truncated
+    assert parsed["length_reason"] == "words_out_of_range:15 not in 30-75"
+    assert annotator.parse_answer(words47, subject)["length_reason"] is None  # 47 words: inside 30-75
+    assert annotator.parse_answer(words47, {**subject, "kind": "image"})["length_reason"] == (
+        "words_out_of_range:47 not in 100-150")
+    assert CaptionAnnotator(subject_min_words=10).parse_answer(short, subject)["length_reason"] is None
+    text = ("An old stone bridge crosses a slow river between two grassy banks. A wooden bench stands on the "
+            "left, and willow trees hang over the water in the background. The light is soft and grey.")
+    scene = annotator.parse_answer(text, {"key": "s", "kind": "scene", "caption_view": 3})
+    assert scene["caption_view"] == 3 and scene["word_count"] == 35 and scene["length_reason"] is None
+    assert scene["view_phrases"] == ["on the left", "in the background"]  # recorded, the caption kept
 
 
 # --- failures at setup ------------------------------------------------------------------------------
