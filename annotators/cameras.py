@@ -6,10 +6,20 @@ Conventions (one set, used everywhere in onegen):
   Pixel (u, v) = (column, row) with pixel centres at integer + 0.5 (pixel i covers [i, i + 1)).
 - OpenGL / nerfstudio c2w has camera y up and z backward; `opengl_to_opencv` flips the camera's
   y and z axes (right-multiplies by diag(1, -1, -1, 1)); the map is its own inverse.
+- The normalised world is the released OneDiffusion frame (`calculate_rays` in
+  onediffusion/dataset/multitask/multiview.py: RayDiffusion's `normalize_cameras` with scale 1.7, then
+  `first_camera_transform(rotation_only=False)`): world = camera 0's *pytorch3d view frame* (+x left,
+  +y up, +z forward), camera 0 at the origin, so its OpenCV c2w is diag(-1, -1, 1, 1); the world is
+  scaled so the optical axes' least-squares intersection lies `CAMERA0_DISTANCE` (1.7) from camera 0,
+  near (0, 0, 1.7). Normalised cameras are still OpenCV c2w, expressed in that world.
 - Rays are one per latent cell: a view of (height, width) pixels has (height // 8, width // 8)
-  cells; cell (i, j) is cast through pixel (u, v) = ((j + 0.5) * 8, (i + 0.5) * 8). A ray is
-  [d, m] with d the unit world direction and m = o x d its moment (o the camera centre).
+  cells; cell (i, j) is cast through pixel (u, v) = ((j + 0.5) * 8, (i + 0.5) * 8). For a square view
+  this is the released grid (`compute_ndc_coordinates` with half-pixel offsets: NDC x from
+  1 - 1/n to -(1 - 1/n), left to right, y likewise top to bottom). A ray is [d, m] with d the unit
+  world direction and m = o x d its moment (o the camera centre), so camera 0's moments are 0.
 - The 16-channel ray latent is [d, m, d, m, d, m_x] * RAY_SCALE (3+3+3+3+3+1 channels).
+- For users, `camera0_c2w` re-expresses cameras in camera 0's own OpenCV or OpenGL frame (camera 0 =
+  identity), the frame a viewer or nerfstudio expects.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ RAY_STRIDE = 8  # VAE downsampling: one ray per latent cell
 RAY_SCALE = 1.658  # the released code's scale of the 16-channel ray latent
 CAMERA0_DISTANCE = 1.7  # RayDiffusion: camera 0 sits this far from the optical axes' intersection
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
+# OpenCV camera axes (x right, y down) -> pytorch3d view axes (x left, y up): a 180 degree turn about z
+PYTORCH3D_FROM_OPENCV = np.diag([-1.0, -1.0, 1.0])
 
 
 # --- conventions ------------------------------------------------------------------------------
@@ -103,24 +115,28 @@ def closest_point_to_lines(points: np.ndarray, dirs: np.ndarray) -> tuple[np.nda
 def normalize_cameras(
     c2w: np.ndarray, distance: float = CAMERA0_DISTANCE, min_conditioning: float = 1e-4
 ) -> tuple[np.ndarray, Normalization]:
-    """RayDiffusion/OneDiffusion normalisation of OpenCV c2w (N, 4, 4) -> (normalised c2w, transform).
+    """The released normalisation of OpenCV c2w (N, 4, 4) -> (normalised OpenCV c2w, transform).
 
-    1. Rotate/translate the world so camera 0 is the world frame (its c2w becomes the identity).
-    2. Centre = least-squares intersection of the optical axes (+z of every camera).
-    3. Translate the centre to the origin and scale so camera 0 is `distance` from it.
-    Afterwards camera 0 has identity rotation and sits at `distance` from the origin.
+    As `calculate_rays(do_normalize_cameras=True, normalize_scale=distance)` of the released code
+    (RayDiffusion's `normalize_cameras`, then `first_camera_transform(rotation_only=False)`):
+    1. Centre = least-squares intersection of the optical axes (+z of every camera); d = the distance
+       from camera 0's centre to it.
+    2. The world becomes camera 0's pytorch3d view frame (+x left, +y up, +z forward): camera 0 sits
+       at the origin with c2w rotation diag(-1, -1, 1), scaled by `distance` / d, so the centre lies
+       `distance` in front of camera 0 (exactly (0, 0, distance) when it is on camera 0's axis).
+    The result does not depend on the input world frame (any rotation, translation, positive scale).
 
-    Fallback (recorded in `Normalization.degenerate`): with one view, (nearly) parallel axes
-    (conditioning below `min_conditioning`), or an intersection that is not in front of camera 0
-    (e.g. a panorama rotating about one point), the centre is put on camera 0's optical axis at
-    depth = the largest distance between camera 0 and another camera centre, or 1 when all
-    centres coincide (one view: the scene scale is unknown).
+    Fallback (recorded in `Normalization.degenerate`; the released code would return identity cameras
+    or NaNs): with one view, (nearly) parallel axes (conditioning below `min_conditioning`), or an
+    intersection that is not in front of camera 0 (e.g. a panorama rotating about one point), d is
+    the largest distance between camera 0 and another camera centre, or 1 when all centres coincide
+    (one view: the scene scale is unknown).
     """
     c2w = np.asarray(c2w, dtype=np.float64)
     r0, t0 = c2w[0, :3, :3], c2w[0, :3, 3]
     to_cam0 = Normalization(r0.T, -r0.T @ t0, 1.0)
-    local = to_cam0.apply(c2w)  # camera 0 frame = world frame
-    centres, axes = local[:, :3, 3], local[:, :3, 2]
+    local = to_cam0.apply(c2w)  # camera 0's OpenCV frame = world frame
+    centres, axes = local[:, :3, 3], local[:, :3, 2]  # (N, 3) each
     degenerate = ""
     if len(c2w) < 2:
         degenerate = "single_view"
@@ -135,12 +151,99 @@ def normalize_cameras(
         centre = np.array([0.0, 0.0, spread if spread > 1e-9 else 1.0])
     scale = distance / float(np.linalg.norm(centre))
     transform = Normalization(
-        rotation=to_cam0.rotation,
-        translation=scale * (to_cam0.translation - centre),
+        rotation=PYTORCH3D_FROM_OPENCV @ to_cam0.rotation,
+        translation=scale * PYTORCH3D_FROM_OPENCV @ to_cam0.translation,
         scale=scale,
         degenerate=degenerate,
     )
     return transform.apply(c2w), transform
+
+
+def first_camera_frame(c2w: np.ndarray) -> tuple[np.ndarray, Normalization]:
+    """The released `first_camera_transform(rotation_only=False)` alone: OpenCV c2w (N, 4, 4) -> the
+    same cameras in camera 0's pytorch3d view frame (camera 0 at the origin), scale unchanged.
+
+    This is what the released `img2img(is_multiview=True)` does to the user's cameras (it calls
+    `calculate_rays` without normalisation), so their scale is the caller's.
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    r0, t0 = c2w[0, :3, :3], c2w[0, :3, 3]
+    rotation = PYTORCH3D_FROM_OPENCV @ r0.T
+    transform = Normalization(rotation, -rotation @ t0, 1.0)
+    return transform.apply(c2w), transform
+
+
+def camera0_c2w(c2w: np.ndarray, convention: str = "opencv") -> np.ndarray:
+    """OpenCV c2w (N, 4, 4) in any world -> c2w relative to camera 0 (camera 0 becomes the identity).
+
+    `convention` "opencv": OpenCV c2w in camera 0's OpenCV frame (x right, y down, z forward);
+    "opengl": OpenGL/nerfstudio c2w in camera 0's OpenGL frame (x right, y up, z backward). For
+    cameras in the released frame (camera 0 exactly at the origin with rotation diag(-1, -1, 1)) the
+    OpenCV result is diag(-1, -1, 1, 1) @ c2w; for estimated cameras it re-anchors on estimated camera 0.
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    relative = np.linalg.inv(c2w[0]) @ c2w  # (N, 4, 4)
+    if convention == "opencv":
+        return relative
+    if convention == "opengl":
+        return _FLIP_YZ @ relative @ _FLIP_YZ
+    raise ValueError(f"convention must be 'opencv' or 'opengl', got {convention!r}")
+
+
+def orbit_c2w(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
+    """OpenGL c2w (4, 4) of a camera on a sphere about the origin looking at it, world z up.
+
+    The released pipeline's `create_c2w_matrix` (its multiview defaults: azimuths 0, 30, 60, 90,
+    elevation 0, distance 1.7): position (cos e cos a, cos e sin a, sin e) * distance; camera z points
+    away from the origin, x = world up x z (world y up when looking straight down), y = z x x.
+    """
+    a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
+    position = distance * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+    back = position / np.linalg.norm(position)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    if np.linalg.norm(right) < 1e-6:
+        right = np.cross([0.0, 1.0, 0.0], back)
+    right /= np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([right, np.cross(back, right), back], axis=1)
+    c2w[:3, 3] = position
+    return c2w
+
+
+RELEASED_FOCAL = 1.3887  # the released pipeline's multiview focal length, in units of the image side
+
+
+def sampling_cameras(document: dict, n: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n cameras a sampling request describes -> (OpenCV c2w (n, 4, 4), K (n, 3, 3) pixels).
+
+    `document` (a parsed JSON file) holds either explicit cameras, {"c2w": OpenCV (N, 4, 4)} or
+    {"c2w_opengl": OpenGL (N, 4, 4)}, with "intrinsics" (N, 3, 3) in pixels of the sampled size, or the
+    released pipeline's orbit: {"azimuths": [deg], "elevations": [deg] (default 0), "distances": one
+    value or a list (default 1.7)}. Without "intrinsics", K is the released default: focal
+    `focal_length` (default 1.3887) times the image side, principal point at the centre.
+    """
+    if "c2w" in document:
+        c2w = np.asarray(document["c2w"], dtype=np.float64)[:n]
+    elif "c2w_opengl" in document:
+        c2w = opengl_to_opencv(np.asarray(document["c2w_opengl"], dtype=np.float64)[:n])
+    elif "azimuths" in document:
+        azimuths = list(document["azimuths"])[:n]
+        elevations = list(document.get("elevations") or [0.0] * len(azimuths))[: len(azimuths)]
+        distances = document.get("distances", CAMERA0_DISTANCE)
+        distances = list(distances)[: len(azimuths)] if isinstance(distances, list) else [distances] * len(azimuths)
+        views = zip(azimuths, elevations, distances, strict=True)  # a shorter list is an error
+        c2w = opengl_to_opencv(np.stack([orbit_c2w(*view) for view in views]))
+    else:
+        raise ValueError("cameras JSON needs 'c2w', 'c2w_opengl' or 'azimuths'")
+    if len(c2w) < n:
+        raise ValueError(f"cameras JSON describes {len(c2w)} cameras, the request needs {n}")
+    if "intrinsics" in document:
+        intrinsics = np.asarray(document["intrinsics"], dtype=np.float64)[:n]
+    else:
+        focal = float(document.get("focal_length", RELEASED_FOCAL))
+        k = np.array([[focal * width, 0.0, width / 2], [0.0, focal * height, height / 2], [0.0, 0.0, 1.0]])
+        intrinsics = np.repeat(k[None], n, axis=0)
+    return c2w, intrinsics
 
 
 # --- rays -------------------------------------------------------------------------------------
@@ -251,6 +354,22 @@ def camera_from_rays(
     c2w = np.eye(4)
     c2w[:3, :3], c2w[:3, 3] = rotation, centre
     return RayCamera(c2w=c2w, intrinsics=intrinsics)
+
+
+def cameras_from_rays(
+    rays: np.ndarray,
+    intrinsics: np.ndarray | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    stride: int = RAY_STRIDE,
+) -> list[RayCamera]:
+    """All views' rays (N, h, w, 6) -> N cameras (`camera_from_rays` per view; K (N, 3, 3) or None).
+
+    The c2w come back in the frame of the rays, i.e. the released frame for rays made by this module
+    or estimated by the model; `camera0_c2w` turns them into camera 0's OpenCV / OpenGL frame.
+    """
+    ks = [None] * len(rays) if intrinsics is None else list(np.asarray(intrinsics, dtype=np.float64))
+    return [camera_from_rays(r, k, width, height, stride) for r, k in zip(rays, ks, strict=True)]
 
 
 # --- metric -----------------------------------------------------------------------------------

@@ -7,7 +7,12 @@ Input: a catalog row of kind "scene" whose meta (JSON) holds
 Outputs (one row per scene):
 - cameras_json: JSON string {"cameras": [{"c2w", "K", "width", "height"}, ...] normalised,
   "normalization": Normalization.to_json() (how input world points map to the normalised world),
-  "ray_stride": 8, "ray_scale": 1.658, "convention": "opencv_c2w"}
+  "distance": the camera 0 - axes intersection distance (1.7), "ray_stride": 8, "ray_scale": 1.658,
+  "convention": "opencv_c2w", "frame": "released"}. Since version 2 the normalised world is the
+  released OneDiffusion frame (`onegen.annotators.cameras`: camera 0's pytorch3d view frame, camera 0
+  at the origin, view 0's moments 0); version 1 stores kept camera 0's OpenCV frame with the origin at
+  the axes' intersection. Both stay readable: re-normalising any of them gives the released frame,
+  and `distance` is camera 0's distance from the origin in version 1.
 - rays: one float16 .npy (np.save bytes) per view, shape (16, ray_height, ray_width), the
   latent [d, m, d, m, d, m_x] * 1.658 of `onegen.annotators.cameras`.
 - ray_height, ray_width: height // 8, width // 8 (all views share one image size).
@@ -87,7 +92,7 @@ class CamerasAnnotator(Annotator):
     """Normalise a scene's cameras (RayDiffusion) and render its per-view ray latents."""
 
     name: ClassVar[str] = "cameras"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: the released frame (1: camera 0's OpenCV frame, origin at the centre)
     kinds: ClassVar[tuple[str, ...]] = ("scene",)
     decode_images: ClassVar[bool] = False
     output_schema: ClassVar[pa.Schema] = pa.schema(
@@ -115,6 +120,8 @@ class CamerasAnnotator(Annotator):
         document = {
             "cameras": cameras,
             "normalization": transform.to_json(),
+            "distance": self.distance,
+            "frame": "released",
             "ray_stride": RAY_STRIDE,
             "ray_scale": RAY_SCALE,
             "convention": "opencv_c2w",

@@ -123,8 +123,8 @@ def _parse_cameras(cameras_row: dict, n_views: int) -> tuple[np.ndarray, np.ndar
         return f"cameras:count_mismatch:{len(cameras)}_cameras_for_{n_views}_views"
     c2w = np.array([camera["c2w"] for camera in cameras], dtype=np.float64)
     intrinsics = np.array([camera["K"] for camera in cameras], dtype=np.float64)
-    # The annotator put camera 0 at its configured distance from the origin: reuse that distance.
-    distance = float(np.linalg.norm(c2w[0, :3, 3]))
+    # cameras@2 records the camera-0 distance; cameras@1 put camera 0 at that distance from the origin.
+    distance = float(document.get("distance") or np.linalg.norm(c2w[0, :3, 3]))
     return c2w, intrinsics, distance
 
 

@@ -7,10 +7,11 @@ condition views stay clean (timestep 0, or the released sampler's last timestep 
   <cond>2image (canny2image, ...) [image (generated), condition (--condition)]
   image2<cond> (image2depth, ...) roles swapped: [image (--condition), condition (generated)]
   multiview                       [img0, ray0, img1, ray1, ...]: --condition images first, rays from
-                                  --cameras (JSON {"c2w": OpenCV (N, 4, 4), "intrinsics": (N, 3, 3)}, N =
-                                  all views), the remaining images generated
-  camera_pose                     images (--condition) clean, rays generated, then `camera_from_rays`
-                                  per view -> cameras.json
+                                  --cameras (JSON {"c2w": OpenCV (N, 4, 4), "intrinsics": (N, 3, 3)} or the
+                                  released orbit {"azimuths", "elevations", "distances"}, N = all views; see
+                                  `_ray_latents`), the remaining images generated
+  camera_pose                     images (--condition) clean, rays generated, then `cameras_from_rays`
+                                  -> cameras.json (released frame + OpenCV / OpenGL c2w relative to camera 0)
   faceid                          [target (generated), references (--condition)]; prompt
                                   `[[faceid]] [[img0]] <--prompt> [[img1]] <--reference-prompt 1> ...`,
                                   built by the shard builder's own `task_prompts.faceid_prompt`
@@ -80,12 +81,23 @@ def task_prompt(request: SampleRequest) -> str:
 
 
 def _ray_latents(request: SampleRequest, n: int) -> torch.Tensor:
-    from onegen.annotators.cameras import normalize_cameras, plucker_rays, rays_to_latent
+    """Condition rays as the released `img2img(is_multiview=True)` builds them: the cameras of the JSON
+    (`sampling_cameras`: OpenCV / OpenGL c2w + K, or the released azimuth/elevation orbit) moved into
+    camera 0's pytorch3d view frame without rescaling (`first_camera_frame`); "normalize": true applies
+    the training data's normalisation (camera 0 1.7 from the axes' intersection) instead."""
+    from onegen.annotators.cameras import (
+        first_camera_frame,
+        normalize_cameras,
+        plucker_rays,
+        rays_to_latent,
+        sampling_cameras,
+    )
 
     with open(request.cameras) as handle:
         cams = json.load(handle)
-    c2w, _ = normalize_cameras(np.asarray(cams["c2w"], dtype=np.float64)[:n])
-    rays = plucker_rays(c2w, np.asarray(cams["intrinsics"], dtype=np.float64)[:n], request.size[1], request.size[0])
+    c2w, intrinsics = sampling_cameras(cams, n, request.size[1], request.size[0])
+    c2w, _ = normalize_cameras(c2w) if cams.get("normalize") else first_camera_frame(c2w)
+    rays = plucker_rays(c2w, intrinsics, request.size[1], request.size[0])  # (n, h, w, 6)
     return torch.from_numpy(rays_to_latent(rays).astype(np.float32))  # (n, 16, h, w)
 
 
@@ -152,13 +164,17 @@ def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], va
         images.append(pixels)
     Image.fromarray(np.concatenate(images, axis=1)).save(os.path.join(out, "grid.png"))
     if task == "camera_pose":
-        from onegen.annotators.cameras import camera_from_rays, latent_to_rays
+        from onegen.annotators.cameras import camera0_c2w, cameras_from_rays, latent_to_rays
 
         rays = latent_to_rays(latents[0, :, 1::2].permute(1, 0, 2, 3).numpy().astype(np.float64))  # (n, h, w, 6)
-        cams = [camera_from_rays(r) for r in rays]
+        cams = cameras_from_rays(rays)  # OpenCV c2w in the released frame (camera 0's pytorch3d view frame)
+        c2w = np.stack([c.c2w for c in cams])  # (n, 4, 4)
         with open(os.path.join(out, "cameras.json"), "w") as handle:
-            json.dump({"c2w": [c.c2w.tolist() for c in cams], "intrinsics": [c.intrinsics.tolist() for c in cams]},
-                      handle)
+            json.dump({"c2w": c2w.tolist(), "intrinsics": [c.intrinsics.tolist() for c in cams],
+                       "c2w_opencv": camera0_c2w(c2w, "opencv").tolist(),
+                       "c2w_opengl": camera0_c2w(c2w, "opengl").tolist(),
+                       "frame": "c2w: OpenCV c2w in the released frame (camera 0's pytorch3d view frame); "
+                                "c2w_opencv / c2w_opengl: relative to camera 0 (identity)"}, handle)
     return paths
 
 

@@ -15,8 +15,10 @@ import pytest  # noqa: E402
 
 from onegen.annotators.cameras import (  # noqa: E402
     RAY_SCALE,
+    camera0_c2w,
     camera_centre_accuracy,
     camera_from_rays,
+    first_camera_frame,
     latent_to_rays,
     normalize_cameras,
     opencv_to_opengl,
@@ -69,21 +71,41 @@ def test_opengl_opencv_is_an_involution_flipping_y_and_z():
     np.testing.assert_allclose(converted[:3, [0, 3]], c2w[:3, [0, 3]])
 
 
-def test_normalisation_puts_camera0_at_identity_and_1_7_from_the_axes_intersection():
+CAMERA0_RELEASED = np.diag([-1.0, -1.0, 1.0, 1.0])  # camera 0's OpenCV c2w in its own pytorch3d view frame
+
+
+def test_normalisation_puts_camera0_at_the_origin_and_the_axes_intersection_1_7_ahead():
     rng = np.random.default_rng(1)
     target = np.array([3.0, -2.0, 5.0])
     c2w = cameras_looking_at(rng, 5, target)
     normalised, transform = normalize_cameras(c2w)
     assert transform.degenerate == ""
-    np.testing.assert_allclose(normalised[0, :3, :3], np.eye(3), atol=1e-9)
-    assert np.linalg.norm(normalised[0, :3, 3]) == pytest.approx(1.7, abs=1e-9)
-    for camera in normalised:  # every optical axis passes through the new origin (the target)
-        centre, axis = camera[:3, 3], camera[:3, 2]
-        assert np.linalg.norm(np.cross(-centre, axis)) < 1e-9
-        assert np.dot(-centre, axis) > 0
-    # the transform is a similarity that maps the target to the origin, and it can be undone
-    np.testing.assert_allclose(transform.matrix() @ np.append(target, 1.0), [0, 0, 0, 1], atol=1e-9)
+    np.testing.assert_allclose(normalised[0], CAMERA0_RELEASED, atol=1e-9)
+    centre = np.array([0.0, 0.0, 1.7])  # the axes meet exactly at the target: on camera 0's axis
+    for camera in normalised:  # every optical axis passes through the target, now at (0, 0, 1.7)
+        to_centre, axis = centre - camera[:3, 3], camera[:3, 2]
+        assert np.linalg.norm(np.cross(to_centre, axis)) < 1e-9
+        assert np.dot(to_centre, axis) > 0
+    # the transform is a similarity that maps the target to (0, 0, 1.7), and it can be undone
+    np.testing.assert_allclose(transform.matrix() @ np.append(target, 1.0), [0, 0, 1.7, 1], atol=1e-9)
     np.testing.assert_allclose(transform.invert(normalised), c2w, atol=1e-9)
+    # any similarity of the input world gives the same normalised cameras
+    moved = c2w.copy()
+    rotation = random_rotation(rng)
+    moved[:, :3, :3] = rotation @ c2w[:, :3, :3]
+    moved[:, :3, 3] = 3.0 * c2w[:, :3, 3] @ rotation.T + np.array([1.0, 2.0, -4.0])
+    np.testing.assert_allclose(normalize_cameras(moved)[0], normalised, atol=1e-9)
+
+
+def test_first_camera_frame_keeps_the_scale_and_camera0_to_world_maps_back():
+    rng = np.random.default_rng(6)
+    c2w = cameras_looking_at(rng, 4, np.zeros(3))
+    moved, _ = first_camera_frame(c2w)
+    np.testing.assert_allclose(moved[0], CAMERA0_RELEASED, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(moved[2, :3, 3]), np.linalg.norm(c2w[2, :3, 3] - c2w[0, :3, 3]))
+    np.testing.assert_allclose(camera0_c2w(moved, "opencv"), np.linalg.inv(c2w[0]) @ c2w, atol=1e-12)
+    with pytest.raises(ValueError):
+        camera0_c2w(moved, "colmap")
 
 
 def test_degenerate_inputs_fall_back_without_nans():
@@ -94,8 +116,9 @@ def test_degenerate_inputs_fall_back_without_nans():
     assert (t1.degenerate, t2.degenerate) == ("single_view", "parallel_axes")
     for result in (single, same_dir):
         assert np.isfinite(result).all()
-        assert np.linalg.norm(result[0, :3, 3]) == pytest.approx(1.7)
-        np.testing.assert_allclose(result[0, :3, :3], np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(result[0], CAMERA0_RELEASED, atol=1e-12)
+    # parallel axes: the scale puts the farthest camera 1.7 from camera 0
+    assert np.linalg.norm(same_dir[2, :3, 3]) == pytest.approx(1.7)
 
 
 def test_cameras_rays_cameras_round_trip():

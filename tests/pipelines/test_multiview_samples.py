@@ -96,7 +96,7 @@ def test_members_are_interleaved_and_prompt_follows_caption(scene):
     meta = meta_of(sample)
     assert meta["roles"] == ["image", "rays"] * 3 and meta["n_views"] == 6 == sample.n_views
     assert meta["task"] == sample.task == "multiview" and meta["source_keys"] == [scene[1]["key"]]
-    assert sample.annotators == ["cameras@1"] and (sample.width, sample.height) == (RES, RES)
+    assert sample.annotators == [f"cameras@{CamerasAnnotator.version}"] and (sample.width, sample.height) == (RES, RES)
     assert decode_rgb(dict(sample.members)["img1.jpg"]).shape == (RES, RES, 3)
     (bare,) = samples_of(scene, MultiviewConfig(resolution=16), caption=None)
     assert bare.prompt == "[[multiview]]" and dict(bare.members)["txt"] == b"[[multiview]]"
@@ -116,7 +116,7 @@ def test_rays_give_back_the_renormalised_cameras_of_the_chosen_views(scene):
     for sample in samples_of(scene, config):
         chosen = meta_of(sample)["view_indices"]
         expected, _ = normalize_cameras(truth.c2w[chosen])  # from ground truth: first chosen = camera 0
-        np.testing.assert_allclose(expected[0, :3, :3], np.eye(3), atol=1e-9)
+        np.testing.assert_allclose(expected[0], np.diag([-1.0, -1.0, 1.0, 1.0]), atol=1e-9)  # released frame
         members = dict(sample.members)
         for j in range(len(chosen)):
             latent = np.load(io.BytesIO(members[f"ray{j}.npy"]))
@@ -195,3 +195,24 @@ def test_config_rejects_bad_values():
         MultiviewConfig(resolution=40)
     with pytest.raises(ValueError):
         MultiviewConfig(min_views=5, max_views=3)
+
+
+def test_a_version_1_cameras_store_gives_the_same_rays(scene):
+    """cameras@1 kept camera 0's OpenCV frame with camera 0 at the distance from the origin and no
+    "distance" field; samples built from it are the same as from cameras@2 (the released frame)."""
+    _, row, cameras_row = scene
+    document = json.loads(cameras_row["cameras_json"])
+    old = np.eye(4)
+    old[:3, :3] = np.diag([-1.0, -1.0, 1.0])  # back to OpenCV axes, camera 0 moved to (0, 0, -1.7)
+    old[2, 3] = -document.pop("distance")
+    for camera in document["cameras"]:
+        camera["c2w"] = (old @ np.array(camera["c2w"])).tolist()
+    v1_row = dict(cameras_row, cameras_json=json.dumps(document), annotator_version="1")
+    config = MultiviewConfig(min_views=3, max_views=4, samples_per_scene=2, resolution=16)
+    new = multiview_samples(row, cameras_row, None, config, 0)
+    v1 = multiview_samples(row, v1_row, None, config, 0)
+    for a, b in zip(new, v1, strict=True):
+        rays_a = [np.load(io.BytesIO(data)) for name, data in a.members if name.endswith(".npy")]
+        rays_b = [np.load(io.BytesIO(data)) for name, data in b.members if name.endswith(".npy")]
+        np.testing.assert_allclose(np.stack(rays_a).astype(float), np.stack(rays_b).astype(float), atol=2e-3)
+    assert v1[0].annotators == ["cameras@1"]
