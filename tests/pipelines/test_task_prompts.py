@@ -77,3 +77,27 @@ def test_faceid_samples_put_each_photos_caption_after_its_marker():
         assert dict(sample.members)["txt"].decode() == sample.prompt
         for n, i in enumerate(order):  # "[[imgN]] <that photo's caption>", or the marker alone
             assert (f"[[img{n}]] {captions[i]}" in sample.prompt) == (captions[i] is not None)
+
+
+def test_caption_modes_for_scenes_and_a_token_only_co3d_scene():
+    from onegen.pipelines.samples import choose_caption
+
+    scene = {"key": "dl3dv-0", "kind": "scene", "caption_original": "from caption.txt"}
+    dense = {"caption": {"key": "dl3dv-0", "status": "ok", "caption": "A courtyard with a fountain."}}
+    assert multiview_prompt(choose_caption(scene, dense, "dense")) == "[[multiview]] A courtyard with a fountain."
+    assert multiview_prompt(choose_caption(scene, dense, "original")) == "[[multiview]] from caption.txt"
+    co3d = {"key": "co3d-1", "kind": "scene", "caption_original": None}
+    token_only = {"caption": {"key": "co3d-1", "status": "token_only", "caption": None}}
+    for mode in ("original", "dense", "random"):
+        assert multiview_prompt(choose_caption(co3d, token_only, mode)) == "[[multiview]]"
+
+
+def test_caption_switches_are_cli_settings():
+    from onegen.pipelines.annotator_choices import make_annotators
+
+    (caption,) = make_annotators(["caption"], ["caption.token_only_scenes=co3d,mvimgnet", "caption.scene_view=2",
+                                               "caption.subject_max_words=60"])
+    assert caption.token_only_scenes == ("co3d", "mvimgnet") and caption.scene_view == 2
+    assert caption.family("subject_image")[1:] == (30, 60)
+    (everything,) = make_annotators(["caption"], ["caption.token_only_scenes="])
+    assert everything.token_only_scenes == ()
