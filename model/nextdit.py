@@ -115,8 +115,8 @@ def rope_positions(grid: tuple[int, int, int], device: torch.device | None = Non
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
     """(N, 3) positions -> (N, head_dim/2) rotation angles, laid out [view | row | column]."""
-    k = torch.arange(head_dim // 6, device=positions.device, dtype=torch.float64)
-    freqs = (1.0 / theta ** (k * 6 / head_dim)).float()  # (F,)
+    exponent = torch.arange(0, head_dim, 6, device=positions.device)[: head_dim // 6] / head_dim  # (F,) float32
+    freqs = 1.0 / theta**exponent  # (F,) float32, computed as the released code does (bit for bit)
     return (positions.float()[:, :, None] * freqs).reshape(positions.shape[0], -1)  # (N, 3F)
 
 
@@ -267,7 +267,7 @@ class NextDiT(nn.Module):
         self.config, self.softcap = config, softcap
         self.x_embedder = nn.Linear(config.patch_dim, config.hidden)
         self.t_embedder = TimestepEmbedder(config)
-        self.y_embedder = nn.Sequential(nn.LayerNorm(config.caption_width),
+        self.y_embedder = nn.Sequential(nn.LayerNorm(config.caption_width, eps=1e-6),  # released: 1e-6 here
                                         nn.Linear(config.caption_width, config.cond_width))
         self.layers = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(config)
