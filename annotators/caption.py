@@ -264,7 +264,8 @@ class CaptionAnnotator(_VLMAnnotator):
         listed = [name for name in (reader, source) if name and name in self.token_only_scenes]
         if listed:
             raise RowError(f"{listed[0]} scenes keep the task token alone (caption.token_only_scenes)", TOKEN_ONLY)
-        views = list(row.get("view_images") or [])
+        views = row.get("view_images")
+        views = [] if views is None else list(views)  # Ray rows may carry a numpy array: no truth test
         view = scene_caption_view(str(row["key"]), len(views), self.scene_view)
         return VLMInput(prompt, views[view], view)
 

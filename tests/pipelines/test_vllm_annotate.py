@@ -4,22 +4,24 @@ prompts, chosen scene view and statuses as the HF path, through the same annotat
 import base64
 import json
 
+import numpy as np
+
 from onegen.annotators.caption import CaptionAnnotator, EntitiesAnnotator, scene_caption_view
-from onegen.pipelines.part_stream import PART_COLUMN
+from onegen.pipelines.units import UNIT_COLUMN
 from onegen.pipelines.vllm_annotate import vllm_row_request, vllm_row_result
 
 VIEWS = [b"\x89PNG-view-%d" % i for i in range(5)]
 ROWS = {
     "image": {"key": "photos-0", "source": "photos", "kind": "image", "image": b"JPEG-0", "image_format": "jpg",
-              "caption_original": "a dog", "meta": "{}", PART_COLUMN: 3},
+              "caption_original": "a dog", "meta": "{}", UNIT_COLUMN: 3},
     "subject_image": {"key": "ids-1", "source": "ids", "kind": "subject_image", "image": b"PNG-1",
-                      "image_format": "png", "caption_original": None, "meta": "{}", PART_COLUMN: 3},
+                      "image_format": "png", "caption_original": None, "meta": "{}", UNIT_COLUMN: 3},
     "scene": {"key": "dl3dv-2", "source": "dl3dv", "kind": "scene", "image": None, "image_format": "png",
               "view_images": VIEWS, "caption_original": None, "meta": json.dumps({"reader": "nerfstudio"}),
-              PART_COLUMN: 3},
+              UNIT_COLUMN: 3},
     "co3d": {"key": "co3d-3", "source": "co3d", "kind": "scene", "image": None, "image_format": "jpg",
              "view_images": VIEWS[:2], "caption_original": None, "meta": json.dumps({"reader": "co3d"}),
-             PART_COLUMN: 3},
+             UNIT_COLUMN: 3},
 }
 
 
@@ -42,6 +44,8 @@ def test_requests_use_the_family_prompt_and_the_chosen_view():
     assert scene["sampling_params"] == {"max_tokens": 20, "temperature": 0.0}
     fixed, carried = vllm_row_request(CaptionAnnotator(backend="vllm", scene_view=1), ROWS["scene"], settings)
     assert _asked(fixed)[0] == VIEWS[1] and carried["caption_view"] == 1
+    as_numpy = {**ROWS["scene"], "view_images": np.array(VIEWS, dtype=object)}  # how Ray rows carry lists
+    assert _asked(vllm_row_request(annotator, as_numpy, settings)[0]) == _asked(scene)
 
 
 def test_results_are_the_hf_paths_columns():
