@@ -27,6 +27,11 @@ ANNOTATOR_CLASSES: dict[str, tuple[str, str]] = {
     "caption": ("onegen.annotators.caption", "CaptionAnnotator"),
     "entities": ("onegen.annotators.caption", "EntitiesAnnotator"),
     "faces": ("onegen.annotators.faces", "FacesAnnotator"),
+    "phash": ("onegen.annotators.phash", "PhashAnnotator"),
+    "clip": ("onegen.annotators.clip", "ClipAnnotator"),
+    "aesthetic": ("onegen.annotators.aesthetic", "AestheticAnnotator"),
+    "nsfw": ("onegen.annotators.image_scores", "NsfwAnnotator"),
+    "watermark": ("onegen.annotators.image_scores", "WatermarkAnnotator"),
 }
 
 
