@@ -31,18 +31,25 @@ class FaceidConfig:
 
 
 def faceid_samples(subject_rows: list[dict], faces_rows: list[dict | None], captions: list[str | None],
-                   ordinals: list[int], faces_store: str, config: FaceidConfig) -> list[tuple[int, Sample | str]]:
+                   ordinals: list[int], faces_store: str, config: FaceidConfig,
+                   excluded: list[str | None] | None = None) -> list[tuple[int, Sample | str]]:
     """(row index, Sample or skip reason) for each photo of one subject, in row order.
 
     `captions[i]` is the caption the caller chose for photo i (`samples.choose_caption`), or None.
+    `excluded[i]` (optional) is a reason to drop photo i before the subject-size rule, e.g. from
+    `task_selection.nsfw_exclusions`; such a photo is skipped with it and is not counted as usable.
     """
-    usable = [i for i, faces in enumerate(faces_rows) if faces is not None and faces.get("status") == "ok"]
+    excluded = excluded or [None] * len(faces_rows)
+    usable = [i for i, faces in enumerate(faces_rows)
+              if faces is not None and faces.get("status") == "ok" and excluded[i] is None]
     results: list[tuple[int, Sample | str]] = []
     for index, faces in enumerate(faces_rows):
         if faces is None:
             results.append((index, f"missing_annotation:{FACES_STORE}"))
         elif faces.get("status") != "ok":
             results.append((index, f"{FACES_STORE}:{faces.get('status')}"))
+        elif excluded[index] is not None:
+            results.append((index, excluded[index]))
         elif len(usable) < config.min_subject_images:
             results.append((index, f"subject_too_small:{len(usable)} usable"))
         else:
