@@ -28,7 +28,8 @@ import torch
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.model.nextdit import PRESETS, build_model
 from onegen.training.data import make_loader
-from onegen.training.train import TrainConfig, _unwrap, train_step, wrap_model
+from onegen.training.train import TrainConfig, train_step, wrap_model
+from onegen.training.train_logs import unwrap
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -94,7 +95,7 @@ def main() -> None:
                          compile=device.type == "cuda" and not args.no_compile, caption_dropout=0.0,
                          num_workers=args.workers, task_weights=(("id", 1.0),), buckets=((args.size, args.size),))
     model = wrap_model(build_model(args.preset).to(device), config, 1, device)
-    ema = {k: p.detach().clone() for k, p in _unwrap(model).named_parameters()}
+    ema = {k: p.detach().clone() for k, p in unwrap(model).named_parameters()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, fused=device.type == "cuda")
     generator = torch.Generator(device).manual_seed(0)
     loader = make_loader(config.data())

@@ -26,6 +26,7 @@ config, so it never makes two checkpoints incompatible.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,15 +339,49 @@ def save_checkpoint(model: NextDiT, path: str | Path, preset: str) -> None:
     torch.save(payload, str(path))
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint holds another preset (or another architecture) than the one asked for."""
+
+
+def checkpoint_info(path: str | Path) -> dict:
+    """{"preset", "config", "scheduler" (dict or None)} of a `save_checkpoint` .pt or an exported .safetensors."""
+    if str(path).endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        if "preset" not in meta:
+            raise CheckpointMismatch(f"{path} has no onegen metadata (preset); export it with `onegen export`")
+        return {"preset": meta["preset"], "config": json.loads(meta["config"]),
+                "scheduler": json.loads(meta.get("scheduler") or "null"), "train_config": json.loads(
+                    meta.get("train_config") or "{}")}
+    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {"preset": payload["preset"], "config": payload["config"], "scheduler": payload.get("scheduler"),
+            "train_config": {}, "state_dict": payload["state_dict"]}
+
+
+def check_preset(info: dict, preset: str, path: str | Path) -> None:
+    """Refuse, in one line, a checkpoint whose preset or architecture is not `preset`'s."""
+    saved = info["preset"]
+    saved_config = NextDiTConfig(**{**info["config"], "patch": tuple(info["config"]["patch"])})
+    if saved != preset:
+        raise CheckpointMismatch(f"checkpoint {path} holds preset {saved!r}, not {preset!r}")
+    if saved_config != PRESETS.get(preset):
+        raise CheckpointMismatch(f"checkpoint {path} holds a {saved!r} of another architecture than today's preset")
+
+
 def load_model_checkpoint(path: str | Path, preset: str, map_location: str | torch.device = "cpu",
                           softcap: float | None = None) -> NextDiT:
-    """Build preset `preset` and load a `save_checkpoint` file into it (strict); refuse another preset's file."""
-    payload = torch.load(str(path), map_location=map_location, weights_only=True)
-    saved = payload["preset"]
-    saved_config = NextDiTConfig(**{**payload["config"], "patch": tuple(payload["config"]["patch"])})
-    if saved != preset or saved_config != PRESETS.get(preset):
-        raise ValueError(f"checkpoint {path} holds preset {saved!r} ({saved_config}); "
-                         f"it cannot load into preset {preset!r} ({PRESETS.get(preset)})")
+    """Build preset `preset` and load a `save_checkpoint` .pt or an exported .safetensors into it (strict,
+    weights only, no pickle); refuse another preset's file (`CheckpointMismatch`)."""
+    info = checkpoint_info(path)
+    check_preset(info, preset, path)
+    if "state_dict" in info:
+        state = info["state_dict"]
+    else:
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device=str(map_location))
     model = build_model(preset, softcap=softcap)
-    model.load_state_dict(payload["state_dict"], strict=True)
+    model.load_state_dict(state, strict=True)
     return model

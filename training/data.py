@@ -1,12 +1,13 @@
-"""The shard loader: WebDataset shards -> homogeneous training batches (DESIGN §6).
+"""The shard loader: WebDataset shards -> homogeneous training batches (DESIGN §6), resumable in O(1).
 
 Streams: one per task family (text2image, image2image, id, multiview; `FAMILIES`), each an endless
-`wds.ResampledShards` over that family's shards (from `select_shards`), so DDP ranks never run dry on
-uneven shards. Shards are split by node and worker: stream s = rank * workers + worker reads
-shards[s::streams] when there are enough shards, else all of them with its own seed. Each step draws a
-family by `task_weights` (families without shards are dropped with a logged notice), takes its next
-sample from a shuffle buffer, decodes it and puts it into a pending batch keyed by (view kinds, H, W);
-a batch is emitted when it holds `batch_size` samples, so batches are homogeneous in views and size.
+`streams.ShardStream` over that family's shards (from `select_shards`): shards drawn with replacement, so
+DDP ranks never run dry on uneven shards, then a shuffle buffer. Shards are split by node and worker:
+stream s = rank * workers + worker reads shards[s::streams] when there are enough shards, else all of
+them with its own seed. Each step draws a family by `task_weights` (families without shards are dropped
+with a logged notice), takes its next sample, decodes it and puts it into a pending batch keyed by
+(view kinds, H, W); a batch is emitted when it holds `batch_size` samples, so batches are homogeneous in
+views and size.
 
 Sample members: imgN.(jpg|png) raw image views or latN.npy precomputed latents (float16 (16, h, w)),
 rayN.npy ray views (float16 (16, h, w)), txt / json (prompt, task), and after precompute t5.npy
@@ -14,15 +15,24 @@ rayN.npy ray views (float16 (16, h, w)), txt / json (prompt, task), and after pr
 [img0, ray0, img1, ray1, ...]. Raw images are resized (cover) and centre-cropped to the bucket nearest in
 aspect ratio to view 0; rays are resampled to the latent grid when their size differs (an approximation).
 
-Roles (which views are generated): 1 view: generated; 2 image views: image from condition or, with
-`reverse_prob`, condition from image; faceid / >2 image views: view 0 from the references; multiview:
-with `pose_prob` all rays generated from clean images (pose estimation), else a random non-empty
-subset of images is generated from the others, rays clean. Caption dropout (CFG) clears a row's mask.
+Roles: "generate" marks each sample's targets, which the trainer uses only when it holds the other
+views clean (`clean_condition_prob`; by default every view is noised and in the loss). 1 view:
+generated; 2 image views: image from condition or, with `reverse_prob`, condition from image; faceid /
+>2 image views: view 0 from the references; multiview: with `pose_prob` all rays generated from clean
+images (pose estimation), else a random non-empty subset of images from the others, rays clean.
+Caption dropout (CFG) clears a row's mask.
 
 Batch dict: "views" list of V tensors, (B, 3, H, W) in [-1, 1] for "pixels" views or (B, 16, h, w) for
 "latent"/"ray" views; "kinds" tuple of V kinds; "generate" (B, V) bool; "keep_caption" (B,) bool;
 "prompt" list[str]; "task"/"family"/"key" list[str]; with precomputed text "t5" (B, L, D) float32 and
 "t5mask" (B, L) bool (padded to the longest).
+
+Resume (`Loader.state_dict()`, restored by `make_loader(config, state)`): per stream (one per DataLoader
+worker) the state after the last batch the trainer took from it: the family-mixing RNG state, each
+family's `ShardStream.state()` (shard order RNG, shard and byte offset, shuffle RNG, buffered samples as
+references) and the pending batches as (family, sample reference, roles, caption kept); plus which stream
+gives the next batch (the DataLoader takes workers round-robin). Restoring re-reads only the buffered and
+pending samples by seeking, so resuming at step N costs the same for every N.
 """
 
 from __future__ import annotations
@@ -39,10 +49,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 from PIL import Image
 
 from onegen.manifests.query import read_manifests, select_shards
+from onegen.training.streams import ShardStream
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +175,19 @@ def choose_generated(kinds: tuple[str, ...], family: str, rng: random.Random, re
     return generate
 
 
-def prepare(sample: dict, family: str, config: DataConfig, rng: random.Random) -> dict:
-    """A raw wds sample -> a decoded training item (one row of a batch)."""
+def prepare(sample: dict, family: str, config: DataConfig, rng: random.Random,
+            roles: tuple[list[bool], bool] | None = None) -> dict:
+    """A raw wds sample -> a decoded training item (one row of a batch).
+
+    The roles (generate flags, caption kept) are drawn from `rng`, or given as `roles` (a restore)."""
     meta = json.loads(sample["json"])
     views, kinds, size = decode_views(sample, config.buckets)
+    if roles is None:
+        roles = (choose_generated(kinds, family, rng, config.reverse_prob, config.pose_prob),
+                 rng.random() >= config.caption_dropout)
     item = {"key": sample["__key__"], "task": meta["task"], "family": family, "views": views, "kinds": kinds,
             "size": size, "prompt": meta.get("prompt") or sample.get("txt", b"").decode("utf-8"),
-            "generate": choose_generated(kinds, family, rng, config.reverse_prob, config.pose_prob),
-            "keep_caption": rng.random() >= config.caption_dropout}
+            "generate": list(roles[0]), "keep_caption": bool(roles[1])}
     if "t5.npy" in sample:
         item["t5"] = torch.from_numpy(_npy(sample["t5.npy"]).astype(np.float32))  # (L, D)
         item["t5mask"] = torch.from_numpy(_npy(sample["t5mask.npy"]).astype(bool))  # (L,)
@@ -193,58 +208,115 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
-def _stream_id() -> tuple[int, int]:
-    """(this stream's id, number of streams) over DDP ranks x DataLoader workers."""
+def _stream_id(offset: int = 0) -> tuple[int, int, int]:
+    """(global stream id, number of streams, local stream id) over DDP ranks x DataLoader workers; worker w
+    runs local stream (w + offset) % workers, so a restored loader's first batch is the stream due next."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     info = torch.utils.data.get_worker_info()
     worker, workers = (info.id, info.num_workers) if info else (0, 1)
-    return rank * workers + worker, world * workers
+    local = (worker + offset) % workers
+    return rank * workers + local, world * workers, local
 
 
 class ShardBatches(torch.utils.data.IterableDataset):
-    """Endless homogeneous batches (see the module docstring); deterministic given config.seed."""
+    """Endless homogeneous batches (see the module docstring); deterministic given config.seed.
 
-    def __init__(self, config: DataConfig):
+    Every batch carries "loader_state": {"stream": local stream id, "state": that stream's state after
+    it}; `Loader` takes it off. `states` (local stream id -> state) resumes streams; `offset` rotates
+    workers onto streams (`_stream_id`)."""
+
+    def __init__(self, config: DataConfig, offset: int = 0, states: dict[int, dict] | None = None):
         super().__init__()
-        self.config = config
+        self.config, self.offset, self.states = config, offset, states or {}
         self.shards = family_shards(config)
         weights = dict(config.task_weights)
         self.families = sorted(self.shards)
         self.weights = [weights[f] for f in self.families]
 
-    def _family_stream(self, family: str, stream: int, streams: int) -> Iterator[dict]:
+    def _family_stream(self, family: str, stream: int, streams: int) -> ShardStream:
         urls = self.shards[family]
         subset = urls[stream::streams] if len(urls) >= streams else urls
-        seed = self.config.seed * 1_000_003 + stream
-        buffer = self.config.shuffle_buffer
-        return iter(wds.DataPipeline(
-            wds.ResampledShards(subset, seed=seed, worker_seed=lambda: stream, deterministic=True),
-            wds.tarfile_to_samples(),
-            wds.shuffle(buffer, initial=buffer, rng=random.Random(seed + 1)),
-        ))
+        return ShardStream(subset, self.config.seed * 1_000_003 + stream, self.config.shuffle_buffer)
 
     def __iter__(self) -> Iterator[dict]:
-        stream, streams = _stream_id()
+        stream, streams, local = _stream_id(self.offset)
         rng = random.Random(self.config.seed * 7_919 + stream)
         sources = {f: self._family_stream(f, stream, streams) for f in self.families}
-        pending: dict[tuple, list[dict]] = {}
+        pending: dict[tuple, list[tuple[dict, tuple]]] = {}  # group -> [(item, (family, ref, roles))]
+        if local in self.states:
+            rng = self._restore(self.states[local], sources, pending)
         while True:
             family = rng.choices(self.families, self.weights)[0]
-            item = prepare(next(sources[family]), family, self.config, rng)
+            raw = next(sources[family])
+            item = prepare(raw.members, family, self.config, rng)
             group = pending.setdefault((item["kinds"], item["size"]), [])
-            group.append(item)
+            group.append((item, (family, list(raw.ref), [item["generate"], item["keep_caption"]])))
             if len(group) == self.config.batch_size:
-                yield collate(pending.pop((item["kinds"], item["size"])))
+                batch = collate([entry[0] for entry in pending.pop((item["kinds"], item["size"]))])
+                state = {"mix_rng": rng.getstate(), "streams": {f: s.state() for f, s in sources.items()},
+                         "pending": [entry[1] for group in pending.values() for entry in group]}
+                batch["loader_state"] = {"stream": local, "state": state,
+                                         "reads": sum(s.reads for s in sources.values())}
+                yield batch
+
+    def _restore(self, state: dict, sources: dict[str, ShardStream], pending: dict) -> random.Random:
+        """Put the streams, pending batches and mixing RNG back as `state` recorded them."""
+        if set(state["streams"]) != set(sources):
+            raise ValueError(f"loader state has families {sorted(state['streams'])}, this config {sorted(sources)}")
+        for family, source in sources.items():
+            source.load_state(state["streams"][family])
+        for family, ref, roles in state["pending"]:
+            item = prepare(sources[family].fetch(tuple(ref)).members, family, self.config, random.Random(0),
+                           roles=(roles[0], roles[1]))
+            pending.setdefault((item["kinds"], item["size"]), []).append((item, (family, ref, roles)))
+        rng = random.Random()
+        version, internal, gauss = state["mix_rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        return rng
 
 
-def make_loader(config: DataConfig, skip: int = 0) -> Iterator[dict]:
-    """Endless batch iterator; `skip` batches are drawn and dropped first (exact resume of a position)."""
-    loader = torch.utils.data.DataLoader(ShardBatches(config), batch_size=None, num_workers=config.num_workers,
-                                         persistent_workers=config.num_workers > 0)
-    iterator = iter(loader)
-    for _ in range(skip):
-        next(iterator)
-    return iterator
+class Loader:
+    """Endless batch iterator over a DataLoader of `ShardBatches`, with a resumable `state_dict()`."""
+
+    def __init__(self, config: DataConfig, state: dict | None = None):
+        self.workers = max(1, config.num_workers)
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        if state is not None and (state["workers"], state["world"]) != (self.workers, world):
+            raise ValueError(f"loader state of {state['workers']} worker(s) x {state['world']} rank(s) cannot resume "
+                             f"on {self.workers} worker(s) x {world} rank(s)")
+        self.next_stream = state["next"] if state else 0
+        self.streams: dict[int, dict] = {int(k): v for k, v in (state or {}).get("streams", {}).items()}
+        self.reads: dict[int, int] = {}
+        dataset = ShardBatches(config, self.next_stream, dict(self.streams))
+        self._batches = iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=config.num_workers,
+                                                         persistent_workers=config.num_workers > 0))
+
+    def __iter__(self) -> Loader:
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self._batches)
+        info = batch.pop("loader_state")
+        if info["stream"] != self.next_stream:
+            raise RuntimeError(f"batch from loader stream {info['stream']}, expected {self.next_stream}")
+        self.streams[info["stream"]], self.reads[info["stream"]] = info["state"], info["reads"]
+        self.next_stream = (self.next_stream + 1) % self.workers
+        return batch
+
+    @property
+    def samples_read(self) -> int:
+        """Samples read from tars so far by the streams of this loader (restores included)."""
+        return sum(self.reads.values())
+
+    def state_dict(self) -> dict:
+        """Plain-Python state (see the module docstring); `make_loader(config, state)` resumes it."""
+        return {"version": 1, "workers": self.workers, "world": int(os.environ.get("WORLD_SIZE", 1)),
+                "next": self.next_stream, "streams": {str(k): v for k, v in sorted(self.streams.items())}}
+
+
+def make_loader(config: DataConfig, state: dict | None = None) -> Loader:
+    """Endless batch iterator; `state` (from `Loader.state_dict()`) resumes exactly where it was taken."""
+    return Loader(config, state)
 
 
 def batch_latents(batch: dict, vae=None) -> torch.Tensor:

@@ -1,8 +1,12 @@
 """`onegen sample`: Euler sampling of a trained Next-DiT for every task family (DESIGN §6).
 
 One call builds a view layout and a generate mask, then runs `sample_euler` over the generated views;
-condition views stay clean (timestep 0, or the released sampler's last timestep with
-`--cond-last-timestep`). Tasks (`TASKS`):
+condition views stay clean and get the released sampler's last timestep (`--cond-timestep zero`: 0). The
+schedule is the released img2img one (`--schedule release`): exp(mu) shift with mu linear in the generated
+tokens, base/max values from the checkpoint's scheduler config (else `flow.ScheduleConfig`'s defaults);
+`--schedule fixed --shift 3` uses one fixed shift. The checkpoint (an exported .safetensors, a
+`save_checkpoint` .pt, or a training step folder, whose EMA is used) is read without pickle and must hold
+`--preset`. Tasks (`TASKS`):
   text2image                      1 generated view
   <cond>2image (canny2image, ...) [image (generated), condition (--condition)]
   image2<cond> (image2depth, ...) roles swapped: [image (--condition), condition (generated)]
@@ -25,14 +29,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from onegen.model.flow import sample_euler
-from onegen.model.nextdit import NextDiT, build_model
+from onegen.model.flow import ScheduleConfig, fixed_sigmas, release_schedule, sample_euler
+from onegen.model.nextdit import (
+    CheckpointMismatch,
+    NextDiT,
+    build_model,
+    check_preset,
+    checkpoint_info,
+    load_model_checkpoint,
+)
 from onegen.pipelines.task_prompts import faceid_prompt
 from onegen.training.data import fit_to_bucket
 
@@ -54,17 +66,29 @@ class SampleRequest:
     steps: int = 30
     cfg_scale: float = 4.0
     negative_prompt: str = ""
-    cond_last_timestep: bool = False
+    cond_last_timestep: bool = True  # condition views at the schedule's last timestep (False: 0)
     seed: int = 0
     reference_prompts: tuple[str, ...] = ()  # faceid: caption of each --condition reference, in order
+    schedule: str = "release"  # "release" (dynamic shift) or "fixed" (`shift`)
+    shift: float = 3.0
 
 
-def load_denoiser(path: str, device: torch.device) -> tuple[NextDiT, dict]:
-    """A `save_checkpoint` file or a training checkpoint (its EMA) -> (model, training config or {})."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(payload["preset"])
-    model.load_state_dict(payload["ema"] if "ema" in payload else payload["state_dict"])
-    return model.to(device).eval(), payload.get("config", {})
+def load_denoiser(path: str, device: torch.device, preset: str) -> tuple[NextDiT, dict]:
+    """(model, {"train_config", "scheduler"}) from an exported .safetensors, a `save_checkpoint` .pt or a
+    training step folder (its EMA); weights only, and `CheckpointMismatch` unless it holds `preset`."""
+    if os.path.isdir(path):
+        from onegen.training.checkpoint import consolidated_weights, latest_checkpoint
+
+        folder = path if os.path.exists(os.path.join(path, "meta.json")) else (latest_checkpoint(path) or path)
+        weights, meta = consolidated_weights(folder, ema=True)
+        check_preset({"preset": meta["preset"], "config": meta["model_config"]}, preset, folder)
+        model = build_model(preset)
+        model.load_state_dict(weights, strict=True)
+        info = {"train_config": meta.get("config") or {}, "scheduler": meta.get("scheduler")}
+    else:
+        model = load_model_checkpoint(path, preset)
+        info = checkpoint_info(path)
+    return model.to(device).eval(), info
 
 
 def task_prompt(request: SampleRequest) -> str:
@@ -136,8 +160,10 @@ def _caption(text_encoder, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def generate(model: NextDiT, request: SampleRequest, vae, text_encoder) -> tuple[torch.Tensor, list[str], list[bool]]:
-    """Run the sampler; returns (latents (1, 16, V, h, w), kinds, generate flags)."""
+def generate(model: NextDiT, request: SampleRequest, vae, text_encoder,
+             scheduler: ScheduleConfig | None = None) -> tuple[torch.Tensor, list[str], list[bool]]:
+    """Run the sampler (`scheduler`: the checkpoint's schedule values, None: the defaults); returns
+    (latents (1, 16, V, h, w), kinds, generate flags)."""
     device = next(model.parameters()).device
     views, kinds, flags = layout(request, vae)
     h, w = request.size[0] // 8, request.size[1] // 8
@@ -145,9 +171,14 @@ def generate(model: NextDiT, request: SampleRequest, vae, text_encoder) -> tuple
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(request.seed))
     caption, mask = _caption(text_encoder, task_prompt(request))
     neg, neg_mask = _caption(text_encoder, request.negative_prompt)
-    latents = sample_euler(model, noise.to(device), clean.to(device), torch.tensor([flags], device=device),
+    generate_mask = torch.tensor([flags], device=device)  # (1, V)
+    if request.schedule == "fixed":
+        sigmas = fixed_sigmas(request.steps, request.shift)  # (steps + 1,)
+    else:
+        sigmas = release_schedule(generate_mask, h * w // 4, request.steps, scheduler or ScheduleConfig())
+    latents = sample_euler(model, noise.to(device), clean.to(device), generate_mask,
                            caption.to(device), mask.to(device), neg.to(device), neg_mask.to(device), request.steps,
-                           request.cfg_scale, cond_last_timestep=request.cond_last_timestep)
+                           request.cfg_scale, sigmas, cond_last_timestep=request.cond_last_timestep)
     return latents.cpu(), kinds, flags
 
 
@@ -180,7 +211,9 @@ def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], va
 
 def add_sample_command(subparsers) -> None:
     parser = subparsers.add_parser("sample", help="sample a trained Next-DiT for one task")
-    parser.add_argument("--checkpoint", required=True, help="ema_*.pt or a training checkpoint")
+    parser.add_argument("--checkpoint", required=True,
+                        help="an exported .safetensors (`onegen export`), a .pt, or a training step folder (its EMA)")
+    parser.add_argument("--preset", default="onediffusion-2.8b", help="the Next-DiT preset the checkpoint must hold")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--prompt", default="")
     parser.add_argument("--condition", action="append", default=[], help="condition image (repeat for several)")
@@ -192,7 +225,11 @@ def add_sample_command(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg-scale", type=float, default=4.0)
     parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--cond-last-timestep", action="store_true", help="released sampler's condition timestep")
+    parser.add_argument("--cond-timestep", choices=("last", "zero"), default="last",
+                        help="condition views' timestep: the schedule's last (released sampler) or 0")
+    parser.add_argument("--schedule", choices=("release", "fixed"), default="release",
+                        help="release: dynamic shift from the generated tokens; fixed: --shift")
+    parser.add_argument("--shift", type=float, default=3.0, help="the fixed schedule's shift")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-encoder", help="default: the training config's")
     parser.add_argument("--vae", help="default: the training config's")
@@ -205,14 +242,21 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from onegen.model.vae import Vae
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, config = load_denoiser(args.checkpoint, device)
+    try:
+        model, info = load_denoiser(args.checkpoint, device, args.preset)
+    except CheckpointMismatch as error:
+        print(f"onegen: error: {error}", file=sys.stderr)
+        return 2
+    config = info.get("train_config") or {}
     text_encoder = TextEncoder.load(args.text_encoder or config.get("text_encoder", ""), device)
     vae = Vae.load(args.vae or config.get("vae", ""), device)
     height, width = (int(v) for v in args.size.lower().split("x"))
     request = SampleRequest(args.task, args.prompt, tuple(args.condition), args.cameras, args.num_views,
                             (height, width), args.steps, args.cfg_scale, args.negative_prompt,
-                            args.cond_last_timestep, args.seed, tuple(args.reference_prompt))
-    latents, kinds, flags = generate(model, request, vae, text_encoder)
+                            args.cond_timestep == "last", args.seed, tuple(args.reference_prompt), args.schedule,
+                            args.shift)
+    latents, kinds, flags = generate(model, request, vae, text_encoder,
+                                     ScheduleConfig.from_scheduler_config(info.get("scheduler")))
     paths = write_outputs(latents, kinds, flags, vae, args.out, args.task)
     print(f"sample: wrote {len(paths)} views + grid to {args.out}")
     return 0

@@ -1,7 +1,9 @@
 """Shard loader: homogeneous batches, roles per task, caption dropout, raw vs precomputed shards."""
 
 import dataclasses
+import json
 
+import pytest
 import torch
 
 from onegen.model.vae import Vae
@@ -74,14 +76,46 @@ def test_roles_for_multiview_and_faceid():
     assert choose_generated(("latent",) * 3, "id", rng, 0.5, 0.2) == [True, False, False]
 
 
+def _same_batch(x: dict, y: dict) -> None:
+    assert x["key"] == y["key"] and x["kinds"] == y["kinds"]
+    assert torch.equal(x["generate"], y["generate"]) and torch.equal(x["keep_caption"], y["keep_caption"])
+    for a, b in zip(x["views"], y["views"], strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(x["t5"], y["t5"]) and torch.equal(x["t5mask"], y["t5mask"])
+
+
 def test_loader_is_deterministic(latent_shards):
     config = DataConfig(latent_shards, batch_size=2, task_weights=(("text2image", 1.0), ("image2image", 1.0)))
     a, b = make_loader(config), make_loader(dataclasses.replace(config))
     for _ in range(5):
-        x, y = next(a), next(b)
-        assert x["key"] == y["key"] and torch.equal(x["generate"], y["generate"])
-    skipped = make_loader(config, skip=5)
-    assert next(skipped)["key"] == next(a)["key"]
+        _same_batch(next(a), next(b))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_restored_loader_continues_exactly_and_reads_o1_samples(latent_shards, workers):
+    # two families, caption dropout, a shuffle buffer and batches left pending: all of it must resume
+    config = DataConfig(latent_shards, batch_size=3, caption_dropout=0.5, shuffle_buffer=3, num_workers=workers,
+                        task_weights=(("text2image", 1.0), ("image2image", 1.0)))
+    bound = 2 * 3 + 2 * 3 + 3  # per family the buffer, the pending rows (< batch) of two groups, one batch
+    for steps in (2, 7, 24):
+        run = make_loader(config)
+        for _ in range(steps):
+            next(run)
+        state = json.loads(json.dumps(run.state_dict()))  # plain data: survives JSON
+        restored = make_loader(config, state)
+        first = next(restored)
+        assert restored.samples_read <= bound  # O(1) in the step: no replay of the stream since step 0
+        for x, y in zip([next(run) for _ in range(3)], [first, next(restored), next(restored)], strict=True):
+            _same_batch(x, y)
+    assert run.samples_read > 3 * bound  # while the run itself read the stream up to step 24
+
+
+def test_loader_state_refuses_another_worker_count(latent_shards):
+    config = DataConfig(latent_shards, batch_size=2, task_weights=(("text2image", 1.0),))
+    loader = make_loader(config)
+    next(loader)
+    with pytest.raises(ValueError, match="worker"):
+        make_loader(dataclasses.replace(config, num_workers=2), loader.state_dict())
 
 
 def test_precompute_config_is_frozen():

@@ -1,9 +1,10 @@
-"""The trainer under torchrun on CPU (gloo, 2 processes): DDP split by node and in sync, one checkpoint from
-rank 0, exact resume, and FSDP2 `fully_shard` training the same model.
+"""The trainer under torchrun on CPU (gloo, 2 processes): DDP split by node and in sync, one sharded DCP
+checkpoint written by both ranks, exact resume under DDP and FSDP2, FSDP2 `fully_shard` training the same
+model, and `onegen export` of a 2-rank checkpoint sampling the same as the in-memory EMA.
 
 Every run goes through the real entry point (`python -m torch.distributed.run ... -m onegen.pipelines.cli
 train`) with `--data-log true`, which makes each rank write OUT/data_log/rank{N}.jsonl: per step the keys
-it trained on, a sha256 of the full parameters and the wrapper's class name.
+it trained on, a sha256 of the full parameters and of the EMA, and the wrapper's class name.
 """
 
 import os
@@ -85,14 +86,21 @@ def checkpoint_files(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "checkpoints").iterdir())
 
 
-def checkpoint_digest(path: Path) -> str:
-    """`param_digest` of a model holding the checkpoint's parameters (as rank 0 saved them)."""
+def checkpoint_model(folder: Path, ema: bool = False):
+    """A tiny NextDiT holding the checkpoint's consolidated model (or EMA) weights."""
     from onegen.model.nextdit import build_model
-    from onegen.training.train import param_digest
+    from onegen.training.checkpoint import consolidated_weights
 
     model = build_model("tiny")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
-    return param_digest(model)
+    model.load_state_dict(consolidated_weights(str(folder), ema)[0])
+    return model
+
+
+def checkpoint_digest(folder: Path) -> str:
+    """`param_digest` of a model holding the checkpoint's parameters."""
+    from onegen.training.train_logs import param_digest
+
+    return param_digest(checkpoint_model(folder))
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +110,18 @@ def ddp_run(shards, tmp_path_factory) -> Path:
     return out
 
 
-def test_ddp_writes_one_checkpoint_with_latest(ddp_run):
-    assert checkpoint_files(ddp_run) == ["latest.txt", "step_00000003.pt"]  # no .tmp left, no per-rank copies
-    assert (ddp_run / "checkpoints" / "latest.txt").read_text() == "step_00000003.pt"
-    assert sorted(p.name for p in ddp_run.glob("ema_*.pt")) == ["ema_00000003.pt"]
-    payload = torch.load(ddp_run / "checkpoints" / "step_00000003.pt", map_location="cpu", weights_only=False)
-    assert payload["step"] == 3 and len(payload["rng"]) == 2  # every rank's RNG states
+def test_ddp_writes_one_sharded_checkpoint_from_both_ranks(ddp_run):
+    assert checkpoint_files(ddp_run) == ["latest.txt", "step_00000003"]  # no debris, no per-rank copies
+    assert (ddp_run / "checkpoints" / "latest.txt").read_text() == "step_00000003"
+    folder = ddp_run / "checkpoints" / "step_00000003"
+    assert sorted(p.name for p in folder.iterdir()) == ["COMPLETE", "meta.json", "rank_00000.pt", "rank_00001.pt",
+                                                        "state"]
+    assert {"__0_0.distcp", "__1_0.distcp", ".metadata"} <= {p.name for p in (folder / "state").iterdir()}
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["step"] == 3 and meta["world_size"] == 2 and meta["preset"] == "tiny"
+    for rank in range(2):  # every rank's RNG and loader state, loadable without pickle
+        per_rank = torch.load(folder / f"rank_{rank:05d}.pt", weights_only=True)
+        assert set(per_rank) == {"rng", "loader"} and per_rank["loader"]["world"] == 2
 
 
 def test_ddp_ranks_read_disjoint_shards(ddp_run, shards):
@@ -124,14 +138,14 @@ def test_ddp_parameters_identical_on_both_ranks_and_in_checkpoint(ddp_run):
     digests = [[r["params"] for r in records] for records in ranks]
     assert digests[0] == digests[1]  # the all-reduce keeps both replicas bit-identical after every step
     assert len(set(digests[0])) == 3  # and the parameters do change from step to step
-    assert checkpoint_digest(ddp_run / "checkpoints" / "step_00000003.pt") == digests[1][-1]
+    assert checkpoint_digest(ddp_run / "checkpoints" / "step_00000003") == digests[1][-1]
 
 
 def test_resume_under_torchrun_continues_exactly(ddp_run, shards, tmp_path_factory):
     torchrun_train(shards, ddp_run, steps=5, fsdp=False)  # same OUT: resumes from step 3
     ranks = data_log(ddp_run)
     assert [r["step"] for r in ranks[0]] == [r["step"] for r in ranks[1]] == [1, 2, 3, 4, 5]
-    assert (ddp_run / "checkpoints" / "latest.txt").read_text() == "step_00000005.pt"
+    assert (ddp_run / "checkpoints" / "latest.txt").read_text() == "step_00000005"
     straight = tmp_path_factory.mktemp("straight") / "run"
     torchrun_train(shards, straight, steps=5, fsdp=False)
     reference = data_log(straight)
@@ -140,15 +154,53 @@ def test_resume_under_torchrun_continues_exactly(ddp_run, shards, tmp_path_facto
         assert ranks[rank][-1]["params"] == reference[rank][-1]["params"]
 
 
-def test_fsdp2_trains_on_cpu_gloo_like_ddp(ddp_run, shards, tmp_path_factory):
+@pytest.fixture(scope="module")
+def fsdp_run(shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fsdp") / "run"
     torchrun_train(shards, out, steps=3, fsdp=True)
-    ranks = data_log(out)
+    return out
+
+
+def test_fsdp2_trains_on_cpu_gloo_like_ddp(ddp_run, fsdp_run):
+    ranks = data_log(fsdp_run)
     assert {r["wrapper"] for r in ranks[0] + ranks[1]} == {"FSDPNextDiT"}  # fully_shard swaps the class
     assert [r["params"] for r in ranks[0]] == [r["params"] for r in ranks[1]]
-    assert checkpoint_files(out) == ["latest.txt", "step_00000003.pt"]
-    fsdp_state = torch.load(out / "checkpoints" / "step_00000003.pt", weights_only=False)["model"]
-    ddp_state = torch.load(ddp_run / "checkpoints" / "step_00000003.pt", weights_only=False)["model"]
-    assert fsdp_state.keys() == ddp_state.keys()  # full (unsharded) state dict, no wrapper prefixes
+    assert checkpoint_files(fsdp_run) == ["latest.txt", "step_00000003"]
+    fsdp_state = checkpoint_model(fsdp_run / "checkpoints" / "step_00000003").state_dict()
+    ddp_state = checkpoint_model(ddp_run / "checkpoints" / "step_00000003").state_dict()
+    assert fsdp_state.keys() == ddp_state.keys()  # no wrapper prefixes
     for name, tensor in ddp_state.items():  # same seeds and data: the same 3 steps as DDP
         torch.testing.assert_close(fsdp_state[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fsdp2_checkpoint_exports_to_one_file_that_samples_like_the_in_memory_ema(fsdp_run, tmp_path):
+    from onegen.model.flow import sample_euler
+    from onegen.model.nextdit import load_model_checkpoint
+    from onegen.pipelines.cli import main
+    from onegen.training.sample import load_denoiser
+    from onegen.training.train_logs import param_digest
+
+    folder = fsdp_run / "checkpoints" / "step_00000003"
+    assert main(["export", str(folder), "--out", str(tmp_path / "ema.safetensors"), "--ema"]) == 0
+    exported = load_model_checkpoint(tmp_path / "ema.safetensors", "tiny")
+    in_memory = [records[-1]["ema"] for records in data_log(fsdp_run)]  # both ranks' EMA after step 3
+    assert in_memory[0] == in_memory[1] == param_digest(exported)  # bit for bit the EMA the ranks held
+    assert param_digest(exported) != checkpoint_digest(folder)  # the EMA, not the model
+    sampler_model, _ = load_denoiser(str(tmp_path / "ema.safetensors"), torch.device("cpu"), "tiny")
+    g = torch.Generator().manual_seed(0)
+    noise, caption = torch.randn(1, 16, 2, 8, 8, generator=g), torch.randn(1, 4, 32, generator=g)
+    args = (noise, torch.zeros_like(noise), torch.tensor([[True, False]]), caption, torch.ones(1, 4, dtype=torch.bool))
+    reference = checkpoint_model(folder, ema=True)
+    assert torch.equal(sample_euler(sampler_model, *args, steps=3), sample_euler(reference, *args, steps=3))
+
+
+def test_resume_under_fsdp2_continues_exactly(fsdp_run, shards, tmp_path_factory):
+    torchrun_train(shards, fsdp_run, steps=5, fsdp=True)  # resumes from the sharded step-3 checkpoint
+    straight = tmp_path_factory.mktemp("fsdp_straight") / "run"
+    torchrun_train(shards, straight, steps=5, fsdp=True)
+    resumed, reference = data_log(fsdp_run), data_log(straight)
+    for rank in range(2):
+        assert [r["step"] for r in resumed[rank]] == [1, 2, 3, 4, 5]
+        assert [r["keys"] for r in resumed[rank][3:]] == [r["keys"] for r in reference[rank][3:]]
+        assert [r["params"] for r in resumed[rank][3:]] == [r["params"] for r in reference[rank][3:]]
+        assert resumed[rank][-1]["ema"] == reference[rank][-1]["ema"]

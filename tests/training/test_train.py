@@ -22,8 +22,8 @@ def test_tiny_model_overfits_eight_samples(latent_shards, tmp_path):
     losses = np.array(result["losses"])
     assert len(losses) == 80
     assert losses[:5].mean() > 10 * losses[-10:].mean()
-    ema = torch.load(tmp_path / "run" / "ema_00000080.pt", weights_only=True)
-    assert ema["preset"] == "tiny" and (tmp_path / "run" / "tb").is_dir()
+    folder = tmp_path / "run" / "checkpoints" / "step_00000080"
+    assert (folder / "COMPLETE").exists() and (tmp_path / "run" / "tb").is_dir()
 
 
 def test_resume_reproduces_next_losses_bit_for_bit(latent_shards, tmp_path):
@@ -87,7 +87,7 @@ def test_checkpoints_log_a_sample_grid_per_family(latent_shards, checkpoints, tm
 
 def test_sample_grid_shows_views_side_by_side_with_ray_false_colour():
     from onegen.pipelines.preview_render import RAY_SCALE
-    from onegen.training.train import sample_grid
+    from onegen.training.train_logs import sample_grid
 
     pixels = torch.zeros(2, 3, 64, 64)  # (n, 3, H, W) in [-1, 1]: mid grey
     pixels[1, 0] = 1.0  # second sample: red channel full
@@ -102,7 +102,7 @@ def test_sample_grid_shows_views_side_by_side_with_ray_false_colour():
 
 def test_sample_grid_decodes_latent_views_with_the_vae(checkpoints):
     from onegen.model.vae import Vae
-    from onegen.training.train import sample_grid
+    from onegen.training.train_logs import sample_grid
 
     vae = Vae.load(checkpoints["vae"])
     latents = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))  # (n, 16, h, w)
