@@ -111,3 +111,24 @@ def test_sample_grid_decodes_latent_views_with_the_vae(checkpoints):
     assert grid.shape == (64, 128, 3)
     np.testing.assert_allclose(grid[:, :64], decoded, atol=1)
     np.testing.assert_array_equal(grid[:, :64], grid[:, 64:])
+
+
+def test_train_step_noises_every_view_unless_conditions_are_held_clean(latent_shards):
+    from onegen.model.nextdit import build_model
+    from onegen.training.data import make_loader
+    from onegen.training.train import train_step
+
+    config = _config(latent_shards, "unused", batch_size=2, task_weights=(("image2image", 1.0),))
+    batch = next(make_loader(config.data()))  # canny2image: [image, condition], one generated per row
+    for prob, expect_clean in ((0.0, False), (1.0, True)):
+        model, seen = build_model("tiny"), []
+        model.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        ema = {k: p.detach().clone() for k, p in model.named_parameters()}
+        changed = dataclasses.replace(config, clean_condition_prob=prob)
+        loss, per_family = train_step(model, batch, optimizer, ema, changed, torch.device("cpu"),
+                                      torch.Generator().manual_seed(0))
+        t, generate = seen[0], batch["generate"]  # (B, V) timesteps the model saw
+        assert (t[generate] > 0).all()
+        assert torch.equal(t[~generate], torch.zeros(2)) if expect_clean else (t[~generate] > 0).all()
+        assert set(per_family) == {"image2image"} and per_family["image2image"] > 0 and loss > 0
