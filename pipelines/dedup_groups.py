@@ -66,29 +66,31 @@ def band_values(values: np.ndarray, shift: int, width: int) -> np.ndarray:
     return (values >> np.uint64(shift)) & np.uint64((1 << width) - 1)
 
 
-def band_pairs(values: np.ndarray, layout: list[tuple[int, int]], band: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def band_pairs(values: np.ndarray, layout: list[tuple[int, int]], band: int
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Index pairs (a, b) of *distinct* uint64 `values` that share band `band` and no earlier band.
 
-    Yields chunks of index arrays. Within one bucket every pair appears once; a pair that also agrees on an
-    earlier band is left out (it was, or will be, produced by that band), so over all bands of one layout
-    each unordered pair is yielded at most once. Work is proportional to the pairs inside buckets.
+    Yields chunks (a, b, values[a] ^ values[b]). Within one bucket every pair appears once; a pair that also
+    agrees on an earlier band is left out (it was, or will be, produced by that band), so over all bands of
+    one layout each unordered pair is yielded at most once. Work is proportional to the pairs inside buckets:
+    values are sorted by the band, and offset d pairs each position with the one d places on in its bucket.
     """
     shift, width = layout[band]
     bucket = band_values(values, shift, width)
     order = np.argsort(bucket, kind="stable")
-    ordered = bucket[order]
+    ordered, ordered_values = bucket[order], values[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     lengths = np.diff(np.r_[starts, len(values)])
     run_end = np.repeat(starts + lengths, lengths)  # (m,) exclusive end of each sorted position's bucket
     active = np.flatnonzero(run_end - np.arange(len(values)) > 1)
     offset = 1
     while active.size:
-        a, b = order[active], order[active + offset]
-        keep = np.ones(len(a), dtype=bool)
-        differ = values[a] ^ values[b]
+        differ = ordered_values[active] ^ ordered_values[active + offset]
+        keep = np.ones(len(active), dtype=bool)
         for earlier_shift, earlier_width in layout[:band]:
             keep &= band_values(differ, earlier_shift, earlier_width) != 0
-        yield a[keep], b[keep]
+        first = active[keep]
+        yield order[first], order[first + offset], differ[keep]
         offset += 1
         active = active[run_end[active] - active > offset]
 
@@ -96,7 +98,8 @@ def band_pairs(values: np.ndarray, layout: list[tuple[int, int]], band: int) -> 
 def candidate_pairs(values: np.ndarray, layout: list[tuple[int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`band_pairs` over every band: each unordered pair of distinct values sharing a band, exactly once."""
     for band in range(len(layout)):
-        yield from band_pairs(values, layout, band)
+        for a, b, _ in band_pairs(values, layout, band):
+            yield a, b
 
 
 def close_pairs(values: np.ndarray, layout: list[tuple[int, int]], max_distance: int,
@@ -104,8 +107,8 @@ def close_pairs(values: np.ndarray, layout: list[tuple[int, int]], max_distance:
     """Index pairs of distinct uint64 `values` within `max_distance` bits, found through `bands` (all)."""
     found_a, found_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for band in range(len(layout)) if bands is None else bands:
-        for a, b in band_pairs(values, layout, band):
-            close = np.bitwise_count(values[a] ^ values[b]) <= max_distance
+        for a, b, differ in band_pairs(values, layout, band):
+            close = np.bitwise_count(differ) <= max_distance
             found_a.append(a[close])
             found_b.append(b[close])
     return np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
