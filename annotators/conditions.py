@@ -18,7 +18,7 @@ import pyarrow as pa
 from onegen.annotators.base import Annotator, ConditionSpec, RowError, key_rng
 from onegen.annotators.imageio import encode_jpeg, encode_png
 
-GREY = 127  # fill value of masked pixels: mid-grey, what the released inpainting examples show
+BLACK = 0  # fill value of masked pixels: black, as the released demo's inpainting input
 
 
 @dataclass
@@ -84,13 +84,15 @@ class LowresAnnotator(Annotator):
 
 @dataclass
 class InpaintAnnotator(Annotator):
-    """Random box and brush-stroke masks per key; masked pixels filled grey.
+    """Random box and brush-stroke masks per key; masked pixels set to `fill` on all channels.
 
+    `fill` 0 (black, the default) is what the released model's inpainting input shows
+    (shared/reference-styles/inpainting-input-black-box.webp); version 1 filled grey 127.
     Columns: condition (PNG, the masked image), mask (PNG, 255 = to inpaint), coverage (fraction masked).
     """
 
     name: ClassVar[str] = "inpaint"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: black fill by default; 1: grey 127
     output_schema: ClassVar[pa.Schema] = pa.schema(
         [("condition", pa.binary()), ("mask", pa.binary()), ("coverage", pa.float32())]
     )
@@ -98,13 +100,18 @@ class InpaintAnnotator(Annotator):
 
     max_boxes: int = 3
     max_strokes: int = 4
+    fill: int = BLACK  # 0..255, the value of every channel of a masked pixel
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fill <= 255:  # a configuration error: fail at construction, not per row
+            raise ValueError(f"inpaint fill must be in 0..255, got {self.fill}")
 
     def annotate_one(self, row: dict[str, Any]) -> dict[str, Any]:
         image = row["image"]
         mask = random_mask(image.shape[0], image.shape[1], key_rng(row["key"], self.store_name),
                            self.max_boxes, self.max_strokes)
         masked = image.copy()
-        masked[mask > 0] = GREY
+        masked[mask > 0] = self.fill
         return {"condition": encode_png(masked), "mask": encode_png(mask), "coverage": float((mask > 0).mean())}
 
 

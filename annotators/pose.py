@@ -1,12 +1,16 @@
-"""Pose annotator: YOLO person boxes (ultralytics) -> ViTPose COCO-17 keypoints (transformers) -> OpenPose image.
+"""Pose annotator: YOLO person boxes (ultralytics) -> ViTPose COCO-17 keypoints (transformers) -> pose image.
 
 Output columns (one row per catalog image, DESIGN §3):
 - `keypoints_json` (string): JSON list, one entry per person box above `box_threshold`:
   {"box": [x0, y0, x1, y1] (source pixels), "score": box confidence,
    "keypoints": 17 x [x, y, score] in COCO-17 order, x/y in source pixels}.
 - `n_persons` (int32): number of entries in keypoints_json.
-- `condition` (binary): PNG (H, W, 3) of the OpenPose-style skeletons on black (render_pose), view 1 of
-  the `[[pose2image]]` sample.
+- `condition` (binary): PNG (H, W, 3) of the skeletons on black (`render_pose`), view 1 of the
+  `[[pose2image]]` sample. `style` "mmpose" (default; the released model's style: ViTPose's own
+  visualiser, COCO-17 in thin lines and small dots, three colours by body part) or "openpose"
+  (ControlNet's 18-point rainbow, for ControlNet-style models).
+- `style` (string): the style the condition was drawn in (also part of the annotator's identity).
+Version 2 draws the mmpose style by default (version 1 drew OpenPose only).
 An image with no person box above `box_threshold` is RowError status "no_person".
 
 ViTPose runs on all person crops of the batch at once. The crops follow VitPoseImageProcessor's
@@ -39,7 +43,7 @@ from onegen.annotators.loading import (
     pick_device,
     resolve_checkpoint,
 )
-from onegen.annotators.render_pose import render_pose
+from onegen.annotators.render_pose import STYLES, render_pose
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,13 @@ class PoseAnnotator(Annotator):
     """
 
     name: ClassVar[str] = "pose"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: mmpose (ViTPose visualiser) style by default; 1: OpenPose only
     output_schema: ClassVar[pa.Schema] = pa.schema(
         [
             pa.field("keypoints_json", pa.string()),
             pa.field("n_persons", pa.int32()),
             pa.field("condition", pa.binary()),
+            pa.field("style", pa.string()),
         ]
     )
     conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("pose2image", "condition", "png"),)
@@ -128,6 +133,7 @@ class PoseAnnotator(Annotator):
     person_class: int = 0  # COCO "person"
     imgsz: int = 640  # YOLO inference size
     keypoint_threshold: float = 0.3  # keypoints below this are not drawn
+    style: str = "mmpose"  # "mmpose" (released model, ViTPose visualiser) | "openpose" (ControlNet)
     kernel_size: int = 11  # DARK refinement kernel (post_process_pose_estimation's default)
     num_gpus: float = 1.0
     batch_size: int = 16
@@ -148,6 +154,8 @@ class PoseAnnotator(Annotator):
         import torch
         from transformers import AutoImageProcessor, VitPoseForPoseEstimation
 
+        if self.style not in STYLES:
+            raise ValueError(f"pose style must be one of {STYLES}, got {self.style!r}")
         self._device = pick_device(self.num_gpus)
         self._yolo = load_yolo(self.detector)
         self._checkpoint = resolve_checkpoint(self.model, "pose")
@@ -241,10 +249,9 @@ class PoseAnnotator(Annotator):
                 }
                 for box, conf, kps in zip(boxes, confs, people, strict=True)
             ]
-            canvas = render_pose(image.shape[0], image.shape[1], list(people), self.keypoint_threshold)
-            out.append(
-                {"keypoints_json": json.dumps(persons), "n_persons": len(persons), "condition": encode_png(canvas)}
-            )
+            canvas = render_pose(image.shape[0], image.shape[1], list(people), self.keypoint_threshold, self.style)
+            out.append({"keypoints_json": json.dumps(persons), "n_persons": len(persons),
+                        "condition": encode_png(canvas), "style": self.style})
         return out
 
 

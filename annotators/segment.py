@@ -15,11 +15,11 @@ Per catalog image row (DESIGN §3-§4):
 4. maps (`render_outputs`, pure, callable with known boxes and masks): colours from
    `palette.choose_colours(key, n)`; the semantic map is black with each class's pixels in its
    colour, classes painted in order of decreasing mask area so a smaller object lying on a larger
-   one stays visible (ties: entity order). The box map is black with each box drawn as a rectangle
-   outline (`box_style="outline"`, line `box_line_width` px, 0 = max(2, min(H, W) // 200)) or a
-   filled rectangle (`"fill"`), larger boxes drawn first. The released OneDiffusion code does not
-   ship its box renderer; outlines on black keep nested / overlapping boxes readable and carry no
-   pixel of the photo (view 1 must not leak view 0).
+   one stays visible (ties: entity order). The box map (`box_map.render_box_map`) is drawn as the
+   released model draws it: black, each box filled with its class colour (`box_style="fill"`, the
+   default; `"outline"` draws a `box_line_width` px border instead, 0 = max(2, min(H, W) // 200)),
+   larger boxes first, then a small white `name: score` label just above each box (`box_labels`,
+   kept inside the image). Version 2 (version 1 drew outlines without labels by default).
 
 Output columns: semantic (PNG), boxes (PNG), semantic_tags / box_tags (tags joined by spaces, in
 entity order; a class whose mask is empty or fully covered gets no mask tag), classes_json (list of
@@ -38,6 +38,7 @@ import pyarrow as pa
 import torch
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
+from onegen.annotators.box_map import BOX_STYLES, draw_box, label_text, pixel_box, render_box_map  # noqa: F401
 from onegen.annotators.imageio import encode_png
 from onegen.annotators.loading import pick_device, resolve_checkpoint
 from onegen.annotators.palette import MAX_CLASSES, box_tag, choose_colours, clean_class_name, mask_tag
@@ -189,32 +190,9 @@ def tidy_detections(det: Detections, height: int, width: int, iou: float, per_cl
 # --- Rendering: semantic map, box map, tags ----------------------------------------------------
 
 
-def pixel_box(box: list[float], height: int, width: int) -> tuple[int, int, int, int]:
-    """Inclusive pixel rectangle (x0, y0, x1, y1) covered by float box xyxy (pixel edges)."""
-    x0 = min(max(int(np.floor(box[0])), 0), width - 1)
-    y0 = min(max(int(np.floor(box[1])), 0), height - 1)
-    x1 = min(max(int(np.ceil(box[2])) - 1, x0), width - 1)
-    y1 = min(max(int(np.ceil(box[3])) - 1, y0), height - 1)
-    return x0, y0, x1, y1
-
-
-def draw_box(canvas: np.ndarray, box: tuple[int, int, int, int], rgb: tuple[int, int, int],
-             style: str, line_width: int) -> None:
-    """Paint an inclusive pixel rectangle on (H, W, 3) `canvas`: filled, or its outline `line_width` thick."""
-    x0, y0, x1, y1 = box
-    if style == "fill":
-        canvas[y0 : y1 + 1, x0 : x1 + 1] = rgb
-        return
-    t = line_width
-    canvas[y0 : min(y0 + t, y1 + 1), x0 : x1 + 1] = rgb
-    canvas[max(y1 - t + 1, y0) : y1 + 1, x0 : x1 + 1] = rgb
-    canvas[y0 : y1 + 1, x0 : min(x0 + t, x1 + 1)] = rgb
-    canvas[y0 : y1 + 1, max(x1 - t + 1, x0) : x1 + 1] = rgb
-
-
 def render_outputs(key: str, names: list[str], boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                   masks: np.ndarray, height: int, width: int, box_style: str = "outline",
-                   box_line_width: int = 0) -> dict[str, Any]:
+                   masks: np.ndarray, height: int, width: int, box_style: str = "fill",
+                   box_line_width: int = 0, box_labels: bool = True) -> dict[str, Any]:
     """The annotator's output columns for one image from its boxes and masks.
 
     names: class names (entity order); boxes (N, 4) xyxy pixels; scores (N,); labels (N,) index
@@ -226,12 +204,9 @@ def render_outputs(key: str, names: list[str], boxes: np.ndarray, scores: np.nda
     semantic = np.zeros((height, width, 3), dtype=np.uint8)
     for c in sorted(present, key=lambda c: -area[c]):  # stable: ties keep entity order
         semantic[np.any(masks[labels == c], axis=0)] = colours[present.index(c)].rgb
-    box_map = np.zeros((height, width, 3), dtype=np.uint8)
-    line = box_line_width or max(2, min(height, width) // 200)
-    box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    for i in np.argsort(-box_area, kind="stable"):
-        rgb = colours[present.index(int(labels[i]))].rgb
-        draw_box(box_map, pixel_box(boxes[i].tolist(), height, width), rgb, box_style, line)
+    box_rgb = [colours[present.index(int(c))].rgb for c in labels]
+    texts = [label_text(names[int(c)], float(s)) for c, s in zip(labels, scores, strict=True)] if box_labels else None
+    box_map = render_box_map(height, width, boxes, box_rgb, texts, box_style, box_line_width)
     classes, semantic_tags, box_tags = [], [], []
     for colour, c in zip(colours, present, strict=True):
         visible = int(np.all(semantic == colour.rgb, axis=-1).sum())
@@ -268,7 +243,7 @@ class SegmentAnnotator(Annotator):
     """Semantic map + box map + colour tags per image (module docstring has the full contract)."""
 
     name: ClassVar[str] = "segment"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: filled, labelled boxes (the released style); 1: outlines
     output_schema: ClassVar[pa.Schema] = pa.schema([
         pa.field("semantic", pa.binary()),
         pa.field("boxes", pa.binary()),
@@ -294,8 +269,9 @@ class SegmentAnnotator(Annotator):
     nms_iou: float = 0.5
     max_boxes_per_class: int = 4
     max_classes: int = MAX_CLASSES
-    box_style: str = "outline"  # "outline" | "fill"
-    box_line_width: int = 0  # 0: max(2, min(H, W) // 200)
+    box_style: str = "fill"  # "fill" (the released model's style) | "outline"
+    box_line_width: int = 0  # outline only; 0: max(2, min(H, W) // 200)
+    box_labels: bool = True  # the white "name: score" label above each box
     num_gpus: float = 1.0
     batch_size: int = 8
 
@@ -305,8 +281,8 @@ class SegmentAnnotator(Annotator):
     def setup(self) -> None:
         if not 1 <= self.max_classes <= MAX_CLASSES:
             raise ValueError(f"max_classes must be in 1..{MAX_CLASSES}, got {self.max_classes}")
-        if self.box_style not in ("outline", "fill"):
-            raise ValueError(f"box_style must be 'outline' or 'fill', got {self.box_style!r}")
+        if self.box_style not in BOX_STYLES:
+            raise ValueError(f"box_style must be one of {BOX_STYLES}, got {self.box_style!r}")
         self._det_ckpt = resolve_checkpoint(self.detector_id, "detector")
         self._sam_ckpt = resolve_checkpoint(self.sam_checkpoint, "SAM")
         self._device = pick_device(self.num_gpus)
@@ -347,4 +323,5 @@ class SegmentAnnotator(Annotator):
     def render(self, key: str, names: list[str], det: Detections, masks: np.ndarray) -> dict[str, Any]:
         height, width = masks.shape[1:]
         return render_outputs(str(key), names, det.boxes.cpu().numpy(), det.scores.cpu().numpy(),
-                              det.labels.cpu().numpy(), masks, height, width, self.box_style, self.box_line_width)
+                              det.labels.cpu().numpy(), masks, height, width, self.box_style, self.box_line_width,
+                              self.box_labels)

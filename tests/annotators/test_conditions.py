@@ -28,7 +28,7 @@ def test_outputs_are_deterministic_and_at_source_resolution(annotator):
     batch = _batch([encode(PHOTO), encode(photo("coffee")[:128, :160])])
     first, second = annotator(batch), annotator(batch)
     assert first == second  # identical bytes on a rerun
-    assert first["status"] == ["ok", "ok"] and first["annotator_version"] == ["1", "1"]
+    assert first["status"] == ["ok", "ok"] and first["annotator_version"] == [annotator.version] * 2
     assert pa.Table.from_pydict(first, schema=annotator.schema()).num_rows == 2
     assert decode_rgb(first["condition"][0]).shape == PHOTO.shape
 
@@ -55,12 +55,18 @@ def test_blur_and_lowres_parameters_are_drawn_per_key():
     assert np.abs(blurred.astype(int) - expected).mean() < 2  # JPEG q95 of the OpenCV blur
 
 
-def test_inpaint_fills_exactly_the_mask_with_grey():
+def test_inpaint_fills_exactly_the_mask_black_by_default_or_with_the_configured_value():
     out = InpaintAnnotator()(_batch([encode(PHOTO)]))
     masked, mask = decode_rgb(out["condition"][0]), decode_rgb(out["mask"][0])[..., 0]
-    assert 0 < out["coverage"][0] < 1
-    assert (masked[mask > 0] == 127).all()
+    assert 0 < out["coverage"][0] < 1 and out["annotator_version"] == ["2"]
+    assert (masked[mask > 0] == 0).all()  # the released demo's inpainting input: black
     assert (masked[mask == 0] == PHOTO[mask == 0]).all()
+    grey = InpaintAnnotator(fill=127)(_batch([encode(PHOTO)]))
+    assert grey["mask"] == out["mask"]  # the same mask, only the fill differs
+    grey_masked = decode_rgb(grey["condition"][0])
+    assert (grey_masked[mask > 0] == 127).all() and (grey_masked[mask == 0] == PHOTO[mask == 0]).all()
+    with pytest.raises(ValueError, match="0..255"):
+        InpaintAnnotator(fill=300)
 
 
 @dataclass

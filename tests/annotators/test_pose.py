@@ -98,17 +98,22 @@ def test_annotate_with_detected_boxes_writes_json_and_condition(annotator, monke
     assert np.abs(np.array([p["keypoints"] for p in persons]) - direct).max() < 0.01
     cond = decode_rgb(out["condition"][0])
     assert cond.shape == images[0].shape and cond.any()
-    assert (cond == render_pose(256, 256, list(direct), threshold=0.0)).all()
+    assert (cond == render_pose(256, 256, list(direct), threshold=0.0, style="mmpose")).all()
+    assert out["style"] == ["mmpose", None] and out["annotator_version"][0] == "2"
+    monkeypatch.setattr(annotator, "style", "openpose")  # the ControlNet option, recorded per row
+    openpose = annotator(_batch(images))
+    assert openpose["style"] == ["openpose", None]
+    assert (decode_rgb(openpose["condition"][0]) == render_pose(256, 256, list(direct), 0.0, "openpose")).all()
 
 
 def test_render_exact_colours():
-    """Synthetic keypoints: circle centres carry the OpenPose colour; limbs 60 % of the limb colour."""
+    """The ControlNet option: circle centres carry the OpenPose colour; limbs 60 % of the limb colour."""
     kps = np.zeros((17, 3))
     kps[0] = (100, 100, 1.0)  # nose -> OpenPose 0
     kps[5] = (300, 200, 1.0)  # left shoulder -> OpenPose 5
     kps[6] = (200, 200, 1.0)  # right shoulder -> OpenPose 2; neck = (250, 200)
     kps[8] = (200, 400, 0.1)  # right elbow below threshold: not drawn
-    img = render_pose(512, 512, [kps], threshold=0.3)
+    img = render_pose(512, 512, [kps], threshold=0.3, style="openpose")
     assert tuple(img[100, 100]) == COLORS[0]  # nose
     assert tuple(img[200, 250]) == COLORS[1]  # neck
     assert tuple(img[200, 200]) == COLORS[2]  # right shoulder
@@ -126,7 +131,7 @@ def test_render_without_shoulders_has_no_neck():
     kps = np.zeros((17, 3))
     kps[0] = (50, 50, 1.0)
     kps[5] = (80, 90, 1.0)  # only one shoulder
-    img = render_pose(128, 128, [kps], threshold=0.3)
+    img = render_pose(128, 128, [kps], threshold=0.3, style="openpose")
     assert tuple(img[50, 50]) == COLORS[0] and tuple(img[90, 80]) == COLORS[5]
     assert (img.reshape(-1, 3) == np.array(COLORS[1])).all(axis=1).sum() == 0  # no neck anywhere
 

@@ -141,11 +141,12 @@ def test_semantic_map_colours_exact_pixels_and_tags_match_pixels():
     assert out["n_classes"] == 3
 
 
-def test_box_map_outlines_and_fill():
+def test_box_map_outline_option_and_default_fill():
     h, w = 32, 32
     masks = np.zeros((2, h, w), dtype=bool)
     boxes = np.array([[2, 3, 20, 25], [10.4, 12.6, 15.2, 17.0]], dtype=np.float32)
-    out = render_outputs("k2", ["car", "wheel"], boxes, np.ones(2), np.array([0, 1]), masks, h, w, box_line_width=2)
+    out = render_outputs("k2", ["car", "wheel"], boxes, np.ones(2), np.array([0, 1]), masks, h, w,
+                         box_style="outline", box_line_width=2, box_labels=False)
     box_map, colours = decode_rgb(out["boxes"]), _class_colours(out)
     car, wheel = colours["car"], colours["wheel"]
     assert tuple(box_map[3, 10]) == car and tuple(box_map[4, 10]) == car  # top edge, 2 px thick
@@ -157,7 +158,7 @@ def test_box_map_outlines_and_fill():
     assert [(c.rgb, kind, name) for c, kind, name in tags] == [(car, "boundingbox", "car"), (wheel, "boundingbox", "wheel")]
     assert out["semantic_tags"] == ""  # empty masks: no class is visible in the semantic map
     filled = decode_rgb(render_outputs("k2", ["car", "wheel"], boxes, np.ones(2), np.array([0, 1]), masks, h, w,
-                                       box_style="fill")["boxes"])
+                                       box_labels=False)["boxes"])  # fill is the default
     assert tuple(filled[6, 6]) == car and tuple(filled[14, 12]) == wheel and tuple(filled[0, 0]) == (0, 0, 0)
 
 
