@@ -4,7 +4,12 @@ Output columns (one row per catalog image, DESIGN §3):
 - `png16` (binary): 16-bit single-channel PNG at the source resolution (H, W) of the model's relative
   inverse depth (larger = nearer), normalised per image to [0, 1] and stored as round(d * 65535).
 - `condition` (binary): 8-bit PNG (H, W, 3), the same normalised map as round(d * 255) replicated to three
-  channels, as ControlNet depth conditions are; view 1 of the `[[depth2image]]` sample.
+  channels; view 1 of the `[[depth2image]]` sample. Convention: grey *inverse* depth (Depth Anything's
+  relative output, larger = nearer), min-max normalised per image, so the nearest surface is white
+  (255) and the farthest black (0). This is what the released model's depth input shows
+  (shared/reference-styles/depth-input-inverse-grey.webp: grey, R = G = B, near bright, values
+  spanning ~0..252) and the rule of Depth Anything's own visualisation (per-image min-max to 0..255,
+  grey to three channels; it truncates where we round, at most one level apart).
 - `depth_min`, `depth_max` (float32): the raw model output's range at source resolution, so that
   raw = depth_min + d * (depth_max - depth_min) (units: the model's relative inverse depth, unitless).
 A map whose range is (numerically) empty is a data problem: RowError status "degenerate_depth".

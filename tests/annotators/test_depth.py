@@ -77,6 +77,22 @@ def test_matches_library_processor_and_postprocess(annotator, tiny_dir):
         assert np.abs(norm - (ref - ref.min()) / span).max() < 1e-4
 
 
+def test_condition_is_grey_inverse_depth_min_max_per_image_near_bright(annotator, tiny_dir):
+    """The 8-bit condition is round(255 * (raw - min) / (max - min)) of the model's own (inverse) depth,
+    library-postprocessed: white where the model's output is largest (nearest), black at its smallest."""
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(tiny_dir)
+    image = _images()[1]
+    cond = decode_rgb(annotator(_batch([image]))["condition"][0]).astype(int)  # (H, W, 3)
+    with torch.no_grad():
+        outputs = annotator._model(**processor(images=[image], return_tensors="pt"))
+    raw = processor.post_process_depth_estimation(outputs, target_sizes=[image.shape[:2]])[0]["predicted_depth"].numpy()
+    expected = np.round(255 * (raw - raw.min()) / (raw.max() - raw.min()))
+    assert np.abs(cond[..., 0] - expected).max() <= 1 and (cond == cond[..., :1]).all()
+    assert cond[..., 0].flat[raw.argmax()] == 255 and cond[..., 0].flat[raw.argmin()] == 0
+
+
 def test_outputs_round_trip(annotator):
     images = _images()
     out = annotator(_batch(images))
