@@ -66,11 +66,12 @@ def band_values(values: np.ndarray, shift: int, width: int) -> np.ndarray:
     return (values >> np.uint64(shift)) & np.uint64((1 << width) - 1)
 
 
-def band_pairs(values: np.ndarray, layout: list[tuple[int, int]], band: int
+def band_pairs(values: np.ndarray, layout: list[tuple[int, int]], band: int, max_distance: int | None = None
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Index pairs (a, b) of *distinct* uint64 `values` that share band `band` and no earlier band.
 
-    Yields chunks (a, b, values[a] ^ values[b]). Within one bucket every pair appears once; a pair that also
+    Yields chunks (a, b, values[a] ^ values[b]); with `max_distance`, only the pairs that are also within
+    that many bits (each candidate's distance computed once, here). Within one bucket every pair appears once; a pair that also
     agrees on an earlier band is left out (it was, or will be, produced by that band), so over all bands of
     one layout each unordered pair is yielded at most once. Work is proportional to the pairs inside buckets:
     values are sorted by the band, and offset d pairs each position with the one d places on in its bucket.
@@ -89,8 +90,12 @@ def band_pairs(values: np.ndarray, layout: list[tuple[int, int]], band: int
         keep = np.ones(len(active), dtype=bool)
         for earlier_shift, earlier_width in layout[:band]:
             keep &= band_values(differ, earlier_shift, earlier_width) != 0
+        differ = differ[keep]
         first = active[keep]
-        yield order[first], order[first + offset], differ[keep]
+        if max_distance is not None:
+            close = np.bitwise_count(differ) <= max_distance
+            first, differ = first[close], differ[close]
+        yield order[first], order[first + offset], differ
         offset += 1
         active = active[run_end[active] - active > offset]
 
@@ -107,10 +112,9 @@ def close_pairs(values: np.ndarray, layout: list[tuple[int, int]], max_distance:
     """Index pairs of distinct uint64 `values` within `max_distance` bits, found through `bands` (all)."""
     found_a, found_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for band in range(len(layout)) if bands is None else bands:
-        for a, b, differ in band_pairs(values, layout, band):
-            close = np.bitwise_count(differ) <= max_distance
-            found_a.append(a[close])
-            found_b.append(b[close])
+        for a, b, _ in band_pairs(values, layout, band, max_distance):
+            found_a.append(a)
+            found_b.append(b)
     return np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
 
 
