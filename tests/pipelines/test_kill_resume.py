@@ -87,7 +87,7 @@ def test_kill_and_rerun_every_job(tmp_path, photos, reference):
     shutil.rmtree(root / "annotations")
     assert crash(annotate, "after_rename:3:driver") == -9
     _run(annotate)
-    for store in ("canny@1", "inpaint@1"):
+    for store in (CannyAnnotator().store_name, InpaintAnnotator().store_name):
         assert _parquet_rows(root / "annotations" / store) == _parquet_rows(reference / "d" / "annotations" / store)
     # build: the driver killed between a tar's rename and its manifest, a worker before a tar's rename
     assert crash(build, "after_rename:2:driver") == -9
