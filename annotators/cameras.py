@@ -15,7 +15,9 @@ Conventions (one set, used everywhere in onegen):
 - Rays are one per latent cell: a view of (height, width) pixels has (height // 8, width // 8)
   cells; cell (i, j) is cast through pixel (u, v) = ((j + 0.5) * 8, (i + 0.5) * 8). For a square view
   this is the released grid (`compute_ndc_coordinates` with half-pixel offsets: NDC x from
-  1 - 1/n to -(1 - 1/n), left to right, y likewise top to bottom). A ray is [d, m] with d the unit
+  1 - 1/n to -(1 - 1/n), left to right, y likewise top to bottom); for a non-square view the released
+  code casts its n x n grid over the centred min(W, H) square, which is what the multiview shards
+  crop to before computing rays (pipelines/multiview_samples.py). A ray is [d, m] with d the unit
   world direction and m = o x d its moment (o the camera centre), so camera 0's moments are 0.
 - The 16-channel ray latent is [d, m, d, m, d, m_x] * RAY_SCALE (3+3+3+3+3+1 channels).
 - For users, `camera0_c2w` re-expresses cameras in camera 0's own OpenCV or OpenGL frame (camera 0 =
