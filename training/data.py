@@ -40,6 +40,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -127,7 +128,26 @@ def view_members(sample: dict) -> list[tuple[int, str, str]]:
     return [(index, prefix, name) for index, _, prefix, name in sorted(found)]
 
 
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}  # header bytes -> (dtype, shape, data offset)
+
+
 def _npy(data: bytes) -> np.ndarray:
+    """A .npy member as a read-only array; headers seen before are not parsed again (np.load parses each one
+    with a Python literal eval, a large part of decoding small arrays). Anything but a plain C-order v1/v2
+    file goes through np.load."""
+    if data[:6] == b"\x93NUMPY" and data[6] in (1, 2):
+        start = 10 if data[6] == 1 else 12
+        length = int.from_bytes(data[8:start], "little")
+        header = data[start:start + length]
+        if header not in _NPY_HEADERS:
+            meta = np.lib.format.read_array_header_1_0(io.BytesIO(data[8:start + length])) if data[6] == 1 else \
+                np.lib.format.read_array_header_2_0(io.BytesIO(data[8:start + length]))
+            shape, fortran, dtype = meta
+            if fortran or dtype.hasobject:
+                return np.load(io.BytesIO(data), allow_pickle=False)
+            _NPY_HEADERS[header] = (dtype, shape, start + length)
+        dtype, shape, offset = _NPY_HEADERS[header]
+        return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
@@ -203,8 +223,21 @@ def collate(items: list[dict]) -> dict:
         batch[name] = [it[name] for it in items]
     if all("t5" in it for it in items):
         length = max(it["t5"].shape[0] for it in items)
-        batch["t5"] = torch.stack([F.pad(it["t5"], (0, 0, 0, length - it["t5"].shape[0])) for it in items])
-        batch["t5mask"] = torch.stack([F.pad(it["t5mask"], (0, length - it["t5mask"].shape[0])) for it in items])
+        if all(it["t5"].shape[0] == length for it in items):  # no padding needed: one stack, no zero fill
+            batch["t5"] = torch.stack([it["t5"] for it in items])  # (B, L, D)
+            batch["t5mask"] = torch.stack([it["t5mask"] for it in items])  # (B, L)
+            return batch
+        states = torch.zeros(len(items), length, items[0]["t5"].shape[1])  # (B, L, D): one copy, padded with 0
+        masks = torch.zeros(len(items), length, dtype=torch.bool)  # (B, L)
+        for row, it in enumerate(items):
+            states[row, : it["t5"].shape[0]] = it["t5"]
+            masks[row, : it["t5mask"].shape[0]] = it["t5mask"]
+        batch["t5"], batch["t5mask"] = states, masks
+    return batch
+
+
+def _as_is(batch: dict) -> dict:
+    """DataLoader collate_fn for ready batches: skips default_convert's walk over the loader state."""
     return batch
 
 
@@ -289,7 +322,7 @@ class Loader:
         self.reads: dict[int, int] = {}
         dataset = ShardBatches(config, self.next_stream, dict(self.streams))
         self._batches = iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=config.num_workers,
-                                                         persistent_workers=config.num_workers > 0))
+                                                         collate_fn=_as_is, persistent_workers=config.num_workers > 0))
 
     def __iter__(self) -> Loader:
         return self

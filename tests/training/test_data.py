@@ -120,3 +120,21 @@ def test_loader_state_refuses_another_worker_count(latent_shards):
 
 def test_precompute_config_is_frozen():
     assert dataclasses.is_dataclass(PrecomputeConfig)
+
+
+def test_npy_members_decode_like_np_load():
+    import io
+
+    import numpy as np
+
+    from onegen.training.data import _npy
+
+    arrays = [np.random.default_rng(0).random((16, 4, 6)).astype(np.float16), np.ones(7, dtype=bool),
+              np.arange(6.0).reshape(2, 3).copy(order="F"), np.zeros((0, 3), dtype=np.int64)]
+    for array in arrays:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        for _ in range(2):  # the second read takes the cached header
+            out = _npy(buffer.getvalue())
+            expected = np.load(io.BytesIO(buffer.getvalue()))
+            assert out.dtype == expected.dtype and out.shape == expected.shape and np.array_equal(out, expected)
