@@ -5,8 +5,9 @@ rejects/<source>/part-NNNNN.parquet      REJECTS_SCHEMA, one row per item refuse
 annotations/<name>@<version>/<source>/part-NNNNN.parquet
                                          annotator.schema(): common fields + outputs, one row per
                                          catalog row of the same part, same order
-<shards>/manifests/<prefix>-<task>-NNNNNN.parquet  SHARD_MANIFEST_SCHEMA, one row per sample of that tar
-<shards>/skipped/<prefix>-<task>-NNNNNN.parquet    SKIPPED_SCHEMA, candidates left out, with the reason
+<shards>/manifests/<shard>.parquet       SHARD_MANIFEST_SCHEMA, one row per sample of that tar
+<shards>/skipped/<shard>.parquet         SKIPPED_SCHEMA, candidates left out, with the reason
+(every path: manifests/layout.py)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),  # where the item came from (path, or path#row)
         pa.field("kind", pa.string(), nullable=False),
-        pa.field("image", pa.binary()),  # normalised RGB image bytes; null for scenes
+        pa.field("image", pa.binary()),  # normalised RGB image bytes; null for scenes and by-reference rows
         pa.field("image_format", pa.string()),  # "jpg" | "png" (the catalog's one format)
         pa.field("width", pa.int32()),  # pixels after EXIF orientation (view 0 for scenes)
         pa.field("height", pa.int32()),
@@ -31,6 +32,7 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("subject", pa.string()),  # ID subject, null otherwise
         pa.field("view_images", pa.list_(pa.binary())),  # scenes only
         pa.field("view_uris", pa.list_(pa.string())),  # scenes only
+        pa.field("image_ref", pa.string()),  # JSON locator of the original bytes (--images reference), else null
     ]
 )
 

@@ -1,11 +1,13 @@
 """Writing one task's stream of samples into WebDataset tars with per-shard manifests.
 
-A shard is `{prefix}-{task}-{n:06d}.tar` (so `{prefix}-{shard:06d}.tar` with the task in the prefix).
-It closes when it holds `samples_per_shard` samples, or before a sample that would take it past
-`max_shard_bytes` (a single larger sample gets a shard of its own). Commit order, per shard: the tar
-(temp name, fsync, rename; written in place for local folders, no copy), then skipped/<name>.parquet, then manifests/<name>.parquet, which marks the
-shard as existing. Tar headers are fixed (mtime 0, uid/gid 0, mode 0444), so the same samples give
-the same tar bytes on every run.
+A shard is `{stem}-{n:06d}.tar`, the stem being `{prefix}-{task}` or, for a build unit's shards,
+`{prefix}-{task}-{unit:05d}` (manifests/layout.py). It closes when it holds `samples_per_shard`
+samples, or before a sample that would take it past `max_shard_bytes` (a single larger sample gets a
+shard of its own). Samples are streamed into the open tar as they come (one sample in memory at a
+time). Commit order, per shard: the tar (temp name, fsync, rename; written in place for local
+folders, no copy), then skipped/<name>.parquet, then manifests/<name>.parquet, which marks the shard
+as existing. Tar headers are fixed (mtime 0, uid/gid 0, mode 0444), so the same samples give the same
+tar bytes on every run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from onegen.manifests import store
+from onegen.manifests.layout import ShardLayout
 from onegen.manifests.schemas import SHARD_MANIFEST_SCHEMA, SKIPPED_SCHEMA
 from onegen.manifests.shard_index import file_md5
 
@@ -57,7 +60,7 @@ class ShardInfo:
 
 @dataclass
 class ShardWriter:
-    """Accumulates one task's samples (in stream order) and commits full shards."""
+    """Streams one task's samples (in stream order) into tars and commits full shards."""
 
     out: str
     prefix: str
@@ -65,70 +68,94 @@ class ShardWriter:
     samples_per_shard: int
     max_shard_bytes: int
     next_index: int = 0
+    stem: str = ""  # name before "-{n:06d}"; default "{prefix}-{task}"
     written: list[ShardInfo] = field(default_factory=list)
-    _samples: list[Sample] = field(default_factory=list)
+    _rows: list[dict] = field(default_factory=list)
     _skipped: list[dict] = field(default_factory=list)
     _bytes: int = 0
+    _open: tuple[store.PendingFile, BinaryIO] | None = None
     _committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     _commits: list[Future] = field(default_factory=list)
     _hashers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2))
 
+    def __post_init__(self) -> None:
+        self.stem = self.stem or f"{self.prefix}-{self.task}"
+
+    @property
+    def shard(self) -> str:
+        """Name of the shard being filled (or filled next)."""
+        return f"{self.stem}-{self.next_index:06d}"
+
     def add(self, sample: Sample) -> None:
         size = sample.tar_bytes()
-        if self._samples and self._bytes + size + 2 * TAR_BLOCK > self.max_shard_bytes:
+        if self._rows and self._bytes + size + 2 * TAR_BLOCK > self.max_shard_bytes:
             self.flush()
-        self._samples.append(sample)
-        self._bytes += size
-        if len(self._samples) >= self.samples_per_shard:
+        if self._open is None:
+            pending = store.begin_commit(ShardLayout(self.out).tar(self.shard))
+            self._open = (pending, open(pending.scratch, "wb"))
+        try:
+            self._bytes += write_sample(self._open[1], sample)
+        except BaseException:
+            self._abort()
+            raise
+        self._rows.append(_manifest_row(sample, self.shard))
+        if len(self._rows) >= self.samples_per_shard:
             self.flush()
 
     def skip(self, key: str, reason: str, ordinal: int) -> None:
         self._skipped.append({"key": key, "task": self.task, "reason": reason, "ordinal": ordinal})
 
     def flush(self) -> None:
-        """Write the open shard (if it has samples) and queue its commit.
+        """Close the open shard (if it has samples) and queue its commit.
 
-        The tar is written here; its md5 is computed on a small hashing pool, and fsync, rename and the
-        skipped/manifest tables happen on one committer thread (so in shard order: committed shards stay
-        a prefix), all while the next shard is being written.
+        Its md5 is computed on a small hashing pool, and fsync, rename and the skipped/manifest tables
+        happen on one committer thread (so in shard order: committed shards stay a prefix), all while
+        the next shard is being written.
         """
         self._raise_commit_errors()
-        if not self._samples:
+        if self._open is None:
             return
-        name = f"{self.prefix}-{self.task}-{self.next_index:06d}"
-        rows = [_manifest_row(sample, name) for sample in self._samples]
-        pending = store.begin_commit(store.join(self.out, f"{name}.tar"))
+        pending, handle = self._open
         try:
-            with open(pending.scratch, "wb") as handle:
-                filesize = write_tar(handle, self._samples)
+            filesize = self._bytes + write_end(handle, self._bytes)
+            handle.close()
         except BaseException:
-            store.abort_commit(pending)
+            self._abort()
             raise
+        self._open = None
+        name = self.shard
         md5 = self._hashers.submit(file_md5, pending.scratch)  # in parallel with the commits before it
-        self._commits.append(self._committer.submit(self._commit, name, pending, rows, self._skipped, filesize, md5))
-        self.written.append(ShardInfo(f"{name}.tar", len(rows), filesize, self.task))
+        self._commits.append(self._committer.submit(self._commit, name, pending, self._rows, self._skipped,
+                                                    filesize, md5))
+        self.written.append(ShardInfo(f"{name}.tar", len(self._rows), filesize, self.task))
         self.next_index += 1
-        self._samples, self._skipped, self._bytes = [], [], 0
+        self._rows, self._skipped, self._bytes = [], [], 0
 
     def finish(self) -> None:
         """Commit the last shard and wait for every queued commit; trailing skips with no shard to go
-        with land in a tail file."""
+        with land in a tail file (`{stem}-tail.parquet`)."""
         self.flush()
         self._committer.shutdown(wait=True)
         self._hashers.shutdown(wait=True)
         self._raise_commit_errors()
         if self._skipped:
-            tail = store.join(self.out, "skipped", f"{self.prefix}-{self.task}-tail-{self._skipped[-1]['ordinal']}.parquet")
-            store.commit_table(tail, pa.Table.from_pylist(self._skipped, schema=SKIPPED_SCHEMA))
+            store.commit_table(ShardLayout(self.out).skipped(f"{self.stem}-tail"), pa.Table.from_pylist(self._skipped, schema=SKIPPED_SCHEMA))
             self._skipped = []
+
+    def _abort(self) -> None:
+        if self._open is not None:
+            pending, handle = self._open
+            handle.close()
+            store.abort_commit(pending)
+            self._open = None
 
     def _commit(self, name: str, pending: store.PendingFile, rows: list[dict], skipped: list[dict],
                 filesize: int, md5: Future) -> None:
         digest = md5.result()  # before the rename: the scratch file is gone after it
         store.end_commit(pending)
-        store.commit_table(store.join(self.out, "skipped", f"{name}.parquet"),
-                           pa.Table.from_pylist(skipped, schema=SKIPPED_SCHEMA))
-        store.commit_table(store.join(self.out, "manifests", f"{name}.parquet"),
+        layout = ShardLayout(self.out)
+        store.commit_table(layout.skipped(name), pa.Table.from_pylist(skipped, schema=SKIPPED_SCHEMA))
+        store.commit_table(layout.manifest(name),
                            pa.Table.from_pylist(rows, schema=SHARD_MANIFEST_SCHEMA),
                            {"onegen.shard_bytes": str(filesize), "onegen.shard_md5": digest})
 
@@ -139,21 +166,31 @@ class ShardWriter:
             future.result()  # re-raises a failed commit here, in the caller's thread
 
 
-def write_tar(handle: BinaryIO, samples: list[Sample]) -> int:
-    """Write `samples` as a ustar archive to `handle` (headers from tarfile's own `TarInfo.tobuf`, data
-    without intermediate copies); returns the size."""
+def write_sample(handle: BinaryIO, sample: Sample) -> int:
+    """Append one sample's members to a ustar stream (headers from tarfile's own `TarInfo.tobuf`, data
+    without intermediate copies); returns the bytes written."""
     size = 0
-    for sample in samples:
-        for suffix, data in sample.members:
-            header = _tar_info(f"{sample.key}.{suffix}", len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
-            padding = -len(data) % TAR_BLOCK
-            handle.write(header)
-            handle.write(data)
-            handle.write(bytes(padding))
-            size += len(header) + len(data) + padding
-    end = 2 * TAR_BLOCK + -(size + 2 * TAR_BLOCK) % tarfile.RECORDSIZE  # end marker, then a whole record
+    for suffix, data in sample.members:
+        header = _tar_info(f"{sample.key}.{suffix}", len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+        padding = -len(data) % TAR_BLOCK
+        handle.write(header)
+        handle.write(data)
+        handle.write(bytes(padding))
+        size += len(header) + len(data) + padding
+    return size
+
+
+def write_end(handle: BinaryIO, size: int) -> int:
+    """Write the end-of-archive marker after `size` bytes of members, padded to a whole record."""
+    end = 2 * TAR_BLOCK + -(size + 2 * TAR_BLOCK) % tarfile.RECORDSIZE
     handle.write(bytes(end))
-    return size + end
+    return end
+
+
+def write_tar(handle: BinaryIO, samples: list[Sample]) -> int:
+    """Write `samples` as a whole ustar archive to `handle`; returns the size."""
+    size = sum(write_sample(handle, sample) for sample in samples)
+    return size + write_end(handle, size)
 
 
 def _manifest_row(sample: Sample, shard: str) -> dict:

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,15 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 TEMP_SUFFIX = ".tmp-onegen"
-# Fault injection for the kill-and-rerun tests: "before_rename:N" or "after_rename:N" SIGKILLs this
-# process at the N-th commit (1-based) at that point. Unset in normal use; costs one dict lookup.
+# Fault injection for the kill-and-rerun tests: "before_rename:N" or "after_rename:N" SIGKILLs the
+# committing process at the N-th commit (1-based) at that point; "...:N:driver" SIGKILLs the job's
+# driver instead (its pid in CRASH_DRIVER_ENV, which init_ray sets). With CRASH_COUNTER_ENV naming a
+# file, the workers' commits are counted across all their processes (the driver's own job records are
+# not counted), so the N-th unit commit of the whole job fires, once. Unset in normal use; costs one
+# environment lookup.
 CRASH_ENV = "ONEGEN_CRASH_AT"
+CRASH_COUNTER_ENV = "ONEGEN_CRASH_COUNTER"
+CRASH_DRIVER_ENV = "ONEGEN_CRASH_DRIVER_PID"
 _commit_counts = {"before_rename": 0, "after_rename": 0}
 
 
@@ -180,19 +187,51 @@ def _maybe_crash(stage: str) -> None:
     wanted = os.environ.get(CRASH_ENV)
     if not wanted:
         return
-    _commit_counts[stage] += 1
-    name, _, count = wanted.partition(":")
-    if name == stage and _commit_counts[stage] == int(count):
-        os.kill(os.getpid(), signal.SIGKILL)
+    name, _, rest = wanted.partition(":")
+    count, _, target = rest.partition(":")
+    if name != stage:
+        return
+    if os.environ.get(CRASH_COUNTER_ENV) and os.environ.get(CRASH_DRIVER_ENV) == str(os.getpid()):
+        return  # the driver's commits (job records, index) are not what the workers' count is about
+    if _next_count(stage) == int(count):
+        pid = int(os.environ[CRASH_DRIVER_ENV]) if target == "driver" else os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        if pid != os.getpid():
+            time.sleep(60)  # the driver is gone; Ray ends this worker with its job
+
+
+def mark_driver() -> None:
+    """Under fault injection, record this process as the job's driver (its children inherit the pid)."""
+    if os.environ.get(CRASH_ENV):
+        os.environ.setdefault(CRASH_DRIVER_ENV, str(os.getpid()))
+
+
+def _next_count(stage: str) -> int:
+    """This commit's number at `stage`: per process, or across processes through the counter file."""
+    counter = os.environ.get(CRASH_COUNTER_ENV)
+    if not counter:
+        _commit_counts[stage] += 1
+        return _commit_counts[stage]
+    import fcntl
+
+    with open(f"{counter}.{stage}", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        number = len(handle.read()) + 1
+        handle.write("x")
+        handle.flush()
+        return number
 
 
 def _fsync(handle: Any) -> None:
-    """fsync local files; remote file objects have no descriptor and commit on close."""
+    """fsync local files (an fsync error raises: nothing is renamed over it); remote file objects have
+    no descriptor and commit on close."""
+    handle.flush()
     try:
-        handle.flush()
-        os.fsync(handle.fileno())
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        pass
+        descriptor = handle.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return
+    os.fsync(descriptor)
 
 
 def _unstrip(original: str, stripped_root: str, found: str) -> str:

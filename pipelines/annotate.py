@@ -1,9 +1,14 @@
 """`onegen annotate DIR --annotators a,b`: the one Ray Data runner for every annotator.
 
-For each annotator, catalog parts without an annotation part are read (with the stored columns of
-the annotators it `requires`, as "<name>.<column>"), mapped through the annotator on an actor pool
-(`ActorPoolStrategy`, the annotator's num_gpus / num_cpus / batch_size / concurrency), and committed
-as annotations/<name>@<version>/<source>/part-NNNNN.parquet: one row per catalog row, same order.
+For each annotator, catalog parts without an annotation part are the units of work
+(pipelines/units.py). Three stages run on the workers, streaming:
+  1. a CPU task reads a unit's catalog part (images read back from the source for by-reference
+     rows), with the stored columns of the annotators it `requires` as "<name>.<column>";
+  2. the annotator's actor pool (`ActorPoolStrategy`, its num_gpus / num_cpus / batch_size /
+     concurrency) runs the model, and nothing else: no I/O waits on a GPU;
+  3. a CPU task commits the unit as annotations/<name>@<version>/<source>/part-NNNNN.parquet (one row
+     per catalog row, same order) and returns a small record, the only thing the driver sees.
+Units commit in whatever order they finish.
 Each annotation part records the hash of its catalog part's keys; a catalog part that changed since
 (re-ingested) makes the annotation part stale, which is refused unless --overwrite redoes it.
 
@@ -14,17 +19,27 @@ Identity of an annotator's outputs is name@version plus its configuration fields
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, decode_batch
 from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines import job_state
-from onegen.pipelines.part_stream import PART_COLUMN, commit_stream
+from onegen.pipelines.catalog_images import resolve_images
 from onegen.pipelines.ray_setup import RayConfig, init_ray
+from onegen.pipelines.units import (
+    ACTOR_ARGS,
+    UNIT_COLUMN,
+    collect_records,
+    record_table,
+    split_units,
+    unit_dataset,
+    unit_of,
+)
 
 RESOURCE_FIELDS = ("num_gpus", "num_cpus", "batch_size", "concurrency")
 CATALOG_KEYS_META = "onegen.catalog_keys_sha256"
@@ -61,27 +76,6 @@ def annotator_identity(annotator: Annotator) -> dict:
             "config": fields, "conditions": conditions}
 
 
-def store_dir(root: str, annotator_name_at_version: str) -> str:
-    return store.join(root, "annotations", annotator_name_at_version)
-
-
-def find_store(root: str, name: str) -> str | None:
-    """The `<name>@<version>` folder to read `name` from: the highest version present, or None."""
-    fs, base = store.filesystem(store.join(root, "annotations"))
-    if not fs.exists(base):
-        return None
-    versions = [p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False) if p.rsplit("/", 1)[-1].startswith(name + "@")]
-    if not versions:
-        return None
-    return max(versions, key=lambda v: [int(x) if x.isdigit() else x for x in v.split("@", 1)[1].split(".")])
-
-
-def catalog_parts(root: str) -> list[tuple[str, str]]:
-    """(source, part path) of every committed catalog part, sorted."""
-    catalog = store.join(root, "catalog")
-    return [(path.rsplit("/", 2)[-2], path) for path in store.list_files(catalog, ".parquet")]
-
-
 def keys_sha256(path: str) -> tuple[int, str]:
     keys = store.read_table(path, ["key"]).column("key").to_pylist()
     return len(keys), hashlib.sha256("\n".join(keys).encode()).hexdigest()
@@ -89,17 +83,17 @@ def keys_sha256(path: str) -> tuple[int, str]:
 
 def plan_parts(root: str, annotator: Annotator, overwrite: bool) -> tuple[list[PartTask], int]:
     """Pending part tasks and how many parts were already done; refuses stale parts unless overwrite."""
-    output_root = store_dir(root, annotator.store_name)
-    stores = {name: find_store(root, name) for name in annotator.requires}
+    layout = DatasetLayout(root)
+    stores = {name: layout.find_store(name) for name in annotator.requires}
     missing = [name for name, found in stores.items() if found is None]
     if missing:
         raise MissingRequirement(f"{annotator.name} needs {', '.join(missing)}: run `onegen annotate --annotators {','.join(missing)}` first")
-    optional = {name: find_store(root, name) for name in annotator.optional_requires}
+    optional = {name: layout.find_store(name) for name in annotator.optional_requires}
     stores.update({name: found for name, found in optional.items() if found})
     tasks, done, stale = [], 0, []
-    for index, (source, path) in enumerate(catalog_parts(root)):
+    for index, (source, path) in enumerate(layout.catalog_parts()):
         part = path.rsplit("/", 1)[-1]
-        output = store.join(output_root, source, part)
+        output = layout.store_part(annotator.store_name, path)
         rows, sha = keys_sha256(path)
         if store.exists(output):
             if store.read_metadata(output).get(CATALOG_KEYS_META) == sha:
@@ -108,7 +102,7 @@ def plan_parts(root: str, annotator: Annotator, overwrite: bool) -> tuple[list[P
             if not overwrite:
                 stale.append(f"{source}/{part}")
                 continue
-        joins = tuple((name, store.join(store_dir(root, found), source, part)) for name, found in stores.items())
+        joins = tuple((name, layout.store_part(found, path)) for name, found in stores.items())
         absent = [name for name, joined in joins if name in annotator.requires and not store.exists(joined)]
         if absent:
             raise MissingRequirement(f"{annotator.name} needs {', '.join(absent)} for {source}/{part}: run those annotators first")
@@ -121,25 +115,48 @@ def plan_parts(root: str, annotator: Annotator, overwrite: bool) -> tuple[list[P
     return tasks, done
 
 
-def read_part_rows(batch: dict) -> pa.Table:
-    """map_batches(batch_size=1) step: one PartTask (JSON) -> its catalog rows + joined columns + _part."""
-    (task_json,) = batch["task"]
-    task = json.loads(task_json)
-    table = store.read_table(task["catalog_path"])
+def read_unit_rows(batch: pa.Table) -> pa.Table:
+    """Stage 1 (CPU task, one unit per call): its catalog rows + joined columns + `_unit`."""
+    unit = unit_of(batch)
+    table = resolve_images(store.read_table(unit["catalog_path"]))
     keys = table.column("key")
-    for name, path in task["joins"]:
+    for name, path in unit["joins"]:
         joined = store.read_table(path)
         if joined.column("key") != keys:
-            raise RuntimeError(f"{path} is not aligned with {task['catalog_path']}: rerun that annotator with --overwrite")
+            raise RuntimeError(f"{path} is not aligned with {unit['catalog_path']}: rerun that annotator with --overwrite")
         for column in joined.column_names:
             if column != "key":
                 table = table.append_column(f"{name}.{column}", joined.column(column))
-    return table.append_column(PART_COLUMN, pa.array([task["index"]] * table.num_rows, pa.int64()))
+    return table.append_column(UNIT_COLUMN, pa.array([unit["index"]] * table.num_rows, pa.int64()))
+
+
+def commit_units(table: pa.Table, annotators: tuple[Annotator, ...], plan: dict[int, dict]) -> pa.Table:
+    """Stage 3 (CPU task): commit every unit in this block, one part per annotator; their records.
+
+    `plan[unit]` = {"rows": n, "outputs": {position: (output path, catalog keys sha256)}}."""
+    records = []
+    for unit, rows in split_units(table, {u: p["rows"] for u, p in plan.items()}):
+        statuses = {}
+        for position, (path, keys_sha) in plan[unit]["outputs"].items():
+            prefix = f"{position}::"
+            own = rows.select([c for c in rows.column_names if c.startswith(prefix)])
+            own = own.rename_columns([c[len(prefix):] for c in own.column_names])
+            store.commit_table(path, own.cast(annotators[position].schema()), {CATALOG_KEYS_META: keys_sha})
+            statuses[annotators[position].store_name] = _count(own.column("status").to_pylist())
+        records.append({"unit": unit, "rows": rows.num_rows, "statuses": statuses})
+    return record_table(records)
+
+
+def _count(values: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
 
 
 class AnnotatorActor:
-    """Actor running one or more annotators over each batch: rows are decoded once and every annotator's
-    output columns come back prefixed "<position>::"; carries `_part` through."""
+    """Stage 2: one or more annotators over each batch: rows are decoded once and every annotator's
+    output columns come back prefixed "<position>::"; carries `_unit` through. Does no I/O."""
 
     def __init__(self, annotators: tuple[Annotator, ...]):
         self.annotators = annotators
@@ -149,9 +166,9 @@ class AnnotatorActor:
             annotator.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        parts = batch.column(PART_COLUMN)
-        keys, kinds, rows = decode_batch(batch.drop_columns([PART_COLUMN]).to_pydict(), self.decode_images, self.kinds)
-        table = pa.table({PART_COLUMN: parts})
+        units = batch.column(UNIT_COLUMN)
+        keys, kinds, rows = decode_batch(batch.drop_columns([UNIT_COLUMN]).to_pydict(), self.decode_images, self.kinds)
+        table = pa.table({UNIT_COLUMN: units})
         for position, annotator in enumerate(self.annotators):
             columns = pa.Table.from_pydict(annotator.annotate_rows(keys, kinds, rows), schema=annotator.schema())
             for name in columns.column_names:
@@ -176,35 +193,43 @@ def group_annotators(annotators: list[Annotator]) -> list[tuple[Annotator, ...]]
     return groups
 
 
-def build_annotation_dataset(tasks: list[PartTask], annotators: tuple[Annotator, ...]):
-    """The lazy Ray Dataset that annotates `tasks` (exposed so tests can inspect the plan)."""
+def build_annotation_dataset(units: list[dict], annotators: tuple[Annotator, ...]):
+    """The lazy Ray Dataset that annotates and commits `units`; its rows are unit records."""
     import ray
     from ray.data import ActorPoolStrategy
 
+    plan = {u["index"]: {"rows": u["rows"], "outputs": {int(k): tuple(v) for k, v in u["outputs"].items()}}
+            for u in units}
+    reads = [{k: u[k] for k in ("index", "catalog_path", "joins")} for u in units]
     if len(annotators) == 1 and getattr(annotators[0], "backend", "hf") == "vllm":
         from onegen.pipelines.vllm_annotate import vllm_annotation_dataset
 
-        return vllm_annotation_dataset([asdict(task) for task in tasks], annotators[0], read_part_rows)
-    items = [{"task": json.dumps(asdict(task))} for task in tasks]
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    dataset = dataset.map_batches(read_part_rows, batch_size=1, num_cpus=0.25)
-    concurrency = max(a.concurrency for a in annotators)
-    if all(a.num_gpus == 0 for a in annotators):
-        # CPU annotators: a pool that grows to the cluster's cores (one actor would use one core)
-        cores = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else concurrency
-        pool = ActorPoolStrategy(min_size=concurrency, max_size=max(concurrency, cores))
+        annotated = vllm_annotation_dataset(reads, annotators[0], read_unit_rows)
     else:
-        pool = ActorPoolStrategy(size=concurrency)  # GPU actors: exactly as many as asked for
-    return dataset.map_batches(
-        AnnotatorActor,
-        fn_constructor_args=(tuple(annotators),),
-        compute=pool,
-        batch_size=min(a.batch_size for a in annotators),
-        batch_format="pyarrow",
-        num_gpus=max(a.num_gpus for a in annotators),
-        num_cpus=max(a.num_cpus for a in annotators),
-        udf_modifying_row_count=False,
-    )
+        dataset = unit_dataset(reads).map_batches(read_unit_rows, batch_size=1, batch_format="pyarrow",
+                                                  num_cpus=0.25)
+        concurrency = max(a.concurrency for a in annotators)
+        if all(a.num_gpus == 0 for a in annotators):
+            # CPU annotators: a pool that grows to the cluster's cores (one actor would use one core)
+            cores = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else concurrency
+            pool = ActorPoolStrategy(min_size=concurrency, max_size=max(concurrency, cores))
+        else:
+            pool = ActorPoolStrategy(size=concurrency)  # GPU actors: exactly as many as asked for
+        with warnings.catch_warnings():  # Ray names no other way to bound actor restarts yet
+            warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+            annotated = dataset.map_batches(
+                AnnotatorActor,
+                fn_constructor_args=(tuple(annotators),),
+                compute=pool,
+                batch_size=min(a.batch_size for a in annotators),
+                batch_format="pyarrow",
+                num_gpus=max(a.num_gpus for a in annotators),
+                num_cpus=max(a.num_cpus for a in annotators),
+                udf_modifying_row_count=False,
+                **ACTOR_ARGS,
+            )
+    return annotated.map_batches(commit_units, fn_args=(tuple(annotators), plan), batch_size=None,
+                                 batch_format="pyarrow", num_cpus=0.25)
 
 
 def prepare_store(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig
@@ -221,11 +246,12 @@ def prepare_store(root: str, annotator: Annotator, overwrite: bool, ray_config: 
             raise MissingRequirement(f"{annotator.store_name}: {missing}") from None
     if not (ray_config.address or os.environ.get("RAY_ADDRESS")):
         annotator.preflight()  # local job: the driver sees the same disk as the actors
-    output_root = store_dir(root, annotator.store_name)
+    layout = DatasetLayout(root)
+    output_root = layout.store_dir(annotator.store_name)
     record = {"job": "annotate", **annotator_identity(annotator)}
     hint = f"Bump {type(annotator).__name__}.version for new outputs, or pass --overwrite to redo {annotator.store_name}."
-    if job_state.check_and_record(store.join(output_root, "_job.json"), record, overwrite, hint):
-        for _, path in catalog_parts(root):
+    if job_state.check_and_record(layout.store_record(annotator.store_name), record, overwrite, hint):
+        for _, path in layout.catalog_parts():
             store.remove(store.join(output_root, path.rsplit("/", 2)[-2]))
     store.clean_temporaries(output_root)
     tasks, done = plan_parts(root, annotator, overwrite)
@@ -237,31 +263,25 @@ def prepare_store(root: str, annotator: Annotator, overwrite: bool, ray_config: 
 
 def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_config: RayConfig) -> list[AnnotateSummary]:
     """Annotate with every annotator, fusable ones together in one pass; a summary per annotator."""
+    layout = DatasetLayout(root)
     summaries = []
     for group in group_annotators(annotators):
         plans = [prepare_store(root, annotator, overwrite, ray_config) for annotator in group]
-        outputs: dict[int, dict[int, PartTask]] = {}  # part index -> annotator position -> its task
+        units: dict[int, dict] = {}  # part index -> its unit (one output per annotator position)
         for position, (tasks, _, _) in enumerate(plans):
             for task in tasks:
-                outputs.setdefault(task.index, {})[position] = task
-        if outputs:
+                unit = units.setdefault(task.index, {"index": task.index, "catalog_path": task.catalog_path,
+                                                     "joins": task.joins, "rows": task.rows, "outputs": {}})
+                unit["outputs"][position] = (task.output_path, task.keys_sha256)
+        if units:
             init_ray(ray_config)
-            parts = [next(iter(by_position.values())) for _, by_position in sorted(outputs.items())]
-
-            def commit(index: int, table: pa.Table, group=group, outputs=outputs) -> None:
-                for position, task in outputs[index].items():
-                    prefix = f"{position}::"
-                    own = table.select([c for c in table.column_names if c.startswith(prefix)])
-                    own = own.rename_columns([c[len(prefix):] for c in own.column_names])
-                    store.commit_table(task.output_path, own.cast(group[position].schema()),
-                                       {CATALOG_KEYS_META: task.keys_sha256})
-
             names = ",".join(a.store_name for a in group)
-            commit_stream(build_annotation_dataset(parts, group).iter_batches(batch_format="pyarrow", batch_size=None),
-                          {t.index: t.rows for t in parts}, commit, f"annotate {names}", ray_config.progress_bars)
+            ordered = [units[i] for i in sorted(units)]
+            collect_records(build_annotation_dataset(ordered, group), len(ordered), f"annotate {names}",
+                            ray_config.progress_bars)
         for annotator, (_, done, total) in zip(group, plans, strict=True):
-            output_root = store_dir(root, annotator.store_name)
-            summaries.append(AnnotateSummary(annotator.store_name, total, done, status_counts(output_root)))
+            summaries.append(AnnotateSummary(annotator.store_name, total, done,
+                                             status_counts(layout.store_dir(annotator.store_name))))
     return summaries
 
 

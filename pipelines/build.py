@@ -1,18 +1,21 @@
-"""`onegen build DIR --out SHARDS`: catalog + annotations -> WebDataset shards + manifests.
+"""`onegen build DIR --out SHARDS`: catalog + annotations -> WebDataset shards + manifests, on workers.
 
-Every task is its own stream of shards (`{prefix}-{task}-{n:06d}.tar`), so a trainer mixes tasks by
-choosing shards (`onegen manifest select --task`). The candidate order is fixed: catalog parts in
-path order, rows in part order, which gives each candidate an ordinal (part index << 32 | row).
-Samples are made on Ray workers (one part at a time: read the catalog part and the aligned annotation
-parts, build members, hash nothing twice) and streamed in order to the driver, which appends them to
-the task's ShardWriter; shards are cut by count and bytes deterministically.
+Every task is its own stream of shards, so a trainer mixes tasks by choosing shards
+(`onegen manifest select --task`). The catalog parts, in path order, are cut into **build units** of
+consecutive parts holding at least `rows_per_unit` catalog rows (default 4 x samples_per_shard). A
+unit is built and committed by one Ray task (pipelines/units.py): it reads its catalog parts and the
+aligned annotation parts, makes every task's candidates in a fixed order (part, row, sample; the
+ordinal is part << 32 | row << 8 | sample), and streams them into its own numbered shards per task,
+`{prefix}-{task}-{unit:05d}-{n:06d}.tar` (manifests/layout.py), cut by count and bytes; skips go to
+the skipped tables with their reason. The unit's record, units/unit-NNNNN.json, is written last and
+is the only thing that reaches the driver. At the end the driver writes the wids index and the stats
+(`_SUCCESS.json`) from the manifests.
 
-Resume: for each task, the committed shards are a prefix 0..n-1 (the driver commits in order); the
-largest ordinal in shard n-1's manifest and skipped table is where that task restarts. Tar or
-skipped files without their manifest are debris of a killed run and are deleted. The job record
-(build.json) fixes the configuration and an input fingerprint (catalog part keys + annotation store
-records): a changed shard size, task set or input is refused unless --overwrite. Building again into
-a new folder (or with --overwrite) re-shards from the stored annotations without running any model.
+Resume: a unit with a record is done; any other unit is built again whole (its shards come out byte
+for byte the same, so what a killed run left of it is simply replaced). The job record (build.json)
+fixes the configuration and an input fingerprint (catalog part keys + annotation store records): a
+changed shard size, unit size, task set or input is refused unless --overwrite. Building again into a
+new folder (or with --overwrite) re-shards from the stored annotations without running any model.
 """
 
 from __future__ import annotations
@@ -21,25 +24,26 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-import pyarrow as pa
-
 from onegen.annotators.base import ConditionSpec
 from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.pipelines import job_state
-from onegen.pipelines.annotate import catalog_parts, find_store, keys_sha256, store_dir
+from onegen.pipelines.annotate import keys_sha256
+from onegen.pipelines.catalog_images import ERROR_COLUMN, resolve_images
 from onegen.pipelines.faceid_samples import FACES_STORE, FaceidConfig, faceid_samples
 from onegen.pipelines.multiview_samples import MultiviewConfig, multiview_samples
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.samples import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates, choose_caption
+from onegen.pipelines.units import collect_records, record_table, unit_dataset, unit_of
 
 ORDINAL_SHIFT = 32  # ordinal = part << 32 | row << 8 | sample of that row
 ROW_SHIFT = 8
 MULTIVIEW, FACEID = "multiview", "faceid"
 CAMERAS_STORE = "cameras"
-DONE_MARKER = "_SUCCESS.json"
-SAMPLE_FIELDS = ("key", "prompt", "source", "n_views", "source_keys", "annotators", "width", "height")
+LAYOUT_VERSION = 2  # 2: shards named per build unit; folders built by version 1 are refused, not mixed
+ROWS_PER_UNIT_FACTOR = 4
 
 
 class BuildInputError(Exception):
@@ -58,16 +62,20 @@ class BuildConfig:
     overwrite: bool = False
     multiview: MultiviewConfig = MultiviewConfig()
     faceid: FaceidConfig = FaceidConfig()
+    rows_per_unit: int = 0  # catalog rows a build unit gathers at least; 0: 4 x samples_per_shard
+
+    @property
+    def unit_rows(self) -> int:
+        return self.rows_per_unit or ROWS_PER_UNIT_FACTOR * self.samples_per_shard
 
 
 def available_tasks(root: str) -> dict[str, TaskSource]:
     """Tasks the stored annotations can make, from each store's recorded conditions."""
     tasks = {TEXT2IMAGE: TaskSource(TEXT2IMAGE)}
-    fs, base = store.filesystem(store.join(root, "annotations"))
-    names = {p.rsplit("/", 1)[-1].split("@", 1)[0] for p in fs.ls(base, detail=False)} if fs.exists(base) else set()
-    for name in sorted(names):
-        found = find_store(root, name)
-        record = store.read_json(store.join(store_dir(root, found), "_job.json")) or {}
+    layout = DatasetLayout(root)
+    for name in sorted({s.split("@", 1)[0] for s in layout.store_names()}):
+        found = layout.find_store(name)
+        record = store.read_json(layout.store_record(found)) or {}
         for spec in record.get("conditions", []):
             tasks[spec["task"]] = TaskSource(spec["task"], found, ConditionSpec(**spec))
         if name == CAMERAS_STORE:
@@ -85,169 +93,150 @@ def choose_tasks(root: str, wanted: tuple[str, ...]) -> list[TaskSource]:
     return [available[t] for t in (wanted or sorted(available))]
 
 
-def input_fingerprint(root: str, stores: list[str]) -> tuple[str, list[tuple[str, str]]]:
-    """Hash of catalog part keys + store records; also checks every part is annotated by each store."""
+def input_fingerprint(root: str, stores: list[str]) -> tuple[str, list[tuple[str, str, int]]]:
+    """Hash of catalog part keys + store records, and (source, path, rows) of every catalog part;
+    also checks every part is annotated by each store."""
+    layout = DatasetLayout(root)
     digest = hashlib.sha256()
-    parts = catalog_parts(root)
-    for source, path in parts:
-        digest.update(f"{path}:{keys_sha256(path)[1]}\n".encode())
+    parts = []
+    for source, path in layout.catalog_parts():
+        rows, keys = keys_sha256(path)
+        digest.update(f"{path}:{keys}\n".encode())
+        parts.append((source, path, rows))
         for found in stores:
-            if not store.exists(store.join(store_dir(root, found), source, path.rsplit("/", 1)[-1])):
+            if not store.exists(layout.store_part(found, path)):
                 name = found.split("@", 1)[0]
                 raise BuildInputError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run `onegen annotate --annotators {name}` first")
     for found in stores:
-        digest.update(json.dumps(store.read_json(store.join(store_dir(root, found), "_job.json")), sort_keys=True).encode())
+        digest.update(json.dumps(store.read_json(layout.store_record(found)), sort_keys=True).encode())
     return digest.hexdigest(), parts
 
 
-def make_part_samples(batch: dict) -> pa.Table:
-    """map_batches(batch_size=1): one part job (JSON) -> candidate rows (samples and skips) in order."""
-    (job_json,) = batch["job"]
-    job = json.loads(job_json)
-    catalog = store.read_table(job["catalog_path"]).to_pylist()
-    joined = {name: store.read_table(path).to_pylist() for name, path in job["joins"]}
-    tasks = [TaskSource(t["task"], t["store"], ConditionSpec(**t["condition"]) if t["condition"] else None)
-             for t in job["tasks"]]
+def cut_units(parts: list[tuple[str, str, int]], unit_rows: int) -> list[list[int]]:
+    """Consecutive catalog part indices, each unit closing once it holds >= `unit_rows` rows."""
+    units: list[list[int]] = []
+    rows = 0
+    for index, (_, _, count) in enumerate(parts):
+        if not units or rows >= unit_rows:
+            units.append([])
+            rows = 0
+        units[-1].append(index)
+        rows += count
+    return units
+
+
+def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[tuple[str, str, int, Sample | str]]:
+    """(task, catalog key, ordinal, Sample or skip reason) of one catalog part, in ordinal order."""
+    catalog = resolve_images(store.read_table(part["catalog_path"])).to_pylist()
+    joined = {name: store.read_table(path).to_pylist() for name, path in part["joins"]}
     wanted = {t.task: t for t in tasks}
-    mode = job["caption_mode"]
-    rows, subjects = [], {}
+    mode = config["caption_mode"]
+    out, subjects = [], {}
     for index, row in enumerate(catalog):
         annotations = {name: table[index] for name, table in joined.items()}
         for name, annotation in annotations.items():
             if annotation["key"] != row["key"]:
-                raise RuntimeError(f"{name} part for {job['catalog_path']} is not aligned with the catalog")
-        ordinal = (job["part_index"] << ORDINAL_SHIFT) | (index << ROW_SHIFT)
-        if row["kind"] == "image":
-            for task, result in candidates(row, ordinal, annotations, tasks, mode):
-                rows.append(_candidate_row(task, row["key"], ordinal, result))
+                raise RuntimeError(f"{name} part for {part['catalog_path']} is not aligned with the catalog")
+        ordinal = (part["part_index"] << ORDINAL_SHIFT) | (index << ROW_SHIFT)
+        if row.get(ERROR_COLUMN):  # a by-reference source that changed: every candidate says why
+            out += [(t.task, row["key"], ordinal, row[ERROR_COLUMN].split(":", 1)[0]) for t in tasks
+                    if _makes(t, row["kind"])]
+        elif row["kind"] == "image":
+            out += [(task, row["key"], ordinal, result)
+                    for task, result in candidates(row, ordinal, annotations, tasks, mode)]
         elif row["kind"] == "scene" and MULTIVIEW in wanted:
-            config = MultiviewConfig(**job["multiview"])
             caption = choose_caption(row, annotations, mode)
-            for i, result in enumerate(multiview_samples(row, annotations.get(CAMERAS_STORE), caption, config, ordinal)):
-                rows.append(_candidate_row(MULTIVIEW, row["key"], ordinal + i, result))
+            results = multiview_samples(row, annotations.get(CAMERAS_STORE), caption,
+                                        MultiviewConfig(**config["multiview"]), ordinal)
+            out += [(MULTIVIEW, row["key"], ordinal + i, result) for i, result in enumerate(results)]
         elif row["kind"] == "subject_image" and FACEID in wanted:
             subjects.setdefault(row["subject"], []).append((index, ordinal, choose_caption(row, annotations, mode)))
     for members in subjects.values():
         faces = [joined[FACES_STORE][i] if FACES_STORE in joined else None for i, _, _ in members]
         results = faceid_samples([catalog[i] for i, _, _ in members], faces, [c for _, _, c in members],
-                                 [o for _, o, _ in members], wanted[FACEID].store, FaceidConfig(**job["faceid"]))
+                                 [o for _, o, _ in members], wanted[FACEID].store, FaceidConfig(**config["faceid"]))
         for position, result in results:
             index, ordinal, _ = members[position]
-            rows.append(_candidate_row(FACEID, catalog[index]["key"], ordinal, result))
-    rows.sort(key=lambda r: r["ordinal"])  # each task's stream must be in ordinal order (resume)
-    return pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA)
+            out.append((FACEID, catalog[index]["key"], ordinal, result))
+    out.sort(key=lambda candidate: candidate[2])  # each task's stream in ordinal order
+    return out
 
 
-CANDIDATE_SCHEMA = pa.schema(
-    [("task", pa.string()), ("catalog_key", pa.string()), ("ordinal", pa.int64()), ("skip_reason", pa.string()),
-     ("key", pa.string()), ("prompt", pa.string()), ("source", pa.string()), ("n_views", pa.int32()),
-     ("source_keys", pa.list_(pa.string())), ("annotators", pa.list_(pa.string())), ("width", pa.int32()),
-     ("height", pa.int32()), ("member_names", pa.list_(pa.string())), ("member_data", pa.list_(pa.binary())),
-     ("member_sha256", pa.list_(pa.string()))]
-)
+def _makes(task: TaskSource, kind: str) -> bool:
+    """Whether rows of `kind` are candidates of `task` at all."""
+    return {"scene": task.task == MULTIVIEW, "subject_image": task.task == FACEID}.get(
+        kind, task.task not in (MULTIVIEW, FACEID))
 
 
-def _candidate_row(task: str, catalog_key: str, ordinal: int, result: Sample | str) -> dict:
-    row = {"task": task, "catalog_key": catalog_key, "ordinal": ordinal}
-    if isinstance(result, str):
-        return {**row, "skip_reason": result}
-    fields = {name: getattr(result, name) for name in SAMPLE_FIELDS}
-    # hashed here, on the Ray workers, so the driver that writes the tars only copies bytes
-    return {**row, **fields, "skip_reason": None, "member_names": [n for n, _ in result.members],
-            "member_data": [d for _, d in result.members],
-            "member_sha256": [hashlib.sha256(d).hexdigest() for _, d in result.members]}
-
-
-def resume_point(out: str, prefix: str, task: str) -> tuple[int, int]:
-    """(next shard index, last ordinal already covered) for one task; deletes uncommitted debris."""
-    stem = f"{prefix}-{task}-"
-    manifests = [p for p in store.list_files(store.join(out, "manifests"), ".parquet") if p.rsplit("/", 1)[-1].startswith(stem)]
-    names = sorted(p.rsplit("/", 1)[-1][: -len(".parquet")] for p in manifests)
-    expected = [f"{stem}{i:06d}" for i in range(len(names))]
-    if names != expected:
-        raise RuntimeError(f"shards of {task} are not a contiguous prefix ({names[:3]}...): rebuild with --overwrite")
-    committed = set(names)
-    for folder, suffix in (("", ".tar"), ("skipped", ".parquet")):
-        for path in store.list_files(store.join(out, folder) if folder else out, suffix):
-            name = path.rsplit("/", 1)[-1][: -len(suffix)]
-            if name.startswith(stem) and "-tail-" not in name and name not in committed:
-                store.remove(path)
-    if not names:
-        return 0, -1
-    last = names[-1]
-    ordinals = store.read_table(store.join(out, "manifests", f"{last}.parquet"), ["ordinal"]).column("ordinal").to_pylist()
-    skipped_path = store.join(out, "skipped", f"{last}.parquet")
-    if store.exists(skipped_path):
-        ordinals += store.read_table(skipped_path, ["ordinal"]).column("ordinal").to_pylist()
-    return len(names), max(ordinals)
+def build_unit(batch, config: dict):
+    """Ray task, one build unit per call: its shards for every task, then its record (the marker)."""
+    unit = unit_of(batch)
+    tasks = [TaskSource(t["task"], t["store"], ConditionSpec(**t["condition"]) if t["condition"] else None)
+             for t in config["tasks"]]
+    layout = ShardLayout(config["out"])
+    writers = {t.task: ShardWriter(config["out"], config["prefix"], t.task, config["samples_per_shard"],
+                                   config["max_shard_bytes"],
+                                   stem=layout.shard_stem(config["prefix"], t.task, unit["unit"]))
+               for t in tasks}
+    for part in unit["parts"]:
+        for task, catalog_key, ordinal, result in part_candidates(part, tasks, config):
+            if isinstance(result, str):
+                writers[task].skip(catalog_key, result, ordinal)
+            else:
+                writers[task].add(result)
+    for writer in writers.values():
+        writer.finish()
+    record = {"unit": unit["unit"], "parts": [p["catalog_path"] for p in unit["parts"]],
+              "tasks": {task: {"shards": len(w.written), "samples": sum(s.nsamples for s in w.written),
+                               "bytes": sum(s.filesize for s in w.written)} for task, w in writers.items()}}
+    store.commit_json(layout.unit_marker(unit["unit"]), record)
+    return record_table([record])
 
 
 def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
+    layout, shards = DatasetLayout(config.root), ShardLayout(config.out)
     tasks = choose_tasks(config.root, config.tasks)
     stores = sorted({t.store for t in tasks if t.store})
-    caption_store = find_store(config.root, CAPTION_STORE)
+    caption_store = layout.find_store(CAPTION_STORE)
     if caption_store and caption_store not in stores:
         stores.append(caption_store)
     fingerprint, parts = input_fingerprint(config.root, stores)
+    job = {"tasks": [{"task": t.task, "store": t.store, "condition": asdict(t.condition) if t.condition else None}
+                     for t in tasks],
+           "out": config.out, "prefix": config.prefix, "samples_per_shard": config.samples_per_shard,
+           "max_shard_bytes": config.max_shard_bytes, "caption_mode": config.caption_mode,
+           "multiview": asdict(config.multiview), "faceid": asdict(config.faceid)}
     record = {"job": "build", "root": config.root, "tasks": [t.task for t in tasks], "stores": stores,
               "samples_per_shard": config.samples_per_shard, "max_shard_bytes": config.max_shard_bytes,
               "prefix": config.prefix, "caption_mode": config.caption_mode, "input": fingerprint,
-              "multiview": asdict(config.multiview), "faceid": asdict(config.faceid)}
+              "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
+              "rows_per_unit": config.rows_per_unit, "layout": LAYOUT_VERSION}
     hint = "Pass --overwrite to rebuild these shards, or build into a new --out folder (no model runs again)."
-    if job_state.check_and_record(store.join(config.out, "build.json"), record, config.overwrite, hint):
-        for folder in ("manifests", "skipped"):
-            store.remove(store.join(config.out, folder))
+    if job_state.check_and_record(shards.record(), record, config.overwrite, hint):
+        for folder in (shards.manifests(), shards.skipped_dir(), shards.units()):
+            store.remove(folder)
         for path in store.list_files(config.out, ".tar") + store.list_files(config.out, ".json"):
-            if not path.endswith("build.json"):
+            if path != shards.record():
                 store.remove(path)
     store.clean_temporaries(config.out)
-    if store.exists(store.join(config.out, DONE_MARKER)):
-        return store.read_json(store.join(config.out, DONE_MARKER))
-    writers, covered = {}, {}
-    for task in tasks:
-        next_index, covered[task.task] = resume_point(config.out, config.prefix, task.task)
-        writers[task.task] = ShardWriter(config.out, config.prefix, task.task, config.samples_per_shard,
-                                         config.max_shard_bytes, next_index=next_index)
-    first_part = min(max(o, 0) >> ORDINAL_SHIFT for o in covered.values())
-    jobs = [_part_job(i, source, path, stores, tasks, config) for i, (source, path) in enumerate(parts) if i >= first_part]
-    if jobs:
+    if store.exists(shards.done_marker()):
+        return store.read_json(shards.done_marker())
+    units = []
+    for number, indices in enumerate(cut_units(parts, config.unit_rows)):
+        if store.exists(shards.unit_marker(number)):
+            continue
+        units.append({"unit": number, "parts": [_part_reads(i, parts[i][1], stores, layout) for i in indices]})
+    if units:
         init_ray(ray_config)
-        _stream_candidates(jobs, writers, covered, ray_config)
-    for writer in writers.values():
-        writer.finish()
+        dataset = unit_dataset(units).map_batches(build_unit, fn_args=(job,), batch_size=1, batch_format="pyarrow",
+                                                  num_cpus=0.5)
+        collect_records(dataset, len(units), "build", ray_config.progress_bars)
     return _finish(config)
 
 
-def _part_job(index: int, source: str, path: str, stores: list[str], tasks: list[TaskSource], config: BuildConfig) -> dict:
-    part = path.rsplit("/", 1)[-1]
-    joins = [(found.split("@", 1)[0], store.join(store_dir(config.root, found), source, part)) for found in stores]
-    return {"part_index": index, "catalog_path": path, "joins": joins, "caption_mode": config.caption_mode,
-            "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
-            "tasks": [{"task": t.task, "store": t.store, "condition": asdict(t.condition) if t.condition else None}
-                      for t in tasks]}
-
-
-def _stream_candidates(jobs: list[dict], writers: dict[str, ShardWriter], covered: dict[str, int],
-                       ray_config: RayConfig) -> None:
-    import ray
-    from tqdm.auto import tqdm
-
-    dataset = ray.data.from_items([{"job": json.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
-    dataset = dataset.map_batches(make_part_samples, batch_size=1, num_cpus=0.5)
-    bar = tqdm(desc="build samples", unit="sample", disable=not ray_config.progress_bars)
-    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-        for row in batch.to_pylist():
-            if row["ordinal"] <= covered[row["task"]]:
-                continue  # already in a committed shard or skipped table
-            writer = writers[row["task"]]
-            if row["skip_reason"] is not None:
-                writer.skip(row["catalog_key"], row["skip_reason"], row["ordinal"])
-                continue
-            members = list(zip(row["member_names"], row["member_data"], strict=True))
-            writer.add(Sample(task=row["task"], members=members, ordinal=row["ordinal"],
-                              member_sha256=row["member_sha256"], **{name: row[name] for name in SAMPLE_FIELDS}))
-            bar.update(1)
-    bar.close()
+def _part_reads(index: int, path: str, stores: list[str], layout: DatasetLayout) -> dict:
+    joins = [(found.split("@", 1)[0], layout.store_part(found, path)) for found in stores]
+    return {"part_index": index, "catalog_path": path, "joins": joins}
 
 
 def _finish(config: BuildConfig) -> dict:
@@ -258,5 +247,5 @@ def _finish(config: BuildConfig) -> dict:
         per_task[shard["task"]] = per_task.get(shard["task"], 0) + shard["nsamples"]
     stats = {"shards": len(shards), "samples": sum(per_task.values()), "samples_per_task": per_task,
              "bytes": sum(s["filesize"] for s in shards)}
-    store.commit_json(store.join(config.out, DONE_MARKER), stats)
+    store.commit_json(ShardLayout(config.out).done_marker(), stats)
     return stats

@@ -49,8 +49,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     spec = SourceSpec(args.source, args.kind, args.name or "", args.caption_column or "", args.image_column or "",
                       args.uri_column or "")
     limits = ImageLimits(args.min_side, args.max_pixels, args.image_format)
-    summary = run_ingest(IngestConfig(spec, args.out, limits, args.rows_per_part, overwrite=args.overwrite),
-                         _ray_config(args))
+    summary = run_ingest(IngestConfig(spec, args.out, limits, args.rows_per_part, images=args.images,
+                                      overwrite=args.overwrite), _ray_config(args))
     print(f"ingested {summary.source}: {summary.catalog_rows} catalog rows from {summary.items} items in "
           f"{summary.parts} parts ({summary.parts_done_before} already done); rejects: {summary.rejects or 'none'}")
     return 0
@@ -77,7 +77,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     multiview = MultiviewConfig(int(low), int(high or low), args.samples_per_scene, args.sliding_window,
                                 args.view_resolution)
     config = BuildConfig(args.root, args.out, tasks, args.samples_per_shard, args.max_shard_bytes, args.prefix,
-                         args.caption, args.overwrite, multiview, FaceidConfig(args.min_subject_images))
+                         args.caption, args.overwrite, multiview, FaceidConfig(args.min_subject_images),
+                         rows_per_unit=args.rows_per_unit)
     stats = run_build(config, _ray_config(args))
     print(f"built {stats['samples']} samples in {stats['shards']} shards ({stats['bytes']} bytes) at {args.out}: "
           f"{stats['samples_per_task']}")
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--min-side", type=int, default=64)
     ingest.add_argument("--max-pixels", type=int, default=64_000_000)
     ingest.add_argument("--image-format", choices=["jpg", "png"], default="jpg")
+    ingest.add_argument("--images", choices=["copy", "reference"], default="copy",
+                        help="copy image bytes into the catalog (default), or keep a checked reference into "
+                             "the source for bytes kept as they are (tars, Parquet, object stores)")
     _add_ray_options(ingest)
     ingest.set_defaults(run=cmd_ingest)
 
@@ -141,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tasks", help="comma-separated tasks (default: all the stores can make)")
     build.add_argument("--samples-per-shard", type=int, default=1000)
     build.add_argument("--max-shard-bytes", type=int, default=1 << 30)
+    build.add_argument("--rows-per-unit", type=int, default=0,
+                       help="catalog rows one build unit (one worker task, its own shards) gathers at least "
+                            "(default: 4 x --samples-per-shard)")
     build.add_argument("--prefix", default="onegen")
     build.add_argument("--caption", choices=["original", "dense", "random"], default="original")
     build.add_argument("--views", default="2-12", help="multiview: views per sample, N or MIN-MAX")
@@ -195,6 +202,9 @@ def remote_user_error(error: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from onegen.manifests.store import mark_driver
+
+    mark_driver()
     try:
         return args.run(args)
     except _user_errors() as error:

@@ -1,10 +1,18 @@
 """`onegen ingest SOURCE --out DIR`: raw items -> catalog/<source>/ parts + rejects/<source>/ parts.
 
 The listing of the source (sorted by uri) is cut into parts of `rows_per_part` items; part i always
-holds the same items, so a rerun of the same job skips committed parts and redoes the rest. Each
-item is read, validated and normalised on a Ray worker (`ingest_rows`), and the driver commits a
-part as two files: rejects/<source>/part-NNNNN.parquet first, then catalog/<source>/part-NNNNN.parquet,
-which is the part's commit marker (a rejects file without its catalog file is debris).
+holds the same items, so a rerun of the same job skips committed parts and redoes the rest. A part is
+a unit of work (pipelines/units.py): one Ray task reads its items (one pass per file, tar or row
+group), validates and normalises them, and commits the part itself as two files:
+rejects/<source>/part-NNNNN.parquet first, then catalog/<source>/part-NNNNN.parquet, which is the
+part's commit marker (a rejects file without its catalog file is debris). The driver only plans parts
+and reads back one small record per part, in whatever order parts finish.
+
+`--images copy` (default) stores the catalog's image bytes in the catalog; `--images reference` keeps,
+for items whose bytes would be kept as they are, a locator into the source instead (see
+pipelines/catalog_images.py). Copy is the default because a copied catalog does not depend on the
+source staying where and as it is (scratch folders, re-uploaded buckets); reference is for sources in
+durable storage, where copying would double the bytes.
 
 Keys: "<source>-<20 hex of sha256(source, uri, content sha256)>": stable across runs, no dots, and
 distinct for identical pictures at different uris (both are kept; the content hash is in `sha256`).
@@ -17,14 +25,17 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout, part_name
 from onegen.manifests.schemas import CATALOG_SCHEMA, REJECTS_SCHEMA
 from onegen.pipelines import job_state
+from onegen.pipelines.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.image_checks import ImageLimits, Rejected, normalise_image
-from onegen.pipelines.part_stream import PART_COLUMN, commit_stream
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.sources import SourceSpec, fingerprint, list_items, read_items
+from onegen.pipelines.units import collect_records, record_table, unit_dataset, unit_of
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
 
@@ -35,8 +46,8 @@ class IngestConfig:
     out: str
     limits: ImageLimits = field(default_factory=ImageLimits)
     rows_per_part: int = 256
-    batch_size: int = 16
     num_cpus: float = 0.5  # per ingest task; fractional so reads and decodes share cores
+    images: str = "copy"  # copy | reference (see the module docstring)
     overwrite: bool = False
 
 
@@ -50,25 +61,15 @@ class IngestSummary:
     rejects: dict[str, int]
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
-
-
-def catalog_dir(out: str, source: str) -> str:
-    return store.join(out, "catalog", source)
-
-
-def rejects_dir(out: str, source: str) -> str:
-    return store.join(out, "rejects", source)
-
-
 def make_key(source: str, uri: str, content_sha256: str) -> str:
     digest = hashlib.sha256(f"{source}\0{uri}\0{content_sha256}".encode()).hexdigest()
     return f"{source}-{digest[:20]}"
 
 
-def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict]) -> list[dict]:
-    """One output row per item: catalog columns, or a reject (reject_reason set). Never raises for data."""
+def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images: str = "copy") -> list[dict]:
+    """One output row per item: catalog columns, or a reject (reject_reason set). Never raises for data.
+
+    With `images == "reference"`, rows whose bytes are kept as they are get `image_ref` instead of `image`."""
     if items and items[0]["kind"] == "scenes":
         return [scene_catalog_row(spec, limits, item) for item in items]
     source = spec.source_name
@@ -87,8 +88,10 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict]) -> lis
             rows.append({**row, "reject_reason": rejected.reason, "reject_error": rejected.detail})
             continue
         meta = {"original_bytes": len(data), "reencoded": image.reencoded}
+        ref = make_ref(item) if images == "reference" and not image.reencoded else None
         rows.append(
-            {**row, "kind": kind, "image": image.data, "image_format": image.image_format,
+            {**row, "kind": kind, "image": None if ref else image.data, "image_format": image.image_format,
+             REF_COLUMN: json.dumps(ref, sort_keys=True) if ref else None,
              "width": image.width, "height": image.height, "meta": json.dumps(meta),
              "subject": item.get("group") or None, "reject_reason": None, "reject_error": None}
         )
@@ -120,62 +123,56 @@ def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict
             "reject_reason": None, "reject_error": None}
 
 
-def ingest_batch(batch: pa.Table, spec: SourceSpec, limits: ImageLimits) -> pa.Table:
-    """Ray Data map_batches task: item refs (JSON) -> catalog/reject rows, `_part` carried through."""
-    items = [json.loads(text) for text in batch.column("item").to_pylist()]
-    rows = ingest_rows(spec, limits, items)
-    for row, part in zip(rows, batch.column(PART_COLUMN).to_pylist(), strict=True):
-        row[PART_COLUMN] = part
-    return pa.Table.from_pylist(rows, schema=_stream_schema())
+def ingest_part(batch: pa.Table, spec: SourceSpec, limits: ImageLimits, images: str, out: str) -> pa.Table:
+    """Ray task, one part per call: read + validate its items, commit rejects then catalog; its record."""
+    unit = unit_of(batch)
+    rows = ingest_rows(spec, limits, unit["items"], images)
+    table = pa.Table.from_pylist(rows, schema=_row_schema())
+    catalog_rows, rejects = _commit_part(DatasetLayout(out), spec.source_name, unit["index"], table)
+    return record_table([{"part": unit["index"], "catalog_rows": catalog_rows, "rejects": rejects}])
 
 
-def _stream_schema() -> pa.Schema:
-    extra = [pa.field(name, pa.string()) for name in REJECT_COLUMNS] + [pa.field(PART_COLUMN, pa.int64())]
+def _row_schema() -> pa.Schema:
+    extra = [pa.field(name, pa.string()) for name in REJECT_COLUMNS]
     relaxed = [pa.field(f.name, f.type) for f in CATALOG_SCHEMA]  # keys are null for unreadable items
     return pa.schema(relaxed + extra)
 
 
 def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
-    spec, out = config.source, config.out
+    spec, layout = config.source, DatasetLayout(config.out)
     source = spec.source_name
     items = list_items(spec)
     record = {"job": "ingest", "source": asdict(spec), "limits": asdict(config.limits),
               "rows_per_part": config.rows_per_part, "input": fingerprint(items), "items": len(items)}
-    catalog, rejects = catalog_dir(out, source), rejects_dir(out, source)
+    if config.images != "copy":  # recorded only when not the default, so older records stay valid
+        record["images"] = config.images
+    catalog, rejects = layout.catalog_dir(source), layout.rejects_dir(source)
     hint = "Pass --overwrite to re-ingest this source from scratch, or --name to ingest it as another source."
-    if job_state.check_and_record(store.join(out, "jobs", f"ingest-{source}.json"), record, config.overwrite, hint):
+    if job_state.check_and_record(layout.ingest_record(source), record, config.overwrite, hint):
         store.remove(catalog)
         store.remove(rejects)
     _clean_debris(catalog, rejects)
     parts = cut_parts(items, config.rows_per_part)
+    del items  # the parts hold the listing from here on; the units carry it to the workers
     done = {p.rsplit("/", 1)[-1] for p in store.list_files(catalog, ".parquet")}
-    pending = {i: part for i, part in enumerate(parts) if part_name(i) not in done}
-    if pending:
+    units = [{"index": i, "items": part} for i, part in enumerate(parts) if part_name(i) not in done]
+    if units:
         init_ray(ray_config)
-        import ray
-
-        rows = [{PART_COLUMN: i, "item": json.dumps(item)} for i, part in pending.items() for item in part]
-        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // config.batch_size, 200)))
-        dataset = dataset.map_batches(
-            ingest_batch, fn_args=(spec, config.limits), batch_size=config.batch_size,
-            batch_format="pyarrow", num_cpus=config.num_cpus, udf_modifying_row_count=False,
-        )
-
-        def commit(index: int, table: pa.Table) -> None:
-            _commit_part(catalog, rejects, index, table)
-
-        expected = {i: len(part) for i, part in pending.items()}
-        commit_stream(dataset.iter_batches(batch_format="pyarrow", batch_size=None), expected, commit,
-                      f"ingest {source}", ray_config.progress_bars)
-    return summarise(out, source, len(items), len(parts), len(parts) - len(pending))
+        dataset = unit_dataset(units).map_batches(
+            ingest_part, fn_args=(spec, config.limits, config.images, config.out), batch_size=1,
+            batch_format="pyarrow", num_cpus=config.num_cpus)
+        collect_records(dataset, len(units), f"ingest {source}", ray_config.progress_bars)
+    return summarise(layout, source, sum(len(p) for p in parts), len(parts), len(parts) - len(units))
 
 
 def cut_parts(items: list[dict], rows_per_part: int) -> list[list[dict]]:
-    """Consecutive parts of at most `rows_per_part` items; items sharing a `group` (an ID subject) stay
-    in one part, which may then be larger."""
+    """Consecutive parts of at most `rows_per_part` items; items sharing a `group` (an ID subject) or a
+    `row_group` (a Parquet row group, so each part reads only its own) stay in one part, which may
+    then be larger."""
     parts: list[list[dict]] = []
     for item in items:
-        same_group = parts and item.get("group") and parts[-1][-1].get("group") == item.get("group")
+        together = item.get("group") or item.get("row_group")
+        same_group = parts and together and (parts[-1][-1].get("group") or parts[-1][-1].get("row_group")) == together
         if parts and (len(parts[-1]) < rows_per_part or same_group):
             parts[-1].append(item)
         else:
@@ -183,19 +180,24 @@ def cut_parts(items: list[dict], rows_per_part: int) -> list[list[dict]]:
     return parts
 
 
-def _commit_part(catalog: str, rejects: str, index: int, table: pa.Table) -> None:
+def _commit_part(layout: DatasetLayout, source: str, index: int, table: pa.Table) -> tuple[int, dict[str, int]]:
+    """Commit one part: the rejects file, then the catalog file (the marker). (catalog rows, rejects)."""
     is_reject = table.column("reject_reason").is_valid()
     rejected = table.filter(is_reject)
-    accepted = table.filter(pa.compute.invert(is_reject))
+    accepted = table.filter(pc.invert(is_reject))
     reject_rows = pa.table(
         {"source": rejected["source"], "uri": rejected["uri"], "key": rejected["key"],
          "reason": rejected["reject_reason"], "error": rejected["reject_error"],
          "stage": pa.array(["ingest"] * rejected.num_rows, pa.string())},
         schema=REJECTS_SCHEMA,
     )
-    store.commit_table(store.join(rejects, part_name(index)), reject_rows)
+    store.commit_table(layout.rejects_part(source, index), reject_rows)
     catalog_rows = accepted.drop_columns(list(REJECT_COLUMNS)).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
-    store.commit_table(store.join(catalog, part_name(index)), catalog_rows)
+    store.commit_table(layout.catalog_part(source, index), catalog_rows)
+    reasons: dict[str, int] = {}
+    for reason in rejected.column("reject_reason").to_pylist():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return catalog_rows.num_rows, reasons
 
 
 def _clean_debris(catalog: str, rejects: str) -> None:
@@ -208,10 +210,11 @@ def _clean_debris(catalog: str, rejects: str) -> None:
             store.remove(path)
 
 
-def summarise(out: str, source: str, items: int, parts: int, done_before: int) -> IngestSummary:
-    catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(catalog_dir(out, source), ".parquet"))
+def summarise(layout: DatasetLayout, source: str, items: int, parts: int, done_before: int) -> IngestSummary:
+    catalog_rows = sum(store.read_table(p, ["key"]).num_rows
+                       for p in store.list_files(layout.catalog_dir(source), ".parquet"))
     reasons: dict[str, int] = {}
-    for path in store.list_files(rejects_dir(out, source), ".parquet"):
+    for path in store.list_files(layout.rejects_dir(source), ".parquet"):
         for reason in store.read_table(path, ["reason"]).column("reason").to_pylist():
             reasons[reason] = reasons.get(reason, 0) + 1
     return IngestSummary(source, items, parts, done_before, catalog_rows, reasons)

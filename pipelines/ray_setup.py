@@ -39,6 +39,9 @@ class RayConfig:
 def init_ray(config: RayConfig) -> None:
     """Start a loopback-only local Ray or connect to `config.address`; idempotent."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from onegen.manifests.store import mark_driver
+
+    mark_driver()
     address = config.address or os.environ.get("RAY_ADDRESS", "")
     local = not address
     if local:
@@ -85,8 +88,10 @@ def _configure_data_context(config: RayConfig) -> None:
 
     # Ray Data logs every progress tick at INFO when no terminal bar is shown; keep warnings only.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    from onegen.pipelines.units import configure_unit_context
+
+    configure_unit_context()  # units commit on workers, in whatever order they finish
     context = DataContext.get_current()
-    context.execution_options.preserve_order = True  # parts are assembled from the stream in order
     context.enable_progress_bars = config.progress_bars
     context.print_on_execution_start = False
 

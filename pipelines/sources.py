@@ -144,7 +144,8 @@ def _list_folder(spec: SourceSpec) -> list[dict]:
         if caption is None and f"{stem}.txt" in files:
             with fs.open(f"{stem}.txt", "r") as handle:
                 caption = handle.read().strip()
-        items.append({"uri": fs.unstrip_protocol(path), "path": path, "size": info.get("size"), "caption": caption})
+        items.append({"uri": fs.unstrip_protocol(path), "path": path, "size": info.get("size"), "caption": caption,
+                      **stamp_of(info)})
     return items
 
 
@@ -279,6 +280,8 @@ def _table_columns(spec: SourceSpec, schema: pa.Schema, path: str) -> tuple[str 
 
 
 def _list_table(spec: SourceSpec) -> list[dict]:
+    """One item per table row. Parquet rows carry their row group (`row_group`, which ingest parts
+    never split, so each part reads only its own row groups) and the file's size and mtime."""
     fs, files = _table_files(spec)
     items = []
     for path in files:
@@ -290,12 +293,36 @@ def _list_table(spec: SourceSpec) -> list[dict]:
         table = _load_table(fs, path, [c for c in (uri, caption) if c])
         uris = table.column(uri).to_pylist() if uri else [None] * _num_rows(fs, path)
         captions = table.column(caption).to_pylist() if caption else [None] * len(uris)
+        groups = _row_groups(fs, path, len(uris))
+        stamp = file_stamp(fs, path)
         for row, (row_uri, row_caption) in enumerate(zip(uris, captions, strict=True)):
             items.append(
                 {"uri": f"{fs.unstrip_protocol(path)}#{row:09d}", "table": path, "row": row,
-                 "image_column": image, "target": row_uri, "caption": row_caption}
+                 "image_column": image, "target": row_uri, "caption": row_caption,
+                 "row_group": f"{path}#{groups[row]}", **stamp}
             )
     return items
+
+
+def _row_groups(fs: fsspec.AbstractFileSystem, path: str, rows: int) -> list[int]:
+    """The row group of every row (JSONL: one group per file)."""
+    if not path.endswith(".parquet"):
+        return [0] * rows
+    metadata = pq.ParquetFile(fs.open(path, "rb")).metadata
+    groups: list[int] = []
+    for group in range(metadata.num_row_groups):
+        groups.extend([group] * metadata.row_group(group).num_rows)
+    return groups
+
+
+def file_stamp(fs: fsspec.AbstractFileSystem, path: str) -> dict:
+    """What a by-reference catalog checks before trusting bytes again: the file's size and mtime/etag."""
+    return stamp_of(fs.info(path))
+
+
+def stamp_of(info: dict) -> dict:
+    changed = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("ETag") or ""
+    return {"file_size": info.get("size"), "file_mtime": str(changed)}
 
 
 def _num_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:
@@ -305,20 +332,13 @@ def _num_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:
 
 
 def _read_table_rows(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    """Bytes of table rows: each Parquet row group (JSONL file) the items touch is read once."""
     fs, _ = fsspec.core.url_to_fs(spec.path)
-    by_table: dict[str, pa.Table] = {}
+    loaded: dict[tuple[str, str], pa.Table | Exception] = {}
     for item in items:
         try:
             if item["image_column"]:
-                if item["table"] not in by_table:
-                    by_table[item["table"]] = _load_table(fs, item["table"], [item["image_column"]])
-                value = by_table[item["table"]].column(0)[item["row"]].as_py()
-                data = value.get("bytes") if isinstance(value, dict) else value
-                if isinstance(data, str):
-                    data = data.encode("latin-1")
-                if data is None:
-                    raise ValueError("image column is empty in this row")
-                yield item, data
+                yield item, _table_cell(fs, item, loaded)
             else:
                 target = item["target"]
                 if not target:
@@ -331,8 +351,42 @@ def _read_table_rows(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict
             yield item, error
 
 
+def _table_cell(fs: fsspec.AbstractFileSystem, item: dict, loaded: dict) -> bytes:
+    """The image bytes of one table row, reading its row group (or JSONL file) once into `loaded`."""
+    group = item.get("row_group") or f"{item['table']}#0"
+    if (group, item["image_column"]) not in loaded:
+        loaded[group, item["image_column"]] = _load_group(fs, item["table"], group, item["image_column"])
+    table = loaded[group, item["image_column"]]
+    first = _group_start(fs, item["table"], group)
+    value = table.column(0)[item["row"] - first].as_py()
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    if data is None:
+        raise ValueError("image column is empty in this row")
+    return data
+
+
+def _load_group(fs: fsspec.AbstractFileSystem, path: str, group: str, column: str) -> pa.Table:
+    if not path.endswith(".parquet"):
+        return _load_table(fs, path, [column])
+    with fs.open(path, "rb") as handle:
+        return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=[column])
+
+
+def _group_start(fs: fsspec.AbstractFileSystem, path: str, group: str) -> int:
+    """Index of the first row of row group `group` in its file."""
+    index = int(group.rsplit("#", 1)[1])
+    if not path.endswith(".parquet") or index == 0:
+        return 0
+    metadata = pq.ParquetFile(fs.open(path, "rb")).metadata
+    return sum(metadata.row_group(g).num_rows for g in range(index))
+
+
 # --- webdataset tars -------------------------------------------------------------------------------
 def _list_tars(spec: SourceSpec) -> list[dict]:
+    """One item per image member, with its data offset and size in the tar (and its caption member's),
+    so a part reads its members with seeks in one pass instead of scanning the archive."""
     fs, root = fsspec.core.url_to_fs(spec.path)
     tars = [root] if fs.isfile(root) else sorted(p for p in fs.find(root) if p.endswith(".tar"))
     items = []
@@ -342,6 +396,7 @@ def _list_tars(spec: SourceSpec) -> list[dict]:
                 members = tarfile.open(fileobj=handle, mode="r:").getmembers()
             except tarfile.TarError as error:
                 raise SourceError(f"{tar_path}: not a readable tar ({error})") from None
+        stamp = file_stamp(fs, tar_path)
         by_key: dict[str, dict[str, tarfile.TarInfo]] = {}
         for member in members:
             if not member.isfile():
@@ -353,40 +408,57 @@ def _list_tars(spec: SourceSpec) -> list[dict]:
             image = next((parts[e] for e in parts if ("." + e.rsplit(".", 1)[-1]) in IMAGE_EXTENSIONS), None)
             if image is None:
                 continue
+            caption = parts.get("txt") or parts.get("json")
             items.append(
                 {"uri": f"{fs.unstrip_protocol(tar_path)}#{image.name}", "tar": tar_path, "member": image.name,
-                 "caption_member": (parts.get("txt") or parts.get("json") or tarfile.TarInfo()).name or None,
-                 "size": image.size, "caption": None}
+                 "offset": image.offset_data, "size": image.size,
+                 "caption_member": caption.name if caption else None,
+                 "caption_offset": caption.offset_data if caption else None,
+                 "caption_size": caption.size if caption else None, "caption": None, **stamp}
             )
     return items
 
 
 def _read_tar_members(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    """Member bytes by offset: each tar is opened once and read front to back (items sorted by offset)."""
     fs, _ = fsspec.core.url_to_fs(spec.path)
     by_tar: dict[str, list[dict]] = {}
     for item in items:
         by_tar.setdefault(item["tar"], []).append(item)
     results: dict[str, tuple[dict, bytes | Exception]] = {}
     for tar_path, tar_items in by_tar.items():
-        with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as archive:
+        try:
+            with fs.open(tar_path, "rb") as handle:
+                for item in sorted(tar_items, key=lambda i: i["offset"]):
+                    results[item["uri"]] = _read_member(handle, item)
+        except OSError as error:
             for item in tar_items:
-                results[item["uri"]] = _read_member(archive, item)
+                results.setdefault(item["uri"], (item, error))
     for item in items:
         yield results[item["uri"]]
 
 
-def _read_member(archive: tarfile.TarFile, item: dict) -> tuple[dict, bytes | Exception]:
+def read_range(handle, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) != size:
+        raise OSError(f"short read: {len(data)} of {size} bytes at offset {offset}")
+    return data
+
+
+def _read_member(handle, item: dict) -> tuple[dict, bytes | Exception]:
     name = item["member"]
     if name.startswith("/") or ".." in name.split("/"):
         # Never extracted to disk anyway; refused so that a hostile name is visible in the rejects.
         return item, ValueError(f"unsafe tar member name {name!r}")
     try:
-        data = archive.extractfile(name).read()
+        data = read_range(handle, item["offset"], item["size"])
         if item.get("caption_member"):
-            text = archive.extractfile(item["caption_member"]).read().decode("utf-8", errors="replace")
+            raw = read_range(handle, item["caption_offset"], item["caption_size"])
+            text = raw.decode("utf-8", errors="replace")
             item["caption"] = json.loads(text).get("caption") if item["caption_member"].endswith(".json") else text.strip()
         return item, data
-    except (KeyError, OSError, tarfile.TarError, json.JSONDecodeError, AttributeError) as error:
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
         return item, error
 
 

@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from onegen.annotators.base import Annotator, RowError
-from onegen.pipelines.units import TASK_ARGS, UNIT_COLUMN, unit_dataset
+from onegen.pipelines.units import UNIT_COLUMN, unit_dataset
 
 _MIME = {"jpg": "image/jpeg", "png": "image/png"}
 
@@ -78,8 +78,7 @@ def vllm_annotation_dataset(units: list[dict], annotator: Annotator, read_step):
         # the runner's commit takes annotator i's columns as "<i>::<column>"; this path serves one annotator
         return {**{f"0::{name}": values[0] for name, values in columns.items()}, UNIT_COLUMN: carried[UNIT_COLUMN]}
 
-    dataset = unit_dataset(units).map_batches(read_step, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
-                                              **TASK_ARGS)
+    dataset = unit_dataset(units).map_batches(read_step, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
     return build_llm_processor(config, preprocess=preprocess, postprocess=postprocess)(dataset)
 
 

@@ -70,7 +70,7 @@ def test_shards_hold_every_candidate_once(built):
     assert canny["annotators"] == ["canny@1"] and canny["n_views"] == 2
     canny_shards = -(-canny_ok // 7)
     assert select_shards(str(shards), ["canny2image"]) == [
-        str(shards / f"onegen-canny2image-{i:06d}.tar") for i in range(canny_shards)]
+        str(shards / f"onegen-canny2image-00000-{i:06d}.tar") for i in range(canny_shards)]
 
 
 def test_readers_see_the_same_samples(built):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from onegen.annotators.base import Annotator
-from onegen.pipelines.annotate import PartTask, build_annotation_dataset
+from onegen.pipelines.annotate import build_annotation_dataset
 from tests.conftest import write_photo_folder
 
 INET = re.compile(r'connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\), (?:sin_addr=inet_addr\("([^"]+)"\)|.*?inet_pton\(AF_INET6, "([^"]+)")')
@@ -53,9 +53,12 @@ class _NeedsGpu(Annotator):
 def test_annotation_plan_places_the_annotator_on_gpu_actors(ray_local):
     from ray.data import ActorPoolStrategy
 
-    task = PartTask(0, "/nowhere/part-00000.parquet", "/nowhere/out.parquet", 1, "", ())
-    dataset = build_annotation_dataset([task], (_NeedsGpu(),))
-    operator = dataset._logical_plan.dag  # the last operator: the annotator's map
+    unit = {"index": 0, "catalog_path": "/nowhere/part-00000.parquet", "joins": [], "rows": 1,
+            "outputs": {0: ("/nowhere/out.parquet", "")}}
+    dataset = build_annotation_dataset([unit], (_NeedsGpu(),))
+    commit = dataset._logical_plan.dag  # the last operator: the commit stage, a CPU task after the actors
+    assert "commit_units" in commit.name and "num_gpus" not in commit.ray_remote_args
+    operator = commit.input_dependencies[0]  # the annotator's map
     assert "AnnotatorActor" in operator.name
     assert operator.ray_remote_args["num_gpus"] == 1.0 and operator.ray_remote_args["num_cpus"] == 0.5
     assert isinstance(operator.compute, ActorPoolStrategy) and operator.compute.min_size == 3

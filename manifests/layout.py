@@ -1,0 +1,153 @@
+"""Every path of a dataset root and of a shards folder, in one place (DESIGN §2).
+
+A dataset root (`onegen ingest --out ROOT`):
+
+    catalog/<source>/part-NNNNN.parquet             one row per raw item (the part's commit marker)
+    rejects/<source>/part-NNNNN.parquet             ingest rejects of that part (committed first)
+    jobs/ingest-<source>.json                       the ingest job record
+    annotations/<name>@<version>/_job.json          the annotate job record (identity of the store)
+    annotations/<name>@<version>/<source>/part-NNNNN.parquet   aligned with the catalog part
+
+A shards folder (`onegen build --out SHARDS`):
+
+    build.json                                      the build job record
+    {prefix}-{task}-{unit:05d}-{n:06d}.tar          WebDataset tars; a build unit owns its numbered shards
+    manifests/<shard>.parquet                       per-shard manifest: the shard's commit marker
+    skipped/<shard>.parquet                         candidates skipped while that shard was filled
+    skipped/{prefix}-{task}-{unit:05d}-tail.parquet skips after a unit's last shard of that task
+                                                    (the shard writer names it: `{stem}-tail`)
+    units/unit-{unit:05d}.json                      a build unit's record: its commit marker (written last)
+    index.json, _SUCCESS.json                       wids shard index, then the stats (the done marker)
+
+Files starting with `_` are ignored by Parquet dataset readers, so `pq.read_table(store_dir)` works.
+Paths are strings joined with "/", so fsspec URLs (s3://, gs://) work the same as local paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onegen.manifests import store
+
+PART_SUFFIX = ".parquet"
+JOB_RECORD = "_job.json"
+DONE_MARKER = "_SUCCESS.json"
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}{PART_SUFFIX}"
+
+
+def version_key(store_name: str) -> list:
+    """Sort key of "<name>@<version>": numeric version components compare as numbers."""
+    return [int(x) if x.isdigit() else x for x in store_name.split("@", 1)[1].split(".")]
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The paths under one dataset root."""
+
+    root: str
+
+    # catalog and rejects ---------------------------------------------------------------------------
+    def catalog(self) -> str:
+        return store.join(self.root, "catalog")
+
+    def catalog_dir(self, source: str) -> str:
+        return store.join(self.root, "catalog", source)
+
+    def catalog_part(self, source: str, index: int) -> str:
+        return store.join(self.catalog_dir(source), part_name(index))
+
+    def rejects(self) -> str:
+        return store.join(self.root, "rejects")
+
+    def rejects_dir(self, source: str) -> str:
+        return store.join(self.root, "rejects", source)
+
+    def rejects_part(self, source: str, index: int) -> str:
+        return store.join(self.rejects_dir(source), part_name(index))
+
+    def ingest_record(self, source: str) -> str:
+        return store.join(self.root, "jobs", f"ingest-{source}.json")
+
+    def catalog_parts(self) -> list[tuple[str, str]]:
+        """(source, part path) of every committed catalog part, sorted by path."""
+        return [(path.rsplit("/", 2)[-2], path) for path in store.list_files(self.catalog(), PART_SUFFIX)]
+
+    # annotation stores -----------------------------------------------------------------------------
+    def annotations(self) -> str:
+        return store.join(self.root, "annotations")
+
+    def store_dir(self, store_name: str) -> str:
+        """The folder of annotation store "<name>@<version>"."""
+        return store.join(self.root, "annotations", store_name)
+
+    def store_record(self, store_name: str) -> str:
+        return store.join(self.store_dir(store_name), JOB_RECORD)
+
+    def store_part(self, store_name: str, catalog_part: str) -> str:
+        """The annotation part aligned with the catalog part at path `catalog_part`."""
+        source, part = catalog_part.rsplit("/", 2)[-2:]
+        return store.join(self.store_dir(store_name), source, part)
+
+    def store_names(self) -> list[str]:
+        """Every "<name>@<version>" folder under annotations/, sorted."""
+        fs, base = store.filesystem(self.annotations())
+        if not fs.exists(base):
+            return []
+        return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False) if "@" in p.rsplit("/", 1)[-1])
+
+    def find_store(self, name: str) -> str | None:
+        """The `<name>@<version>` store to read `name` from: the highest version present, or None."""
+        versions = [s for s in self.store_names() if s.split("@", 1)[0] == name]
+        return max(versions, key=version_key) if versions else None
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """The paths under one shards folder."""
+
+    out: str
+
+    def record(self) -> str:
+        return store.join(self.out, "build.json")
+
+    def done_marker(self) -> str:
+        return store.join(self.out, DONE_MARKER)
+
+    def index(self) -> str:
+        return store.join(self.out, "index.json")
+
+    def manifests(self) -> str:
+        return store.join(self.out, "manifests")
+
+    def skipped_dir(self) -> str:
+        return store.join(self.out, "skipped")
+
+    def units(self) -> str:
+        return store.join(self.out, "units")
+
+    @staticmethod
+    def shard_stem(prefix: str, task: str, unit: int) -> str:
+        """The name every shard of `task` made by build unit `unit` starts with."""
+        return f"{prefix}-{task}-{unit:05d}"
+
+    @staticmethod
+    def shard_name(prefix: str, task: str, unit: int, index: int) -> str:
+        return f"{ShardLayout.shard_stem(prefix, task, unit)}-{index:06d}"
+
+    def tar(self, shard: str) -> str:
+        return store.join(self.out, f"{shard}.tar")
+
+    def manifest(self, shard: str) -> str:
+        return store.join(self.manifests(), f"{shard}.parquet")
+
+    def skipped(self, shard: str) -> str:
+        return store.join(self.skipped_dir(), f"{shard}.parquet")
+
+    def unit_marker(self, unit: int) -> str:
+        return store.join(self.units(), f"unit-{unit:05d}.json")
+
+    def manifest_paths(self) -> list[str]:
+        return store.list_files(self.manifests(), PART_SUFFIX)
