@@ -69,7 +69,7 @@ class DedupPart:
     index: int
     source: str
     catalog_path: str
-    phash_path: str
+    annotation_path: str  # the aligned part of the phash (or clip) store
 
 
 def dedup_dir(root: str, max_distance: int = 4) -> str:
@@ -85,9 +85,9 @@ def exemption_group(kind: str, source: str, subject: str | None) -> str:
 def bucket_part(part: DedupPart, max_distance: int, partitions: int) -> tuple[list[pa.Table], str]:
     """(one BUCKET_SCHEMA table per partition, the part's catalog keys sha256) for one catalog part."""
     catalog = store.read_table(part.catalog_path, CATALOG_COLUMNS)
-    hashes = store.read_table(part.phash_path, ["key", "status", "phash"])
+    hashes = store.read_table(part.annotation_path, ["key", "status", "phash"])
     if hashes.column("key") != catalog.column("key"):
-        raise RuntimeError(f"{part.phash_path} is not aligned with {part.catalog_path}: rerun `onegen annotate --annotators phash`")
+        raise RuntimeError(f"{part.annotation_path} is not aligned with {part.catalog_path}: rerun `onegen annotate --annotators phash`")
     keys = catalog.column("key").to_pylist()
     kinds, sources, subjects = (catalog.column(c).to_pylist() for c in ("kind", "source", "subject"))
     area = (np.asarray(catalog.column("width").fill_null(0), np.int64) * np.asarray(catalog.column("height").fill_null(0), np.int64))
@@ -201,22 +201,22 @@ def read_part_duplicates(out: str, source: str, part_file: str, catalog_keys_sha
 
 
 # --- the job ----------------------------------------------------------------------------------------------
-def plan_dedup_parts(root: str) -> list[DedupPart]:
-    """Every catalog part with its aligned phash part; refuses parts the phash annotator has not done."""
+def plan_dedup_parts(root: str, store_name: str = PHASH_STORE) -> list[DedupPart]:
+    """Every catalog part with its aligned part of `store_name`; refuses parts that store has not done."""
     # the documented root layout (docs/decisions.md "Stores"), read with store primitives only
     catalog = [(path.rsplit("/", 2)[-2], path) for path in store.list_files(store.join(root, "catalog"), ".parquet")]
     fs, base = store.filesystem(store.join(root, "annotations"))
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)] if fs.exists(base) else []
-    versions = [n for n in names if n.startswith(PHASH_STORE + "@")]
+    versions = [n for n in names if n.startswith(store_name + "@")]
     if not versions:
-        raise FileNotFoundError(f"no {PHASH_STORE} annotations under {root}: run `onegen annotate --annotators phash` first")
+        raise FileNotFoundError(f"no {store_name} annotations under {root}: run `onegen annotate --annotators {store_name}` first")
     found = max(versions, key=lambda v: [int(x) if x.isdigit() else x for x in v.split("@", 1)[1].split(".")])
     parts = []
     for index, (source, path) in enumerate(catalog):
-        phash_path = store.join(root, "annotations", found, source, path.rsplit("/", 1)[-1])
-        if not store.exists(phash_path):
-            raise FileNotFoundError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run the phash annotator first")
-        parts.append(DedupPart(index, source, path, phash_path))
+        annotation_path = store.join(root, "annotations", found, source, path.rsplit("/", 1)[-1])
+        if not store.exists(annotation_path):
+            raise FileNotFoundError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run the {store_name} annotator first")
+        parts.append(DedupPart(index, source, path, annotation_path))
     return parts
 
 

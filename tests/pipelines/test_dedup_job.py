@@ -25,6 +25,8 @@ from onegen.pipelines.dedup import (
     run_phash_dedup,
 )
 from onegen.pipelines.dedup_groups import find_duplicates
+from onegen.pipelines.semdedup import SemDedupConfig, semantic_duplicates
+from onegen.pipelines.semdedup_job import semantic_dedup_parts, semantic_dir
 from tests.conftest import PHOTOS, photo
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,3 +101,31 @@ def test_ray_job_commits_one_table_per_part(tmp_path, ray_local):
     assert table.column("reason").to_pylist() == ["duplicate_of:coyo-a", "duplicate_of:coyo-b"]
     with pytest.raises(RuntimeError, match="another version"):
         read_part_duplicates(out, "laion", "part-00000.parquet", "0" * 64)
+
+
+def test_semantic_dedup_table_has_the_same_layout_and_reasons(tmp_path):
+    from onegen.annotators.clip import ClipAnnotator, embedding_matrix
+    from onegen.annotators.tiny_hygiene_models import tiny_clip
+
+    rows = _write_root(str(tmp_path))
+    clip = ClipAnnotator(model=tiny_clip(tmp_path / "clip"), num_gpus=0)
+    for source, part in (("laion", 0), ("coyo", 0), ("coyo", 1)):
+        name = f"part-{part:05d}.parquet"
+        catalog = store.read_table(store.join(str(tmp_path), "catalog", source, name)).to_pylist()
+        columns = clip({k: [r[k] for r in catalog] for k in ("key", "kind", "image", "meta", "caption_original")})
+        store.commit_table(store.join(str(tmp_path), "annotations", "clip@1", source, name),
+                           pa.Table.from_pydict(columns, schema=clip.schema()))
+    config = SemDedupConfig(n_clusters=2, threshold=0.9999)
+    out = semantic_dir(str(tmp_path), config.threshold)
+    stats = semantic_dedup_parts(plan_dedup_parts(str(tmp_path), "clip"), config, out)
+    found = {}
+    for source, part in (("laion", 0), ("coyo", 0), ("coyo", 1)):
+        found.update(read_part_duplicates(out, source, f"part-{part:05d}.parquet"))
+    assert found["laion-b"] == "coyo-b"  # the exact copy: identical embeddings
+    assert stats["duplicates"] == len(found) and stats["method"] == "semantic"
+    # the table is the pure function's answer on the stored float16 embeddings
+    clip_rows = clip({k: [r[k] for r in rows] for k in ("key", "kind", "image", "meta", "caption_original")})
+    _, matrix = embedding_matrix(clip_rows["embedding"])
+    exempt = [f"subject:{r['source']}/{r['subject']}" if r["subject"] else None for r in rows]
+    assert found == semantic_duplicates([r["key"] for r in rows], matrix, [r["width"] * r["height"] for r in rows],
+                                        exempt, config)
