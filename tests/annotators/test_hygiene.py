@@ -135,3 +135,17 @@ def test_missing_checkpoints_fail_at_setup_with_one_line():
     assert any(line.startswith("MissingCheckpointError") and "nobody-here/no-clip" in line for line in lines)
     assert lines[-1].startswith("onegen.annotators.loading.MissingCheckpointError")
     assert "no watermark classifier checkpoint configured" in lines[-1]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_clip_matches_cpu(clip):
+    gpu = ClipAnnotator(model=clip.model, num_gpus=1, half=True)
+    gpu.setup()
+    assert gpu._device == "cuda"
+    batch = _batch_with_captions(_images(), CAPTIONS)
+    on_gpu, on_cpu = gpu(batch), clip(batch)
+    for a, b in zip(on_gpu["embedding"], on_cpu["embedding"], strict=True):
+        assert float(decode_embedding(a) @ decode_embedding(b)) > 0.99
+    for a, b in zip(on_gpu["clip_score"], on_cpu["clip_score"], strict=True):
+        assert (a is None and b is None) or abs(a - b) < 0.02
