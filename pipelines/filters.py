@@ -17,6 +17,8 @@ it returns None (keep) or the first failing filter's skip reason:
                                                              filtered:nsfw=0.73>=0.5 (value as %.4g,
                                                              threshold as written)
     filtered:<name>=<status>                                 that row's annotation is not "ok" (e.g. error)
+                                                             ("skipped", a row kind the annotator does not
+                                                             handle such as a scene for aesthetic, passes)
     filtered:<name>=null                                     the row is "ok" but has no value (no caption)
     missing_annotation:<store>                               the store has no row for the candidate
 
@@ -70,6 +72,8 @@ class ScoreFilter:
         """Pass or the skip reason for one candidate's annotation row of `store` (None: no row)."""
         if row is None:
             return FilterOutcome(f"missing_annotation:{self.store}", None)
+        if row.get("status") == "skipped":  # the annotator does not handle this kind of row: not filtered
+            return FilterOutcome(None, None)
         if row.get("status") != "ok":
             return FilterOutcome(f"{FILTERED_PREFIX}{self.name}={row.get('status')}", None)
         value = row.get(self.column)

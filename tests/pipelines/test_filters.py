@@ -62,6 +62,7 @@ def test_missing_error_and_null_rows_are_filtered_with_their_own_reason():
     assert clip.reason(None) == "missing_annotation:clip"
     assert clip.reason(_row(None, "error", "clip_score")) == "filtered:clip_score=error"
     assert clip.reason(_row(None, "ok", "clip_score")) == "filtered:clip_score=null"  # no caption to score
+    assert clip.reason(_row(None, "skipped", "clip_score")) is None  # a scene: clip does not handle it
 
 
 def test_apply_filters_reports_the_first_failure_and_counts_per_filter():
@@ -84,7 +85,7 @@ def test_apply_filters_reports_the_first_failure_and_counts_per_filter():
 
 
 def test_filter_modules_import_no_model_or_ray():
-    code = ("import sys, onegen.pipelines.filters, onegen.pipelines.task_selection, onegen.pipelines.dedup_groups; "
+    code = ("import sys, onegen.pipelines.filters, onegen.pipelines.task_selection, onegen.pipelines.hygiene; "
             "bad = {'ray', 'torch', 'transformers'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
