@@ -247,6 +247,9 @@ def decode_batch(batch: dict[str, Any], decode_images: bool, kinds: set[str]
 
 
 def _prepare(row: dict[str, Any], decode_images: bool) -> dict[str, Any]:
+    if row.get("image_error"):  # a by-reference catalog image whose source changed (pipelines/catalog_images)
+        status, _, detail = row["image_error"].partition(": ")
+        raise RowError(detail, status=status)
     meta = row.get("meta")
     row["meta"] = json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
     if not decode_images:

@@ -33,8 +33,10 @@ from onegen.pipelines.catalog_images import resolve_images
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.units import (
     ACTOR_ARGS,
+    NODE_META,
     UNIT_COLUMN,
     collect_records,
+    committed_by,
     record_table,
     split_units,
     unit_dataset,
@@ -141,7 +143,8 @@ def commit_units(table: pa.Table, annotators: tuple[Annotator, ...], plan: dict[
             prefix = f"{position}::"
             own = rows.select([c for c in rows.column_names if c.startswith(prefix)])
             own = own.rename_columns([c[len(prefix):] for c in own.column_names])
-            store.commit_table(path, own.cast(annotators[position].schema()), {CATALOG_KEYS_META: keys_sha})
+            store.commit_table(path, own.cast(annotators[position].schema()),
+                               {CATALOG_KEYS_META: keys_sha, NODE_META: committed_by()})
             statuses[annotators[position].store_name] = _count(own.column("status").to_pylist())
         records.append({"unit": unit, "rows": rows.num_rows, "statuses": statuses})
     return record_table(records)
@@ -212,9 +215,12 @@ def build_annotation_dataset(units: list[dict], annotators: tuple[Annotator, ...
         if all(a.num_gpus == 0 for a in annotators):
             # CPU annotators: a pool that grows to the cluster's cores (one actor would use one core)
             cores = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else concurrency
-            pool = ActorPoolStrategy(min_size=concurrency, max_size=max(concurrency, cores))
-        else:
-            pool = ActorPoolStrategy(size=concurrency)  # GPU actors: exactly as many as asked for
+            pool = ActorPoolStrategy(min_size=concurrency, max_size=max(concurrency, cores),
+                                     max_tasks_in_flight_per_actor=1)
+        else:  # GPU actors: exactly as many as asked for
+            pool = ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1)
+        # one unit in flight per actor: a unit queued behind a slow one would be held back by it, and a
+        # unit is a whole part (hundreds of rows), so the gap between two tasks costs nothing
         with warnings.catch_warnings():  # Ray names no other way to bound actor restarts yet
             warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
             annotated = dataset.map_batches(

@@ -35,7 +35,7 @@ from onegen.pipelines.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.image_checks import ImageLimits, Rejected, normalise_image
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.sources import SourceSpec, fingerprint, list_items, read_items
-from onegen.pipelines.units import collect_records, record_table, unit_dataset, unit_of
+from onegen.pipelines.units import NODE_META, collect_records, committed_by, record_table, unit_dataset, unit_of
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
 
@@ -193,7 +193,7 @@ def _commit_part(layout: DatasetLayout, source: str, index: int, table: pa.Table
     )
     store.commit_table(layout.rejects_part(source, index), reject_rows)
     catalog_rows = accepted.drop_columns(list(REJECT_COLUMNS)).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
-    store.commit_table(layout.catalog_part(source, index), catalog_rows)
+    store.commit_table(layout.catalog_part(source, index), catalog_rows, {NODE_META: committed_by()})
     reasons: dict[str, int] = {}
     for reason in rejected.column("reject_reason").to_pylist():
         reasons[reason] = reasons.get(reason, 0) + 1

@@ -68,9 +68,20 @@ def unit_of(batch: dict | pa.Table) -> dict:
 
 
 def record_table(records: Iterable[dict[str, Any]]) -> pa.Table:
-    """What a unit's last stage returns: one JSON record per committed unit."""
-    return pa.Table.from_pydict({RECORD_COLUMN: [json.dumps(r, sort_keys=True) for r in records]},
+    """What a unit's last stage returns: one JSON record per committed unit (with the committing node)."""
+    node = committed_by()
+    return pa.Table.from_pydict({RECORD_COLUMN: [json.dumps({**r, "node": node}, sort_keys=True) for r in records]},
                                 schema=RECORD_SCHEMA)
+
+
+def committed_by() -> str:
+    """The Ray node id of this worker ("local" outside Ray): written into what a worker commits."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+NODE_META = "onegen.node"
 
 
 def collect_records(dataset, total: int, description: str, progress: bool) -> list[dict]:

@@ -1,5 +1,6 @@
 """Cluster mode: a head and a worker node started with `ray start` on this machine, inside a network
-namespace that has nothing but loopback, and `onegen ingest --address` submitted to them."""
+namespace that has nothing but loopback, and `onegen ingest --address` submitted to them: both nodes'
+workers commit parts."""
 
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ ray start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 \
   --object-store-memory=150000000 > {temp}/worker.log 2>&1
 {python} -c "import ray; ray.init(address='127.0.0.1:{port}'); \
 print('NODES', sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']))"
-{python} -m onegen.pipelines.cli ingest {photos} --out {out} --address 127.0.0.1:{port} --rows-per-part 3 --no-progress
+{python} -m onegen.pipelines.cli ingest {photos} --out {out} --address 127.0.0.1:{port} --rows-per-part 1 --no-progress
 """
 
 
@@ -55,3 +56,7 @@ def test_two_node_cluster_on_loopback_only(tmp_path):
     assert "NODES ['127.0.0.1', '127.0.0.1']" in result.stdout  # two live nodes, both on loopback
     catalog = pq.read_table(tmp_path / "dataset" / "catalog")
     assert catalog.num_rows == 8 and len(set(catalog.column("key").to_pylist())) == 8
+    # the workers committed the parts, on both nodes (each part records the node that wrote it)
+    parts = sorted((tmp_path / "dataset" / "catalog" / "photos").glob("*.parquet"))
+    nodes = {pq.read_schema(p).metadata[b"onegen.node"] for p in parts}
+    assert len(parts) == 8 and len(nodes) == 2
