@@ -35,7 +35,14 @@ from onegen.pipelines.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.image_checks import ImageLimits, Rejected, normalise_image
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.sources import SourceSpec, fingerprint, list_items, read_items
-from onegen.pipelines.units import NODE_META, collect_records, committed_by, record_table, unit_dataset, unit_of
+from onegen.pipelines.units import (
+    NODE_META,
+    collect_records,
+    committed_by,
+    record_table,
+    unit_dataset,
+    unit_of,
+)
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
 
