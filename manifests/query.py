@@ -7,10 +7,11 @@ from collections import Counter
 import pyarrow as pa
 
 from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout, ShardLayout
 
 
 def read_manifests(out: str, columns: list[str] | None = None) -> pa.Table:
-    paths = store.list_files(store.join(out, "manifests"), ".parquet")
+    paths = ShardLayout(out).manifest_paths()
     tables = [store.read_table(p, columns) for p in paths]
     return pa.concat_tables(tables) if tables else pa.table({})
 
@@ -31,7 +32,7 @@ def shard_stats(out: str) -> dict:
     table = read_manifests(out, ["task", "source", "member_bytes", "shard"])
     rows = table.to_pylist() if table.num_rows else []
     skipped = Counter()
-    for path in store.list_files(store.join(out, "skipped"), ".parquet"):
+    for path in store.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
         for row in store.read_table(path, ["task", "reason"]).to_pylist():
             skipped[f"{row['task']}: {row['reason']}"] += 1
     stats = {
@@ -42,7 +43,7 @@ def shard_stats(out: str) -> dict:
         "samples_per_source": dict(sorted(Counter(r["source"] for r in rows).items())),
         "skipped_per_reason": dict(sorted(skipped.items())),
     }
-    record = store.read_json(store.join(out, "build.json")) or {}
+    record = store.read_json(ShardLayout(out).record()) or {}
     if record.get("root"):
         stats.update(catalog_stats(record["root"]))
     return stats
@@ -51,16 +52,15 @@ def shard_stats(out: str) -> dict:
 def catalog_stats(root: str) -> dict:
     """Ingest rejects per reason and annotation statuses per store under a dataset root."""
     rejects = Counter()
-    for path in store.list_files(store.join(root, "rejects"), ".parquet"):
+    layout = DatasetLayout(root)
+    for path in store.list_files(layout.rejects(), ".parquet"):
         rejects.update(store.read_table(path, ["reason"]).column("reason").to_pylist())
     annotations: dict[str, dict[str, int]] = {}
     nsfw: dict[str, str] = {}
-    fs, base = store.filesystem(store.join(root, "annotations"))
-    for folder in sorted(fs.ls(base, detail=False)) if fs.exists(base) else []:
-        name = folder.rsplit("/", 1)[-1]
+    for name in layout.store_names():
         counts, checked = Counter(), 0
         is_faces = name.startswith("faces@")
-        for path in store.list_files(store.join(root, "annotations", name), ".parquet"):
+        for path in store.list_files(layout.store_dir(name), ".parquet"):
             # only the small columns: annotation parts also hold images and maps
             table = store.read_table(path, ["status", "nsfw_checked"] if is_faces else ["status"])
             counts.update(table.column("status").to_pylist())
@@ -69,7 +69,7 @@ def catalog_stats(root: str) -> dict:
         annotations[name] = dict(sorted(counts.items()))
         if is_faces:
             nsfw[name] = f"on: {checked} images checked" if checked else "off: no NSFW classifier configured"
-    catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(store.join(root, "catalog"), ".parquet"))
+    catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(layout.catalog(), ".parquet"))
     stats = {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
              "annotation_statuses": annotations}
     if nsfw:

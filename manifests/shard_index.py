@@ -14,6 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from onegen.manifests import store
+from onegen.manifests.layout import ShardLayout
 
 CHUNK = 8 << 20
 
@@ -29,7 +30,7 @@ def file_md5(path: str) -> str:
 
 def write_shard_index(out: str, name: str) -> list[dict]:
     entries = []
-    for path in store.list_files(store.join(out, "manifests"), ".parquet"):
+    for path in ShardLayout(out).manifest_paths():
         table = store.read_table(path, ["task"])
         shard = path.rsplit("/", 1)[-1][: -len(".parquet")] + ".tar"
         meta = store.read_metadata(path)
@@ -40,6 +41,6 @@ def write_shard_index(out: str, name: str) -> list[dict]:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for entry, md5 in zip(missing, pool.map(file_md5, [store.join(out, e["url"]) for e in missing]), strict=True):
             entry["md5"] = md5
-    store.commit_json(store.join(out, "index.json"),
+    store.commit_json(ShardLayout(out).index(),
                       {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name, "shardlist": entries})
     return entries

@@ -13,6 +13,7 @@ import hashlib
 import tarfile
 
 from onegen.manifests import store
+from onegen.manifests.layout import ShardLayout
 
 
 def verify_shards(out: str) -> tuple[int, list[str]]:
@@ -20,10 +21,10 @@ def verify_shards(out: str) -> tuple[int, list[str]]:
     problems: list[str] = []
     seen_keys: dict[str, str] = {}
     checked = 0
-    manifests = store.list_files(store.join(out, "manifests"), ".parquet")
+    manifests = ShardLayout(out).manifest_paths()
     if not manifests:
         return 0, [f"{out}: no shard manifests found"]
-    index = store.read_json(store.join(out, "index.json")) or {}
+    index = store.read_json(ShardLayout(out).index()) or {}
     md5s = {entry["url"]: entry.get("md5") for entry in index.get("shardlist", [])}
     for manifest_path in manifests:
         table = store.read_table(manifest_path)

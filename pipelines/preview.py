@@ -35,6 +35,7 @@ from urllib.parse import quote
 import numpy as np
 
 from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.manifests.query import read_manifests, shard_stats
 from onegen.pipelines import preview_render as render
 
@@ -151,10 +152,9 @@ def read_members(shards: str, shard: str, keys: set[str]) -> dict[str, dict[str,
 def annotation_errors(root: str) -> dict[str, int]:
     """Rows with status other than "ok" per "<store>: <status>: <error, first line>" under a dataset root."""
     counts: Counter = Counter()
-    fs, base = store.filesystem(store.join(root, "annotations"))
-    for folder in sorted(fs.ls(base, detail=False)) if fs.exists(base) else []:
-        name = folder.rstrip("/").rsplit("/", 1)[-1]
-        for path in store.list_files(store.join(root, "annotations", name), ".parquet"):
+    layout = DatasetLayout(root)
+    for name in layout.store_names():
+        for path in store.list_files(layout.store_dir(name), ".parquet"):
             for row in store.read_table(path, ["status", "error"]).to_pylist():
                 if row["status"] != "ok":
                     error = (row["error"] or "").strip().splitlines()[:1]
@@ -210,7 +210,7 @@ def collect_report(shards: str, out: str, per_task: int = 4, tasks: list[str] | 
     table = read_manifests(shards, MANIFEST_COLUMNS)
     rows = table.to_pylist() if table.num_rows else []
     stats = shard_stats(shards)
-    record = store.read_json(store.join(shards, "build.json")) or {}
+    record = store.read_json(ShardLayout(shards).record()) or {}
     versions = Counter(name for row in rows for name in row["annotators"])
     chosen = choose_samples(rows, per_task, tasks)
     samples: dict[str, list[PreviewSample]] = {}
