@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.dedup_groups import (
     DedupConfig,
     band_layout,
@@ -203,17 +204,13 @@ def read_part_duplicates(out: str, source: str, part_file: str, catalog_keys_sha
 # --- the job ----------------------------------------------------------------------------------------------
 def plan_dedup_parts(root: str, store_name: str = PHASH_STORE) -> list[DedupPart]:
     """Every catalog part with its aligned part of `store_name`; refuses parts that store has not done."""
-    # the documented root layout (docs/decisions.md "Stores"), read with store primitives only
-    catalog = [(path.rsplit("/", 2)[-2], path) for path in store.list_files(store.join(root, "catalog"), ".parquet")]
-    fs, base = store.filesystem(store.join(root, "annotations"))
-    names = [p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)] if fs.exists(base) else []
-    versions = [n for n in names if n.startswith(store_name + "@")]
-    if not versions:
+    layout = DatasetLayout(root)
+    found = layout.find_store(store_name)
+    if found is None:
         raise FileNotFoundError(f"no {store_name} annotations under {root}: run `onegen annotate --annotators {store_name}` first")
-    found = max(versions, key=lambda v: [int(x) if x.isdigit() else x for x in v.split("@", 1)[1].split(".")])
     parts = []
-    for index, (source, path) in enumerate(catalog):
-        annotation_path = store.join(root, "annotations", found, source, path.rsplit("/", 1)[-1])
+    for index, (source, path) in enumerate(layout.catalog_parts()):
+        annotation_path = layout.store_part(found, path)
         if not store.exists(annotation_path):
             raise FileNotFoundError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run the {store_name} annotator first")
         parts.append(DedupPart(index, source, path, annotation_path))

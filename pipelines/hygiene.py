@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.dedup import DONE_MARKER, dedup_dir, read_part_duplicates
 from onegen.pipelines.dedup_groups import duplicate_reason
 from onegen.pipelines.filters import ScoreFilter, apply_filters, filter_stores, parse_filters
@@ -64,19 +65,14 @@ def hygiene_stores(config: HygieneConfig) -> list[str]:
 
 def check_hygiene_inputs(root: str, config: HygieneConfig) -> None:
     """Fail before any unit starts: unparseable filter, missing annotation store, unfinished dedup table."""
-    found = {p.rsplit("/", 1)[-1].split("@", 1)[0] for p in _store_folders(root)}
-    missing = [name for name in hygiene_stores(config) if name not in found]
+    layout = DatasetLayout(root)
+    missing = [name for name in hygiene_stores(config) if layout.find_store(name) is None]
     if missing:
         raise FileNotFoundError(f"hygiene needs the {', '.join(missing)} annotation(s): run "
                                 f"`onegen annotate --annotators {','.join(missing)}` first (no model runs at build)")
     table = dedup_table(root, config)
     if table is not None and not store.exists(store.join(table, DONE_MARKER)):
         raise FileNotFoundError(f"--dedup {config.dedup}: no finished dedup table at {table}; run the dedup job first")
-
-
-def _store_folders(root: str) -> list[str]:
-    fs, base = store.filesystem(store.join(root, "annotations"))
-    return fs.ls(base, detail=False) if fs.exists(base) else []
 
 
 def unit_duplicates(root: str, config: HygieneConfig, source: str, part_file: str,
