@@ -122,7 +122,7 @@ def test_train_step_noises_every_view_unless_conditions_are_held_clean(latent_sh
     batch = next(make_loader(config.data()))  # canny2image: [image, condition], one generated per row
     for prob, expect_clean in ((0.0, False), (1.0, True)):
         model, seen = build_model("tiny"), []
-        model.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+        model.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[1].clone()))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         ema = {k: p.detach().clone() for k, p in model.named_parameters()}
         changed = dataclasses.replace(config, clean_condition_prob=prob)
