@@ -213,10 +213,10 @@ def build_annotation_dataset(units: list[dict], annotators: tuple[Annotator, ...
                                                   num_cpus=0.25)
         concurrency = max(a.concurrency for a in annotators)
         if all(a.num_gpus == 0 for a in annotators):
-            # CPU annotators: a pool that grows to the cluster's cores (one actor would use one core)
+            # CPU annotators: one actor per core of the cluster (one actor would use one core), at most
+            # one per unit; a fixed size, since Ray's pool autoscaler needs several tasks in flight per actor
             cores = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else concurrency
-            pool = ActorPoolStrategy(min_size=concurrency, max_size=max(concurrency, cores),
-                                     max_tasks_in_flight_per_actor=1)
+            pool = ActorPoolStrategy(size=max(concurrency, min(cores, len(units))), max_tasks_in_flight_per_actor=1)
         else:  # GPU actors: exactly as many as asked for
             pool = ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1)
         # one unit in flight per actor: a unit queued behind a slow one would be held back by it, and a

@@ -334,7 +334,7 @@ def _num_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:
 def _read_table_rows(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
     """Bytes of table rows: each Parquet row group (JSONL file) the items touch is read once."""
     fs, _ = fsspec.core.url_to_fs(spec.path)
-    loaded: dict[tuple[str, str], pa.Table | Exception] = {}
+    loaded: dict[tuple[str, str], tuple[pa.Table, int]] = {}  # (row group, column) -> (cells, first row)
     for item in items:
         try:
             if item["image_column"]:
@@ -355,9 +355,9 @@ def _table_cell(fs: fsspec.AbstractFileSystem, item: dict, loaded: dict) -> byte
     """The image bytes of one table row, reading its row group (or JSONL file) once into `loaded`."""
     group = item.get("row_group") or f"{item['table']}#0"
     if (group, item["image_column"]) not in loaded:
-        loaded[group, item["image_column"]] = _load_group(fs, item["table"], group, item["image_column"])
-    table = loaded[group, item["image_column"]]
-    first = _group_start(fs, item["table"], group)
+        loaded[group, item["image_column"]] = (_load_group(fs, item["table"], group, item["image_column"]),
+                                               _group_start(fs, item["table"], group))
+    table, first = loaded[group, item["image_column"]]
     value = table.column(0)[item["row"] - first].as_py()
     data = value.get("bytes") if isinstance(value, dict) else value
     if isinstance(data, str):
