@@ -1,8 +1,8 @@
 """Benchmark: batches/s of the training loader against a plain `webdataset.WebDataset` pipeline, in one run.
 
-Both read the same precomputed latent shards (synthetic, the layout `onegen precompute` writes: V float16
-latent views `latN.npy`, T5 states `t5.npy` + `t5mask.npy`, `json`; or --shards), with the same DataLoader
-worker count, shuffle buffer and batch size, and decode the same members into the same tensors:
+Both read the same precomputed latent shards (synthetic, the layout `onegen precompute` writes: the V float16
+latent views in `views.npy` + `kinds.txt`, T5 states `t5.npy` + `t5mask.npy`, `json`; or --shards), with the same
+DataLoader worker count, shuffle buffer and batch size, and decode the same members into the same tensors:
   ours:     `training.data.make_loader` (seekable shard streams, family mixing, roles, pending batches by
             shape, a resumable state snapshot per batch);
   baseline: `wds.WebDataset(urls, resampled=True).shuffle(buffer).map(decode).batched(batch)` in a
@@ -43,8 +43,10 @@ def _npy(data: bytes) -> np.ndarray:
 
 def decode(sample: dict) -> dict:
     """The members our loader decodes, into the same dtypes: latents and T5 states float32, mask bool."""
-    views = sorted(k for k in sample if k.startswith("lat") and k.endswith(".npy"))
-    return {"views": [torch.from_numpy(_npy(sample[k]).astype(np.float32)) for k in views],
+    packed = _npy(sample["views.npy"])  # (V, 16, h, w)
+    kinds = sample["kinds.txt"].decode().split()
+    assert len(kinds) == packed.shape[0]
+    return {"views": [torch.from_numpy(view.astype(np.float32)) for view in packed],
             "t5": torch.from_numpy(_npy(sample["t5.npy"]).astype(np.float32)),
             "t5mask": torch.from_numpy(_npy(sample["t5mask.npy"]).astype(bool)),
             "meta": json.loads(sample["json"]), "key": sample["__key__"]}

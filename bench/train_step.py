@@ -39,12 +39,13 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def synthetic_shards(out: str, views: int, size: int, width: int, n: int = 64) -> str:
-    """n faceid-like samples of `views` latent views (float16 (16, size/8, size/8)) + 120 T5 tokens."""
+    """n faceid-like samples of `views` latent views (views.npy float16 (V, 16, size/8, size/8), as precompute
+    writes them) + 120 T5 tokens."""
     rng = np.random.default_rng(0)
     writer = ShardWriter(out, "bench", "faceid", samples_per_shard=16, max_shard_bytes=1 << 34)
     for i in range(n):
-        members = [(f"lat{v}.npy", _npy(rng.standard_normal((16, size // 8, size // 8)).astype(np.float16)))
-                   for v in range(views)]
+        latents = rng.standard_normal((views, 16, size // 8, size // 8)).astype(np.float16)  # (V, 16, h, w)
+        members = [("views.npy", _npy(latents)), ("kinds.txt", " ".join(["latent"] * views).encode())]
         meta = {"task": "faceid", "n_views": views, "roles": ["image"] * views, "prompt": "[[faceid]] x"}
         members += [("txt", b"[[faceid]] x"), ("json", json.dumps(meta).encode()),
                     ("t5.npy", _npy(rng.standard_normal((120, width)).astype(np.float16))),

@@ -9,9 +9,10 @@ with a logged notice), takes its next sample, decodes it and puts it into a pend
 (view kinds, H, W); a batch is emitted when it holds `batch_size` samples, so batches are homogeneous in
 views and size.
 
-Sample members: imgN.(jpg|png) raw image views or latN.npy precomputed latents (float16 (16, h, w)),
-rayN.npy ray views (float16 (16, h, w)), txt / json (prompt, task), and after precompute t5.npy
-((L, D) float16) + t5mask.npy ((L,) bool). Views are ordered by index, an image before its ray:
+Sample members: imgN.(jpg|png) raw image views or latN.npy latents (float16 (16, h, w)), rayN.npy ray
+views (float16 (16, h, w)), txt / json (prompt, task); precomputed shards instead hold every view in one
+views.npy (float16 (V, 16, h, w)) with kinds.txt ("latent ray ..."), plus t5.npy ((L, D) float16) +
+t5mask.npy ((L,) bool). Views are ordered by index, an image before its ray:
 [img0, ray0, img1, ray1, ...]. Raw images are resized (cover) and centre-cropped to the bucket nearest in
 aspect ratio to view 0; rays are resampled to the latent grid when their size differs (an approximation).
 
@@ -153,6 +154,13 @@ def _npy(data: bytes) -> np.ndarray:
 
 def decode_views(sample: dict, buckets: tuple[tuple[int, int], ...]) -> tuple[list[torch.Tensor], tuple[str, ...], tuple[int, int]]:
     """Views of one raw wds sample -> (tensors, kinds, pixel (H, W)); see the module docstring."""
+    if "views.npy" in sample:  # precomputed: every view packed in one array
+        packed = _npy(sample["views.npy"])  # (V, 16, h, w)
+        kinds = tuple(sample["kinds.txt"].decode().split())
+        if len(kinds) != packed.shape[0]:
+            raise ValueError(f"{sample['__key__']}: kinds.txt names {len(kinds)} views, views.npy holds {packed.shape[0]}")
+        views = [torch.from_numpy(view.astype(np.float32)) for view in packed]  # V x (16, h, w)
+        return views, kinds, (8 * packed.shape[2], 8 * packed.shape[3])
     members = view_members(sample)
     first = next(name for _, prefix, name in members if prefix != "ray")
     if first.endswith(".npy"):
@@ -215,10 +223,13 @@ def prepare(sample: dict, family: str, config: DataConfig, rng: random.Random,
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack homogeneous items (same kinds and size) into the batch dict of the module docstring."""
+    """Stack homogeneous items (same kinds and size) into the batch dict of the module docstring, except that
+    "generate" and "keep_caption" stay nested lists: `Loader` makes them tensors in the training process
+    (from a DataLoader worker every tensor travels in its own shared-memory segment, which costs more than
+    these tensors are worth)."""
     batch = {"views": [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["kinds"]))],
-             "kinds": items[0]["kinds"], "generate": torch.tensor([it["generate"] for it in items]),
-             "keep_caption": torch.tensor([it["keep_caption"] for it in items])}
+             "kinds": items[0]["kinds"], "generate": [it["generate"] for it in items],
+             "keep_caption": [it["keep_caption"] for it in items]}
     for name in ("prompt", "task", "family", "key"):
         batch[name] = [it[name] for it in items]
     if all("t5" in it for it in items):
@@ -330,6 +341,8 @@ class Loader:
     def __next__(self) -> dict:
         batch = next(self._batches)
         info = batch.pop("loader_state")
+        batch["generate"] = torch.tensor(batch["generate"], dtype=torch.bool)  # (B, V)
+        batch["keep_caption"] = torch.tensor(batch["keep_caption"], dtype=torch.bool)  # (B,)
         if info["stream"] != self.next_stream:
             raise RuntimeError(f"batch from loader stream {info['stream']}, expected {self.next_stream}")
         self.streams[info["stream"]], self.reads[info["stream"]] = info["state"], info["reads"]

@@ -1,10 +1,13 @@
 """`onegen precompute`: shards with raw images + prompts -> shards with VAE latents + T5 states.
 
 For every shard `{name}.tar` of SHARDS (one with a manifest) it writes OUT/{name}.tar holding the same
-sample keys, where each image view `imgN.<ext>` becomes `latN.npy` (float16 (16, H/8, W/8), the image
-resized/centre-cropped to its resolution bucket as the loader does, `Vae.encode` posterior mean), ray
-views `rayN.npy`, `txt` and `json` are kept as they are, and `t5.npy` (float16 (L, D), the prompt's
-real tokens only) + `t5mask.npy` (bool (L,)) are added. Shards and manifests are written through
+sample keys, where the view members (`imgN.<ext>`, `rayN.npy`, ...) become one `views.npy` (float16
+(V, 16, H/8, W/8) in view order: each image resized/centre-cropped to its resolution bucket as the loader
+does and encoded (`Vae.encode` posterior mean), each ray view resampled to the latent grid) and one
+`kinds.txt` ("latent ray latent ray ..."), `txt` and `json` are kept as they are, and `t5.npy` (float16
+(L, D), the prompt's real tokens only) + `t5mask.npy` (bool (L,)) are added. Every precomputed sample thus
+has the same member names whatever its number of views, which is what column readers need
+(`ray.data.read_webdataset` cannot cast a column like `lat1.npy` that some samples of a block lack). Shards and manifests are written through
 `ShardWriter` (same commit rule: tar, skipped, then manifest), so a shard whose OUT manifest exists is
 done and skipped on a rerun. OUT/index.json (wids shard index) and OUT/build.json (the input's build
 record + what was precomputed) are rewritten at the end.
@@ -24,7 +27,7 @@ from onegen.manifests import store
 from onegen.manifests.query import select_shards
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
-from onegen.training.data import decode_views, view_members
+from onegen.training.data import VIEW_MEMBER, decode_views
 
 NO_LIMIT = 1 << 62
 
@@ -46,16 +49,14 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _view_latents(sample: dict, config: PrecomputeConfig, vae) -> dict[str, bytes]:
-    """member name -> new (name, bytes) for the sample's view members (images encoded, rays kept)."""
+def _view_latents(sample: dict, config: PrecomputeConfig, vae) -> list[tuple[str, bytes]]:
+    """The sample's views as [("views.npy", (V, 16, h, w) float16), ("kinds.txt", kinds)] (images encoded)."""
     views, kinds, _ = decode_views(sample, config.buckets)
-    pixels = torch.stack([v for v, k in zip(views, kinds, strict=True) if k == "pixels"])  # (n, 3, H, W)
-    latents = iter(vae.encode(pixels).cpu().numpy().astype(np.float16))  # (n, 16, h, w)
-    renamed = {}
-    for _, prefix, name in view_members(sample):
-        index = name.split(".")[0][3:]
-        renamed[name] = (f"lat{index}.npy", _npy(next(latents))) if prefix == "img" else (name, sample[name])
-    return renamed
+    pixels = [v for v, k in zip(views, kinds, strict=True) if k == "pixels"]
+    latents = iter(vae.encode(torch.stack(pixels)).cpu().numpy().astype(np.float16) if pixels else [])  # (n, 16, h, w)
+    packed = [next(latents) if k == "pixels" else v.numpy().astype(np.float16) for v, k in zip(views, kinds, strict=True)]
+    names = ["latent" if k == "pixels" else k for k in kinds]
+    return [("views.npy", _npy(np.stack(packed))), ("kinds.txt", " ".join(names).encode())]  # (V, 16, h, w)
 
 
 def _shard_samples(url: str, rows: dict[str, dict], config: PrecomputeConfig, vae, text_encoder) -> list[Sample]:
@@ -67,8 +68,9 @@ def _shard_samples(url: str, rows: dict[str, dict], config: PrecomputeConfig, va
         for i, sample in enumerate(chunk):
             row = rows[sample["__key__"]]
             n_tokens = int(mask[i].sum())
-            renamed = _view_latents(sample, config, vae)
-            members = [renamed.get(name, (name, sample[name])) for name in row["members"]]
+            members = _view_latents(sample, config, vae)
+            members += [(name, sample[name]) for name in row["members"] if not VIEW_MEMBER.match(name)
+                        and name not in ("views.npy", "kinds.txt")]
             members += [("t5.npy", _npy(states[i, :n_tokens].float().cpu().numpy().astype(np.float16))),
                         ("t5mask.npy", _npy(mask[i, :n_tokens].cpu().numpy()))]
             samples.append(Sample(key=row["key"], task=row["task"], prompt=row["prompt"], source=row["source"],

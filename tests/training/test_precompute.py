@@ -24,17 +24,21 @@ def test_precompute_keeps_keys_and_updates_manifests(raw_shards, latent_shards, 
     assert sorted((r["key"], r["shard"]) for r in before) == sorted((r["key"], r["shard"]) for r in after)
     rows = {r["key"]: r for r in after}
     row = rows["s1-canny2image"]
-    assert row["members"] == ["lat0.npy", "lat1.npy", "txt", "json", "t5.npy", "t5mask.npy"]
+    assert row["members"] == ["views.npy", "kinds.txt", "txt", "json", "t5.npy", "t5mask.npy"]
     members = _members(store.join(latent_shards, row["shard"]))
     assert [len(members[f"s1-canny2image.{m}"]) for m in row["members"]] == row["member_bytes"]
+    names = {tuple(r["members"]) for r in after}  # one- and two-view samples: the same member names
+    assert names == {("views.npy", "kinds.txt", "txt", "json", "t5.npy", "t5mask.npy")}
 
-    lat0 = np.load(io.BytesIO(members["s1-canny2image.lat0.npy"]))
-    assert lat0.dtype == np.float16 and lat0.shape == (16, 8, 8)
+    views = np.load(io.BytesIO(members["s1-canny2image.views.npy"]))
+    assert views.dtype == np.float16 and views.shape == (2, 16, 8, 8)
+    assert members["s1-canny2image.kinds.txt"] == b"latent latent"
     raw = _members(store.join(raw_shards, row["shard"]))
-    image = np.asarray(Image.open(io.BytesIO(raw["s1-canny2image.img0.png"])), dtype=np.float32)
     vae = Vae.load(checkpoints["vae"])
-    expected = vae.encode(torch.from_numpy(image).permute(2, 0, 1)[None] / 127.5 - 1)[0].numpy()
-    np.testing.assert_allclose(lat0.astype(np.float32), expected, atol=2e-3, rtol=2e-3)
+    for view, member in enumerate(("img0.png", "img1.png")):
+        image = np.asarray(Image.open(io.BytesIO(raw[f"s1-canny2image.{member}"])), dtype=np.float32)
+        expected = vae.encode(torch.from_numpy(image).permute(2, 0, 1)[None] / 127.5 - 1)[0].numpy()
+        np.testing.assert_allclose(views[view].astype(np.float32), expected, atol=2e-3, rtol=2e-3)
 
     states = np.load(io.BytesIO(members["s1-canny2image.t5.npy"]))
     mask = np.load(io.BytesIO(members["s1-canny2image.t5mask.npy"]))
