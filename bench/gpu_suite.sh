@@ -6,8 +6,8 @@
 #   train    bench/train_step.py          2.8B Next-DiT train step with the shard loader vs the bare step, MFU
 #   loader   bench/loader.py              training loader vs a plain WebDataset pipeline
 # Checkpoints come from bench/real_configs.py (random weights, real architectures). Each benchmark runs under
-# its own time limit (the sum stays under 12 minutes on one H100 / H200) and appends one JSON line to
-# bench/results/gpu-<device>.jsonl: {"bench", "device", "mode", "commit", "rc", "seconds", "command", "report"}
+# its own time limit (150 + 90 + 75 + 120 + 210 + 45 s: under 12 minutes on one H100 / H200) and appends one
+# JSON line to bench/results/gpu-<device>.jsonl: {"bench", "device", "mode", "commit", "rc", "seconds", "command", "report"}
 # (report: the benchmark's own output lines); a failed or timed-out benchmark is recorded with its rc and the
 # suite goes on, and the suite exits non-zero if any failed.
 #
@@ -73,15 +73,15 @@ if [ "$SMOKE" = 1 ]; then
 else
   run checkpoints 150 "$PY" bench/real_configs.py "$WORK/ckpt" --device cuda
   CKPT="$WORK/ckpt"
-  run vision 120 "$PY" bench/annotators_vision.py --device cuda --n 32 --side 512 --repeats 3 \
+  run vision 90 "$PY" bench/annotators_vision.py --device cuda --n 32 --side 512 --repeats 3 \
     --depth-model "$CKPT/depth" --pose-model "$CKPT/vitpose" --detector "$CKPT/yolo/yolo11n_random.pt" \
     --hed-model "$CKPT/hed"
-  run segment 90 "$PY" bench/annotators_segment.py --detector owlv2 --detector-id "$CKPT/owlv2" --sam-type vit_h \
+  run segment 75 "$PY" bench/annotators_segment.py --detector owlv2 --detector-id "$CKPT/owlv2" --sam-type vit_h \
     --sam-checkpoint "$CKPT/sam/sam_vit_h_random.pth" --batch 8 --width 512 --repeats 2
-  run vlm 150 "$PY" bench/vlm.py --models "$CKPT/llava_next" --n 16 --batch-sizes 16 --max-new-tokens 64
-  run train 150 "$PY" bench/train_step.py --preset onediffusion-2.8b --batch 4 --views 4 --size 256 --steps 10 \
+  run vlm 120 "$PY" bench/vlm.py --models "$CKPT/llava_next" --n 16 --batch-sizes 16 --max-new-tokens 64
+  run train 210 "$PY" bench/train_step.py --preset onediffusion-2.8b --batch 4 --views 4 --size 256 --steps 10 \
     --workers 8 --out "$WORK/train.txt"
-  run loader 60 "$PY" bench/loader.py --views 4 --size 256 --workers 8 --batches 200 --chunk 20
+  run loader 45 "$PY" bench/loader.py --views 4 --size 256 --workers 8 --batches 200 --chunk 20
 fi
 echo "gpu_suite: $MODE run on $DEVICE -> $OUT" >&2
 exit "$FAILED"
