@@ -50,6 +50,7 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     import torch
 
     from onegen.manifests.query import read_manifests
+    from onegen.model.flow import ScheduleConfig
     from onegen.model.text_encoder import TextEncoder
     from onegen.model.vae import Vae
     from onegen.training.precompute import PrecomputeConfig, run_precompute
@@ -68,7 +69,8 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
                          buckets=((64, 64),), progress=False)
     result = train(config)
     print(f"[demo] trained {steps} steps, final loss {result['losses'][-1]:.4f}", flush=True)
-    model, _ = load_denoiser(result["checkpoint"], torch.device("cpu"))
+    model, info = load_denoiser(result["checkpoint"], torch.device("cpu"), "tiny")  # the step folder's EMA
+    schedule = ScheduleConfig.from_scheduler_config(info.get("scheduler"))
     vae, text_encoder = Vae.load(vae_path), TextEncoder.load(t5)
     tasks = set(read_manifests(shards, ["task"]).to_pydict().get("task", []))
     two_view = sorted(tasks - {"text2image", *(family for family, _, _ in FAMILY_REQUESTS)})
@@ -81,7 +83,7 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     samples = {}
     for task, conditions in requests:
         request = SampleRequest(task, "a photo", conditions, size=(64, 64), steps=10)
-        latent, kinds, flags = generate(model, request, vae, text_encoder)
+        latent, kinds, flags = generate(model, request, vae, text_encoder, schedule)
         samples[task] = write_outputs(latent, kinds, flags, vae, str(folder / "samples" / task), task)
         print(f"[demo] sample {task}: {samples[task]}", flush=True)
     return {"checkpoint": result["checkpoint"], "latents": latents, "samples": samples,
