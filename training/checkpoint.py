@@ -122,12 +122,17 @@ def is_complete(folder: str) -> bool:
 
 
 def latest_checkpoint(out: str) -> str | None:
-    """The newest complete step folder under OUT/checkpoints, or None."""
+    """The newest complete step folder under OUT/checkpoints, or None; refuses a run of the older single-file
+    format (step_N.pt), which cannot resume into this one (a new OUT starts afresh)."""
     root = os.path.join(out, "checkpoints")
     if not os.path.isdir(root):
         return None
-    done = sorted(name for name in os.listdir(root)
-                  if name.startswith("step_") and is_complete(os.path.join(root, name)))
+    names = os.listdir(root)
+    done = sorted(name for name in names if name.startswith("step_") and is_complete(os.path.join(root, name)))
+    legacy = sorted(name for name in names if name.startswith("step_") and name.endswith(".pt"))
+    if legacy and not done:
+        raise FileExistsError(f"{root} holds single-file checkpoints of an older onegen ({legacy[-1]}); they cannot "
+                              "resume as sharded step folders: train into a new --out")
     return os.path.join(root, done[-1]) if done else None
 
 

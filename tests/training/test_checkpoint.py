@@ -75,3 +75,10 @@ def test_rng_states_round_trip_through_weights_only_load(tmp_path):
     set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True), generator)
     again = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
     assert again == expected
+
+
+def test_a_run_of_the_older_single_file_format_is_refused_not_restarted(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step_00000100.pt").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="older onegen"):
+        latest_checkpoint(str(tmp_path))
