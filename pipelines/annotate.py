@@ -281,6 +281,7 @@ def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_
                 unit["outputs"][position] = (task.output_path, task.keys_sha256)
         if units:
             init_ray(ray_config)
+            require_gpus(group)
             names = ",".join(a.store_name for a in group)
             ordered = [units[i] for i in sorted(units)]
             collect_records(build_annotation_dataset(ordered, group), len(ordered), f"annotate {names}",
@@ -289,6 +290,18 @@ def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_
             summaries.append(AnnotateSummary(annotator.store_name, total, done,
                                              status_counts(layout.store_dir(annotator.store_name))))
     return summaries
+
+
+def require_gpus(annotators: tuple[Annotator, ...]) -> None:
+    """Refuse, with one line, actors that ask for more GPUs than the cluster has (Ray would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0)
+    for annotator in annotators:
+        if annotator.num_gpus > have:
+            raise MissingRequirement(
+                f"{annotator.name} asks for {annotator.num_gpus:g} GPU per actor but the Ray cluster has {have:g}: "
+                f"pass --set {annotator.name}.num_gpus=0 to run it on CPU")
 
 
 def status_counts(output_root: str) -> dict[str, int]:

@@ -33,9 +33,19 @@ from onegen.pipelines import job_state
 from onegen.pipelines.annotate import keys_sha256
 from onegen.pipelines.catalog_images import ERROR_COLUMN, resolve_images
 from onegen.pipelines.faceid_samples import FACES_STORE, FaceidConfig, faceid_samples
+from onegen.pipelines.hygiene import (
+    HygieneConfig,
+    check_hygiene_inputs,
+    faceid_exclusions,
+    hygiene_stores,
+    parse_filters,
+    row_skip_reason,
+    unit_duplicates,
+)
 from onegen.pipelines.multiview_samples import MultiviewConfig, multiview_samples
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.samples import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates, choose_caption
+from onegen.pipelines.task_selection import PoseSelection, person_area_reason
 from onegen.pipelines.units import collect_records, record_table, unit_dataset, unit_of
 
 ORDINAL_SHIFT = 32  # ordinal = part << 32 | row << 8 | sample of that row
@@ -63,6 +73,7 @@ class BuildConfig:
     multiview: MultiviewConfig = MultiviewConfig()
     faceid: FaceidConfig = FaceidConfig()
     rows_per_unit: int = 0  # catalog rows a build unit gathers at least; 0: 4 x samples_per_shard
+    hygiene: HygieneConfig = HygieneConfig()  # filters, dedup, pose / ID selection (none by default)
 
     @property
     def unit_rows(self) -> int:
@@ -131,6 +142,9 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
     joined = {name: store.read_table(path).to_pylist() for name, path in part["joins"]}
     wanted = {t.task: t for t in tasks}
     mode = config["caption_mode"]
+    hygiene = _hygiene(config)
+    filters = parse_filters(hygiene.filters)
+    duplicates = _duplicates(config, part, hygiene)
     out, subjects = [], {}
     for index, row in enumerate(catalog):
         annotations = {name: table[index] for name, table in joined.items()}
@@ -138,12 +152,18 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
             if annotation["key"] != row["key"]:
                 raise RuntimeError(f"{name} part for {part['catalog_path']} is not aligned with the catalog")
         ordinal = (part["part_index"] << ORDINAL_SHIFT) | (index << ROW_SHIFT)
-        if row.get(ERROR_COLUMN):  # a by-reference source that changed: every candidate says why
-            out += [(t.task, row["key"], ordinal, row[ERROR_COLUMN].split(":", 1)[0]) for t in tasks
-                    if _makes(t, row["kind"])]
+        # a by-reference source that changed, a duplicate, a failed filter: every candidate says why
+        reason = row[ERROR_COLUMN].split(":", 1)[0] if row.get(ERROR_COLUMN) else None
+        if reason is None and row["kind"] == "image":
+            reason = row_skip_reason(row["key"], annotations, duplicates, filters)
+        if reason:
+            out += [(t.task, row["key"], ordinal, reason) for t in tasks if _makes(t, row["kind"])]
         elif row["kind"] == "image":
-            out += [(task, row["key"], ordinal, result)
-                    for task, result in candidates(row, ordinal, annotations, tasks, mode)]
+            for task, result in candidates(row, ordinal, annotations, tasks, mode):
+                if task == "pose2image" and not isinstance(result, str):
+                    result = person_area_reason(annotations.get("pose"), row["width"], row["height"],
+                                                hygiene.pose) or result
+                out.append((task, row["key"], ordinal, result))
         elif row["kind"] == "scene" and MULTIVIEW in wanted:
             caption = choose_caption(row, annotations, mode)
             results = multiview_samples(row, annotations.get(CAMERAS_STORE), caption,
@@ -153,13 +173,30 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
             subjects.setdefault(row["subject"], []).append((index, ordinal, choose_caption(row, annotations, mode)))
     for members in subjects.values():
         faces = [joined[FACES_STORE][i] if FACES_STORE in joined else None for i, _, _ in members]
+        keys = [catalog[i]["key"] for i, _, _ in members]
+        excluded = faceid_exclusions(keys, [{n: t[i] for n, t in joined.items()} for i, _, _ in members],
+                                     duplicates, filters, hygiene)
         results = faceid_samples([catalog[i] for i, _, _ in members], faces, [c for _, _, c in members],
-                                 [o for _, o, _ in members], wanted[FACEID].store, FaceidConfig(**config["faceid"]))
+                                 [o for _, o, _ in members], wanted[FACEID].store, FaceidConfig(**config["faceid"]),
+                                 excluded)
         for position, result in results:
             index, ordinal, _ = members[position]
             out.append((FACEID, catalog[index]["key"], ordinal, result))
     out.sort(key=lambda candidate: candidate[2])  # each task's stream in ordinal order
     return out
+
+
+def _hygiene(config: dict) -> HygieneConfig:
+    raw = dict(config["hygiene"])
+    return HygieneConfig(**{**raw, "filters": tuple(raw["filters"]), "pose": PoseSelection(**raw["pose"])})
+
+
+def _duplicates(config: dict, part: dict, hygiene: HygieneConfig) -> dict[str, str]:
+    """{key: representative} of this catalog part's duplicates (empty when dedup is off)."""
+    if not hygiene.dedup:
+        return {}
+    source, part_file = part["catalog_path"].rsplit("/", 2)[-2:]
+    return unit_duplicates(config["root"], hygiene, source, part_file, keys_sha256(part["catalog_path"])[1])
 
 
 def _makes(task: TaskSource, kind: str) -> bool:
@@ -197,20 +234,25 @@ def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
     layout, shards = DatasetLayout(config.root), ShardLayout(config.out)
     tasks = choose_tasks(config.root, config.tasks)
     stores = sorted({t.store for t in tasks if t.store})
-    caption_store = layout.find_store(CAPTION_STORE)
-    if caption_store and caption_store not in stores:
-        stores.append(caption_store)
+    check_hygiene_inputs(config.root, config.hygiene)
+    for name in [CAPTION_STORE, *hygiene_stores(config.hygiene)]:
+        found = layout.find_store(name)
+        if found and found not in stores:
+            stores.append(found)
     fingerprint, parts = input_fingerprint(config.root, stores)
     job = {"tasks": [{"task": t.task, "store": t.store, "condition": asdict(t.condition) if t.condition else None}
                      for t in tasks],
            "out": config.out, "prefix": config.prefix, "samples_per_shard": config.samples_per_shard,
            "max_shard_bytes": config.max_shard_bytes, "caption_mode": config.caption_mode,
-           "multiview": asdict(config.multiview), "faceid": asdict(config.faceid)}
+           "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
+           "root": config.root, "hygiene": asdict(config.hygiene)}
     record = {"job": "build", "root": config.root, "tasks": [t.task for t in tasks], "stores": stores,
               "samples_per_shard": config.samples_per_shard, "max_shard_bytes": config.max_shard_bytes,
               "prefix": config.prefix, "caption_mode": config.caption_mode, "input": fingerprint,
               "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
               "rows_per_unit": config.rows_per_unit, "layout": LAYOUT_VERSION}
+    if config.hygiene != HygieneConfig():  # recorded only when used: a threshold change is a changed build
+        record["hygiene"] = asdict(config.hygiene)
     hint = "Pass --overwrite to rebuild these shards, or build into a new --out folder (no model runs again)."
     if job_state.check_and_record(shards.record(), record, config.overwrite, hint):
         for folder in (shards.manifests(), shards.skipped_dir(), shards.units()):

@@ -20,11 +20,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from onegen.pipelines.annotate import MissingRequirement
     from onegen.pipelines.annotator_choices import AnnotatorChoiceError
     from onegen.pipelines.build import BuildInputError
+    from onegen.pipelines.filters import FilterError
     from onegen.pipelines.job_state import JobConflict
     from onegen.pipelines.sources import SourceError
 
     return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
-            MissingCheckpointError, FileNotFoundError)
+            MissingCheckpointError, FileNotFoundError, FilterError)
 
 
 def _ray_config(args: argparse.Namespace) -> RayConfig:
@@ -70,7 +71,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from onegen.pipelines.build import BuildConfig, run_build
     from onegen.pipelines.faceid_samples import FaceidConfig
+    from onegen.pipelines.hygiene import HygieneConfig
     from onegen.pipelines.multiview_samples import MultiviewConfig
+    from onegen.pipelines.task_selection import PoseSelection
 
     tasks = tuple(t for t in (args.tasks or "").split(",") if t)
     low, _, high = args.views.partition("-")
@@ -78,10 +81,28 @@ def cmd_build(args: argparse.Namespace) -> int:
                                 args.view_resolution)
     config = BuildConfig(args.root, args.out, tasks, args.samples_per_shard, args.max_shard_bytes, args.prefix,
                          args.caption, args.overwrite, multiview, FaceidConfig(args.min_subject_images),
-                         rows_per_unit=args.rows_per_unit)
+                         rows_per_unit=args.rows_per_unit,
+                         hygiene=HygieneConfig(tuple(args.filter or ()), args.dedup or "", args.dedup_distance,
+                                               args.semantic_threshold, PoseSelection(args.min_person_area),
+                                               args.id_nsfw_threshold))
     stats = run_build(config, _ray_config(args))
     print(f"built {stats['samples']} samples in {stats['shards']} shards ({stats['bytes']} bytes) at {args.out}: "
           f"{stats['samples_per_task']}")
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    if args.method == "phash":
+        from onegen.pipelines.dedup import DedupJobConfig, run_phash_dedup
+        from onegen.pipelines.dedup_groups import DedupConfig
+
+        counts = run_phash_dedup(DedupJobConfig(args.root, DedupConfig(args.max_distance)), _ray_config(args))
+    else:
+        from onegen.pipelines.semdedup import SemDedupConfig
+        from onegen.pipelines.semdedup_job import run_semantic_dedup
+
+        counts = run_semantic_dedup(args.root, SemDedupConfig(threshold=args.threshold), _ray_config(args))
+    print(f"dedup ({args.method}): {counts}")
     return 0
 
 
@@ -155,8 +176,27 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--sliding-window", action="store_true", help="multiview: consecutive frames")
     build.add_argument("--view-resolution", type=int, default=256, help="multiview: square side, multiple of 16")
     build.add_argument("--min-subject-images", type=int, default=4, help="faceid: usable photos a subject needs")
+    build.add_argument("--filter", action="append", metavar="NAME<OP>VALUE",
+                       help="keep candidates whose stored score passes, e.g. 'aesthetic>=5', 'nsfw<0.5', "
+                            "'clip_score>=0.2' (repeatable; the others are skipped as filtered:<name>=<value>...)")
+    build.add_argument("--dedup", choices=["phash", "semantic"],
+                       help="skip near duplicates found by `onegen dedup` (duplicate_of:<representative>)")
+    build.add_argument("--dedup-distance", type=int, default=4, help="pHash Hamming distance of --dedup phash")
+    build.add_argument("--semantic-threshold", type=float, default=0.95, help="cosine of --dedup semantic")
+    build.add_argument("--min-person-area", type=float, default=0.0,
+                       help="pose2image: the largest person box must cover this fraction of the image")
+    build.add_argument("--id-nsfw-threshold", type=float,
+                       help="faceid: drop photos whose nsfw score is at least this, before the photo-count rule")
     _add_ray_options(build)
     build.set_defaults(run=cmd_build)
+
+    dedup = commands.add_parser("dedup", help="find near duplicates from stored pHashes / CLIP embeddings")
+    dedup.add_argument("root", help="dataset root (annotated with phash, or clip for --method semantic)")
+    dedup.add_argument("--method", choices=["phash", "semantic"], default="phash")
+    dedup.add_argument("--max-distance", type=int, default=4, help="phash: Hamming distance that counts as a copy")
+    dedup.add_argument("--threshold", type=float, default=0.95, help="semantic: cosine that counts as a copy")
+    _add_ray_options(dedup)
+    dedup.set_defaults(run=cmd_dedup)
 
     manifest = commands.add_parser("manifest", help="stats / verify / select over a shards folder")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", required=True)
