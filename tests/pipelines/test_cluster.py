@@ -49,10 +49,11 @@ def test_two_node_cluster_on_loopback_only(tmp_path):
                            photos=tmp_path / "photos", out=tmp_path / "dataset")
     try:
         result = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=240)
+        logs = "".join(f"\n--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(temp.glob("*.log")))
     finally:
         _stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
-    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:] + logs
     assert "NODES ['127.0.0.1', '127.0.0.1']" in result.stdout  # two live nodes, both on loopback
     catalog = pq.read_table(tmp_path / "dataset" / "catalog")
     assert catalog.num_rows == 8 and len(set(catalog.column("key").to_pylist())) == 8
