@@ -1,7 +1,11 @@
 """Annotator names the CLI accepts, and `--set name.field=value` options applied to their dataclass fields.
 
 Classes are imported only when chosen, so `onegen annotate --annotators canny` never imports
-transformers or ultralytics.
+transformers or ultralytics. An annotator outside the package is named by import path,
+`--annotators mypkg.module:MyAnnotator` (and `--set mypkg.module:MyAnnotator.field=value` or
+`--set <its name>.field=value`); the module must be importable on the driver AND on every Ray worker
+(on a cluster: install it there, or ship it with `ray.init(runtime_env={"py_modules": [...]})`).
+Recipes give typed values (`make_annotator(choice, {field: value})`), checked against the field types.
 """
 
 from __future__ import annotations
@@ -40,31 +44,73 @@ class AnnotatorChoiceError(Exception):
 
 
 def make_annotators(names: list[str], settings: list[str]) -> list[Annotator]:
-    """Instantiate the named annotators with `name.field=value` settings applied."""
+    """Instantiate the named annotators (names or `module:Class` paths) with `name.field=value` settings."""
     options: dict[str, dict[str, str]] = {}
     for setting in settings:
         target, _, value = setting.partition("=")
-        name, _, field_name = target.partition(".")
-        if not field_name or not _:
+        name, dot, field_name = target.rpartition(".")
+        if not field_name or not dot or not name or not _:
             raise AnnotatorChoiceError(f"--set {setting!r}: expected NAME.FIELD=VALUE")
         options.setdefault(name, {})[field_name] = value
-    unknown = [n for n in set(names) | set(options) if n not in ANNOTATOR_CLASSES]
-    if unknown:
-        raise AnnotatorChoiceError(f"unknown annotator(s) {sorted(unknown)}; choose from {', '.join(ANNOTATOR_CLASSES)}")
-    return [_instantiate(name, options.get(name, {})) for name in names]
+    classes = {choice: annotator_class(choice) for choice in names}
+    labels = {choice: {choice, cls.name} for choice, cls in classes.items()}
+    stray = [n for n in options if not any(n in known for known in labels.values())]
+    if stray:
+        annotator_class(stray[0])  # unknown name: its own message
+        raise AnnotatorChoiceError(f"--set {stray[0]}.*: {stray[0]} is not among --annotators {','.join(names)}")
+    return [make_annotator(choice, {f: v for label in labels[choice] for f, v in options.get(label, {}).items()})
+            for choice in names]
 
 
-def _instantiate(name: str, values: dict[str, str]) -> Annotator:
-    module, class_name = ANNOTATOR_CLASSES[name]
-    cls = getattr(importlib.import_module(module), class_name)
+def annotator_class(choice: str) -> type[Annotator]:
+    """The class of a known annotator name, or of an import path `package.module:ClassName`."""
+    if ":" not in choice:
+        if choice not in ANNOTATOR_CLASSES:
+            raise AnnotatorChoiceError(f"unknown annotator {choice!r}; choose from {', '.join(ANNOTATOR_CLASSES)} "
+                                       "or give an import path module:Class")
+        module, class_name = ANNOTATOR_CLASSES[choice]
+        return getattr(importlib.import_module(module), class_name)
+    module, _, class_name = choice.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), class_name)
+    except (ImportError, AttributeError) as error:
+        raise AnnotatorChoiceError(f"annotator {choice!r} cannot be loaded: {error}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Annotator) and dataclasses.is_dataclass(cls) and cls.name):
+        raise AnnotatorChoiceError(f"annotator {choice!r} is not a dataclass subclass of "
+                                   "onegen.annotators.base.Annotator with a name")
+    return cls
+
+
+def make_annotator(choice: str, values: dict[str, Any]) -> Annotator:
+    """One annotator with its fields set: strings are parsed as `--set` parses them, other values
+    (from a recipe) must already have the field's type (ints pass for floats, lists for tuples)."""
+    cls = annotator_class(choice)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
-    for field_name, text in values.items():
+    for field_name, value in values.items():
         if field_name not in fields:
-            raise AnnotatorChoiceError(f"{name} has no setting {field_name!r}; settings: {', '.join(sorted(fields))}")
-        kwargs[field_name] = _parse(text, hints[field_name], f"{name}.{field_name}")
+            raise AnnotatorChoiceError(f"{choice} has no setting {field_name!r}; settings: {', '.join(sorted(fields))}")
+        label = f"{choice}.{field_name}"
+        hint = hints[field_name]
+        kwargs[field_name] = _parse(value, hint, label) if isinstance(value, str) else _typed(value, hint, label)
     return cls(**kwargs)
+
+
+def _typed(value: Any, hint: Any, label: str) -> Any:
+    """A non-string recipe value checked against `hint` (bool is not an int here)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        item = args[0] if args else Any
+        return tuple(_parse(v, item, label) if isinstance(v, str) else _typed(v, item, label) for v in value)
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        return _typed(value, args[0], label)
+    ok = (hint is Any or (hint is bool and isinstance(value, bool))
+          or (hint is int and isinstance(value, int) and not isinstance(value, bool))
+          or (hint is float and isinstance(value, (int, float)) and not isinstance(value, bool)))
+    if not ok:
+        raise AnnotatorChoiceError(f"{label} = {value!r}: not a valid {getattr(hint, '__name__', hint)}")
+    return float(value) if hint is float else value
 
 
 def _parse(text: str, hint: Any, label: str) -> Any:

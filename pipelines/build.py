@@ -30,6 +30,7 @@ from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.pipelines import job_state
+from onegen.pipelines import tasks as task_table
 from onegen.pipelines.annotate import keys_sha256
 from onegen.pipelines.catalog_images import ERROR_COLUMN, resolve_images
 from onegen.pipelines.faceid_samples import FACES_STORE, FaceidConfig, faceid_samples
@@ -46,7 +47,7 @@ from onegen.pipelines.multiview_samples import MultiviewConfig, multiview_sample
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.samples import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates, choose_caption
 from onegen.pipelines.task_selection import PoseSelection, person_area_reason
-from onegen.pipelines.units import collect_records, record_table, unit_dataset, unit_of
+from onegen.pipelines.units import record_table, run_unit_tasks
 
 ORDINAL_SHIFT = 32  # ordinal = part << 32 | row << 8 | sample of that row
 ROW_SHIFT = 8
@@ -81,18 +82,23 @@ class BuildConfig:
 
 
 def available_tasks(root: str) -> dict[str, TaskSource]:
-    """Tasks the stored annotations can make, from each store's recorded conditions."""
+    """Tasks the stored annotations can make: each store's recorded conditions, and the scene / subject
+    tasks of the task table (pipelines/tasks.py) whose store exists. A condition token without a row
+    in the table is refused (the trainer could not place its shards in a family)."""
     tasks = {TEXT2IMAGE: TaskSource(TEXT2IMAGE)}
     layout = DatasetLayout(root)
     for name in sorted({s.split("@", 1)[0] for s in layout.store_names()}):
         found = layout.find_store(name)
         record = store.read_json(layout.store_record(found)) or {}
-        for spec in record.get("conditions", []):
+        specs = record.get("conditions", [])
+        unknown = task_table.unknown_condition_tasks([spec["task"] for spec in specs])
+        if unknown:
+            raise BuildInputError(f"{found} declares task(s) {unknown} with no row in the task table "
+                                  "(onegen/pipelines/tasks.py ROWS): add one (token, family, views, annotator)")
+        for spec in specs:
             tasks[spec["task"]] = TaskSource(spec["task"], found, ConditionSpec(**spec))
-        if name == CAMERAS_STORE:
-            tasks[MULTIVIEW] = TaskSource(MULTIVIEW, found)
-        if name == FACES_STORE:
-            tasks[FACEID] = TaskSource(FACEID, found)
+        for token in task_table.scene_and_subject_tasks(name):
+            tasks[token] = TaskSource(token, found)
     return tasks
 
 
@@ -205,9 +211,8 @@ def _makes(task: TaskSource, kind: str) -> bool:
         kind, task.task not in (MULTIVIEW, FACEID))
 
 
-def build_unit(batch, config: dict):
+def build_unit(unit: dict, config: dict):
     """Ray task, one build unit per call: its shards for every task, then its record (the marker)."""
-    unit = unit_of(batch)
     tasks = [TaskSource(t["task"], t["store"], ConditionSpec(**t["condition"]) if t["condition"] else None)
              for t in config["tasks"]]
     layout = ShardLayout(config["out"])
@@ -230,8 +235,11 @@ def build_unit(batch, config: dict):
     return record_table([record])
 
 
-def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
-    layout, shards = DatasetLayout(config.root), ShardLayout(config.out)
+def job_record(config: BuildConfig) -> tuple[list[TaskSource], list[str], list[tuple[str, str, int]], dict]:
+    """(tasks, stores read, catalog parts, build.json record) of `config`; reads stores, starts nothing.
+
+    Raises BuildInputError / FileNotFoundError when the stores cannot make the asked-for shards."""
+    layout = DatasetLayout(config.root)
     tasks = choose_tasks(config.root, config.tasks)
     stores = sorted({t.store for t in tasks if t.store})
     check_hygiene_inputs(config.root, config.hygiene)
@@ -240,12 +248,6 @@ def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
         if found and found not in stores:
             stores.append(found)
     fingerprint, parts = input_fingerprint(config.root, stores)
-    job = {"tasks": [{"task": t.task, "store": t.store, "condition": asdict(t.condition) if t.condition else None}
-                     for t in tasks],
-           "out": config.out, "prefix": config.prefix, "samples_per_shard": config.samples_per_shard,
-           "max_shard_bytes": config.max_shard_bytes, "caption_mode": config.caption_mode,
-           "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
-           "root": config.root, "hygiene": asdict(config.hygiene)}
     record = {"job": "build", "root": config.root, "tasks": [t.task for t in tasks], "stores": stores,
               "samples_per_shard": config.samples_per_shard, "max_shard_bytes": config.max_shard_bytes,
               "prefix": config.prefix, "caption_mode": config.caption_mode, "input": fingerprint,
@@ -253,6 +255,18 @@ def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
               "rows_per_unit": config.rows_per_unit, "layout": LAYOUT_VERSION}
     if config.hygiene != HygieneConfig():  # recorded only when used: a threshold change is a changed build
         record["hygiene"] = asdict(config.hygiene)
+    return tasks, stores, parts, record
+
+
+def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
+    layout, shards = DatasetLayout(config.root), ShardLayout(config.out)
+    tasks, stores, parts, record = job_record(config)
+    job = {"tasks": [{"task": t.task, "store": t.store, "condition": asdict(t.condition) if t.condition else None}
+                     for t in tasks],
+           "out": config.out, "prefix": config.prefix, "samples_per_shard": config.samples_per_shard,
+           "max_shard_bytes": config.max_shard_bytes, "caption_mode": config.caption_mode,
+           "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
+           "root": config.root, "hygiene": asdict(config.hygiene)}
     hint = "Pass --overwrite to rebuild these shards, or build into a new --out folder (no model runs again)."
     if job_state.check_and_record(shards.record(), record, config.overwrite, hint):
         for folder in (shards.manifests(), shards.skipped_dir(), shards.units()):
@@ -270,9 +284,7 @@ def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
         units.append({"unit": number, "parts": [_part_reads(i, parts[i][1], stores, layout) for i in indices]})
     if units:
         init_ray(ray_config)
-        dataset = unit_dataset(units).map_batches(build_unit, fn_args=(job,), batch_size=1, batch_format="pyarrow",
-                                                  num_cpus=0.5)
-        collect_records(dataset, len(units), "build", ray_config.progress_bars)
+        run_unit_tasks(build_unit, units, (job,), 0.5, "build", ray_config.progress_bars)
     return _finish(config)
 
 

@@ -54,17 +54,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from onegen.manifests.query import read_manifests, select_shards
+from onegen.pipelines.tasks import FAMILIES as TASK_FAMILIES
+from onegen.pipelines.tasks import family_of as task_family
 from onegen.training.streams import ShardStream
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "text2image": ("text2image",),
-    "image2image": ("canny2image", "deblurring", "image_inpainting", "super_resolution", "depth2image", "hed2img",
-                    "pose2image", "semanticmap2image", "boundingbox2image", "image_editing", "subject_driven"),
-    "id": ("faceid",),
-    "multiview": ("multiview",),
-}
+FAMILIES: dict[str, tuple[str, ...]] = TASK_FAMILIES  # family -> task tokens, from the task table
 DEFAULT_WEIGHTS = tuple((family, 1.0) for family in FAMILIES)
 VIEW_MEMBER = re.compile(r"^(img|lat|ray)(\d+)\.(jpg|jpeg|png|npy)$")
 
@@ -83,8 +79,7 @@ class DataConfig:
     num_workers: int = 0
 
 
-def family_of(task: str) -> str | None:
-    return next((family for family, tasks in FAMILIES.items() if task in tasks), None)
+family_of = task_family  # token -> family (None for a token without a row in pipelines/tasks.py)
 
 
 def family_shards(config: DataConfig) -> dict[str, list[str]]:

@@ -45,7 +45,9 @@ FAMILY_REQUESTS = (("faceid", "faceid", 1), ("multiview", "camera_pose", 0))
 def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     """Tiny T5 + VAE -> precompute (64 px) -> `tiny` Next-DiT for `steps` CPU steps -> one sample per family.
 
-    Returns {"checkpoint", "latents", "samples": {task: [png paths]}, "final_loss", "seconds"}.
+    Returns {"checkpoint", "latents", "samples": {task: [png paths]}, "final_loss", "trained_steps",
+    "seconds"}; on a rerun whose run folder is already at `steps`, nothing trains: "trained_steps" is 0
+    and "final_loss" None, and the samples come from that checkpoint.
     """
     import torch
 
@@ -53,6 +55,7 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     from onegen.model.flow import ScheduleConfig
     from onegen.model.text_encoder import TextEncoder
     from onegen.model.vae import Vae
+    from onegen.pipelines.tasks import condition_tasks
     from onegen.training.precompute import PrecomputeConfig, run_precompute
     from onegen.training.sample import SampleRequest, generate, load_denoiser, write_outputs
     from onegen.training.train import TrainConfig, train
@@ -68,12 +71,16 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
                          batch_size=4, steps=steps, lr=2e-3, ema_decay=0.95, num_workers=0, ckpt_every=steps,
                          buckets=((64, 64),), progress=False)
     result = train(config)
-    print(f"[demo] trained {steps} steps, final loss {result['losses'][-1]:.4f}", flush=True)
+    final_loss = result["losses"][-1] if result["losses"] else None
+    if final_loss is None:  # a rerun: the run folder already holds step `steps`, nothing was trained
+        print(f"[demo] training: {config.out} is already at step {steps}; sampling from it", flush=True)
+    else:
+        print(f"[demo] trained {steps} steps, final loss {final_loss:.4f}", flush=True)
     model, info = load_denoiser(result["checkpoint"], torch.device("cpu"), "tiny")  # the step folder's EMA
     schedule = ScheduleConfig.from_scheduler_config(info.get("scheduler"))
     vae, text_encoder = Vae.load(vae_path), TextEncoder.load(t5)
     tasks = set(read_manifests(shards, ["task"]).to_pydict().get("task", []))
-    two_view = sorted(tasks - {"text2image", *(family for family, _, _ in FAMILY_REQUESTS)})
+    two_view = sorted(tasks & set(condition_tasks()))  # the task table's two-view tasks the sampler takes
     requests = [("text2image", ())] if "text2image" in tasks else []
     if two_view:  # image-to-image family: the first condition task, from its condition view
         requests.append((two_view[0], tuple(_view_images(shards, two_view[0], folder)[:1])))
@@ -87,4 +94,4 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
         samples[task] = write_outputs(latent, kinds, flags, vae, str(folder / "samples" / task), task)
         print(f"[demo] sample {task}: {samples[task]}", flush=True)
     return {"checkpoint": result["checkpoint"], "latents": latents, "samples": samples,
-            "final_loss": result["losses"][-1], "seconds": time.time() - start}
+            "final_loss": final_loss, "trained_steps": len(result["losses"]), "seconds": time.time() - start}

@@ -46,13 +46,13 @@ from onegen.model.nextdit import (
     load_model_checkpoint,
 )
 from onegen.pipelines.task_prompts import faceid_prompt
+from onegen.pipelines.tasks import condition_tasks, sampler_tasks, swapped_tasks
 from onegen.training.data import fit_to_bucket
 
-SWAPPED = {"image2depth": "depth2image", "image2segmentation": "semanticmap2image", "image2pose": "pose2image",
-           "image2canny": "canny2image", "image2hed": "hed2img"}
-CONDITION_TASKS = ("canny2image", "depth2image", "hed2img", "pose2image", "semanticmap2image", "boundingbox2image",
-                   "deblurring", "image_inpainting", "super_resolution", "image_editing")
-TASKS = ("text2image", *CONDITION_TASKS, *SWAPPED, "multiview", "camera_pose", "faceid")
+# from the task table (pipelines/tasks.py): reverse tasks -> their token, two-view tasks, every --task name
+SWAPPED = swapped_tasks()
+CONDITION_TASKS = condition_tasks()
+TASKS = sampler_tasks()
 
 
 @dataclass(frozen=True)
