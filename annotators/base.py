@@ -16,12 +16,19 @@ Output columns, one value per input row:
 
 status is "ok", "error" (exception text in `error`), "skipped" (row kind not handled), or a
 reason an annotator defines (e.g. "no_person"); every input row gets a row, never dropped.
+
+Only data problems become rows (DESIGN §2, failures): a `RowError`, an image that does not decode, or an
+exception of a type the annotator lists in `data_errors` (isolated by halving the batch down to the row
+that raises it). Anything else raised by `annotate` (a bug, a CUDA error, missing weights) propagates
+and fails the unit. An out-of-memory error halves the batch and retries; the annotator then keeps the
+batch size that worked for the rest of its life (logged once); out of memory on one row propagates.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -100,6 +107,7 @@ class Annotator:
     kinds: ClassVar[tuple[str, ...]] = ("image",)
     decode_images: ClassVar[bool] = True
     conditions: ClassVar[tuple[ConditionSpec, ...]] = ()
+    data_errors: ClassVar[tuple[type[Exception], ...]] = ()  # exception types that mean "this row is bad"
 
     num_gpus: float = 0.0
     num_cpus: float = 0.25
@@ -138,8 +146,9 @@ class Annotator:
     def annotate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | RowError]:
         """Annotate a list of decoded rows; one result (outputs dict or RowError) per row, in order.
 
-        Batched model annotators override this. Raising (rather than returning RowError) means the
-        whole call failed: the caller halves the batch and retries, down to one row.
+        Batched model annotators override this. Raising RowError or one of `data_errors` (rather than
+        returning a RowError) makes the caller halve the batch to find the row; any other exception
+        fails the unit (see the module docstring).
         """
         results: list[dict[str, Any] | RowError] = []
         for row in rows:
@@ -181,25 +190,45 @@ class Annotator:
 
     # --- internals -------------------------------------------------------------------------------
     def _annotate_isolating(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | RowError]:
-        """Call `annotate`; on failure halve the batch and retry, down to single rows.
+        """Call `annotate` in batches of at most the size that last worked; isolate data errors.
 
-        A single row that still fails is recorded as status "error" with the exception text, so
-        one bad input (or an OOM on one huge image) never kills the job.
+        A data error (RowError, `data_errors`) halves the batch down to the row that raises it, which is
+        recorded with status "error". Out of memory halves the batch for good (`batch_limit`); at one
+        row it propagates, as does every other exception: that is not bad input.
         """
         if not rows:
             return []
+        limit = self.batch_limit or len(rows)
+        if len(rows) > limit:
+            return [r for start in range(0, len(rows), limit)
+                    for r in self._annotate_isolating(rows[start:start + limit])]
         try:
             results = self.annotate(rows)
-        except Exception as error:  # noqa: BLE001 - isolated below, recorded per row at size 1
-            if is_out_of_memory(error):
-                _empty_cuda_cache()
+        except (RowError, *self.data_errors) as error:
             if len(rows) == 1:
-                return [RowError(f"{type(error).__name__}: {error}")]
+                return [error if isinstance(error, RowError) else RowError(f"{type(error).__name__}: {error}")]
             half = len(rows) // 2
             return self._annotate_isolating(rows[:half]) + self._annotate_isolating(rows[half:])
+        except Exception as error:
+            if not is_out_of_memory(error) or len(rows) == 1:
+                raise
+            _empty_cuda_cache()
+            self.batch_limit = len(rows) // 2
+            logging.getLogger(__name__).warning("%s: out of memory at batch size %d; using %d from now on",
+                                                self.name, len(rows), self.batch_limit)
+            return self._annotate_isolating(rows)
         if len(results) != len(rows):
             raise RuntimeError(f"{type(self).__name__}.annotate returned {len(results)} results for {len(rows)} rows")
         return results
+
+    @property
+    def batch_limit(self) -> int | None:
+        """Rows per `annotate` call that fit in memory, once an out-of-memory error has shown it."""
+        return self.__dict__.get("_batch_limit")
+
+    @batch_limit.setter
+    def batch_limit(self, value: int) -> None:
+        self.__dict__["_batch_limit"] = value
 
     def _to_columns(self, keys: list[str], results: list) -> dict[str, list]:
         output_names = [field.name for field in self.output_schema]

@@ -56,14 +56,16 @@ def catalog_stats(root: str) -> dict:
     for path in store.list_files(layout.rejects(), ".parquet"):
         rejects.update(store.read_table(path, ["reason"]).column("reason").to_pylist())
     annotations: dict[str, dict[str, int]] = {}
+    errors: dict[str, dict[str, dict]] = {}
     nsfw: dict[str, str] = {}
     for name in layout.store_names():
         counts, checked = Counter(), 0
         is_faces = name.startswith("faces@")
         for path in store.list_files(layout.store_dir(name), ".parquet"):
             # only the small columns: annotation parts also hold images and maps
-            table = store.read_table(path, ["status", "nsfw_checked"] if is_faces else ["status"])
+            table = store.read_table(path, ["key", "status", "error"] + (["nsfw_checked"] if is_faces else []))
             counts.update(table.column("status").to_pylist())
+            _add_errors(errors.setdefault(name, {}), table)
             if is_faces:
                 checked += sum(bool(v) for v in table.column("nsfw_checked").to_pylist())
         annotations[name] = dict(sorted(counts.items()))
@@ -71,7 +73,25 @@ def catalog_stats(root: str) -> dict:
             nsfw[name] = f"on: {checked} images checked" if checked else "off: no NSFW classifier configured"
     catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(layout.catalog(), ".parquet"))
     stats = {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
-             "annotation_statuses": annotations}
+             "annotation_statuses": annotations,
+             "annotation_errors": {name: dict(sorted(found.items())) for name, found in errors.items() if found}}
     if nsfw:
         stats["nsfw_filter"] = nsfw
     return stats
+
+
+ERROR_EXAMPLES = 3
+
+
+def _add_errors(found: dict[str, dict], table) -> None:
+    """Count rows of status "error" by their error text (first line), with a few example keys each
+    (what `onegen annotate --retry-errors` would redo)."""
+    for key, status, error in zip(table.column("key").to_pylist(), table.column("status").to_pylist(),
+                                  table.column("error").to_pylist(), strict=True):
+        if status != "error":
+            continue
+        reason = ((error or "").strip().splitlines() or [""])[0][:160]
+        entry = found.setdefault(reason, {"count": 0, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < ERROR_EXAMPLES:
+            entry["examples"].append(key)

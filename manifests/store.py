@@ -53,9 +53,14 @@ def commit_bytes(path: str, data: bytes) -> None:
     fs, target = filesystem(path)
     fs.makedirs(os.path.dirname(target), exist_ok=True)
     temporary = f"{target}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
-    with fs.open(temporary, "wb") as handle:
-        handle.write(data)
-        _fsync(handle)
+    try:
+        with fs.open(temporary, "wb") as handle:
+            handle.write(data)
+            _fsync(handle)
+    except BaseException:
+        if fs.exists(temporary):
+            fs.rm(temporary)  # nothing of a failed commit stays, not even its temporary
+        raise
     _maybe_crash("before_rename")
     fs.mv(temporary, target)
     _maybe_crash("after_rename")

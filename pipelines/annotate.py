@@ -24,6 +24,7 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from onegen.annotators.base import Annotator, decode_batch
 from onegen.manifests import store
@@ -51,6 +52,14 @@ class MissingRequirement(Exception):
     """An annotator needs another annotator's outputs that are not there yet."""
 
 
+class AnnotationFailed(RuntimeError):
+    """A unit failed for a reason that is not bad input (a bug, CUDA, OOM on one row, too many errors):
+    nothing of it was committed; the message names the annotator, the part and the first error."""
+
+    def __init__(self, message: str):  # one argument, so the error survives Ray's pickling
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class PartTask:
     """One catalog part to annotate: where it is, where its output goes, what to join in."""
@@ -61,6 +70,7 @@ class PartTask:
     rows: int
     keys_sha256: str
     joins: tuple[tuple[str, str], ...]  # (annotator name, path of its part for this catalog part)
+    retry_keys: tuple[str, ...] = ()  # --retry-errors: only these rows (status "error") are annotated again
 
 
 @dataclass
@@ -83,8 +93,11 @@ def keys_sha256(path: str) -> tuple[int, str]:
     return len(keys), hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def plan_parts(root: str, annotator: Annotator, overwrite: bool) -> tuple[list[PartTask], int]:
-    """Pending part tasks and how many parts were already done; refuses stale parts unless overwrite."""
+def plan_parts(root: str, annotator: Annotator, overwrite: bool, retry_errors: bool = False
+               ) -> tuple[list[PartTask], int]:
+    """Pending part tasks and how many parts were already done; refuses stale parts unless overwrite.
+
+    With `retry_errors`, a done part that holds rows of status "error" is a task for those rows only."""
     layout = DatasetLayout(root)
     stores = {name: layout.find_store(name) for name in annotator.requires}
     missing = [name for name, found in stores.items() if found is None]
@@ -97,24 +110,35 @@ def plan_parts(root: str, annotator: Annotator, overwrite: bool) -> tuple[list[P
         part = path.rsplit("/", 1)[-1]
         output = layout.store_part(annotator.store_name, path)
         rows, sha = keys_sha256(path)
+        retry: tuple[str, ...] = ()
         if store.exists(output):
             if store.read_metadata(output).get(CATALOG_KEYS_META) == sha:
-                done += 1
-                continue
-            if not overwrite:
+                retry = error_keys(output) if retry_errors else ()
+                if not retry:
+                    done += 1
+                    continue
+            elif not overwrite:
                 stale.append(f"{source}/{part}")
                 continue
         joins = tuple((name, layout.store_part(found, path)) for name, found in stores.items())
         absent = [name for name, joined in joins if name in annotator.requires and not store.exists(joined)]
         if absent:
             raise MissingRequirement(f"{annotator.name} needs {', '.join(absent)} for {source}/{part}: run those annotators first")
-        tasks.append(PartTask(index, path, output, rows, sha, tuple((n, j) for n, j in joins if store.exists(j))))
+        tasks.append(PartTask(index, path, output, len(retry) or rows, sha,
+                              tuple((n, j) for n, j in joins if store.exists(j)), retry))
     if stale:
         raise job_state.JobConflict(
             f"{annotator.store_name}: {len(stale)} catalog part(s) changed since they were annotated "
             f"({', '.join(stale[:3])}); pass --overwrite to annotate them again"
         )
     return tasks, done
+
+
+def error_keys(part: str) -> tuple[str, ...]:
+    """Keys of the rows of an annotation part whose status is "error"."""
+    table = store.read_table(part, ["key", "status"])
+    return tuple(k for k, s in zip(table.column("key").to_pylist(), table.column("status").to_pylist(), strict=True)
+                 if s == "error")
 
 
 def read_unit_rows(batch: pa.Table) -> pa.Table:
@@ -129,25 +153,51 @@ def read_unit_rows(batch: pa.Table) -> pa.Table:
         for column in joined.column_names:
             if column != "key":
                 table = table.append_column(f"{name}.{column}", joined.column(column))
+    if unit.get("retry_keys"):
+        table = table.filter(pc.is_in(table.column("key"), pa.array(unit["retry_keys"], pa.string())))
     return table.append_column(UNIT_COLUMN, pa.array([unit["index"]] * table.num_rows, pa.int64()))
 
 
-def commit_units(table: pa.Table, annotators: tuple[Annotator, ...], plan: dict[int, dict]) -> pa.Table:
+def commit_units(table: pa.Table, annotators: tuple[Annotator, ...], plan: dict[int, dict],
+                 max_error_rate: float) -> pa.Table:
     """Stage 3 (CPU task): commit every unit in this block, one part per annotator; their records.
 
-    `plan[unit]` = {"rows": n, "outputs": {position: (output path, catalog keys sha256)}}."""
+    `plan[unit]` = {"rows": n, "path": catalog part, "retry": bool, "outputs": {position: (output path,
+    catalog keys sha256)}}. A unit whose rows are more than `max_error_rate` "error" commits nothing and
+    fails the job (AnnotationFailed). A retry unit replaces its rows, by key, in the existing part."""
     records = []
     for unit, rows in split_units(table, {u: p["rows"] for u, p in plan.items()}):
-        statuses = {}
+        statuses, parts = {}, []
         for position, (path, keys_sha) in plan[unit]["outputs"].items():
             prefix = f"{position}::"
             own = rows.select([c for c in rows.column_names if c.startswith(prefix)])
-            own = own.rename_columns([c[len(prefix):] for c in own.column_names])
-            store.commit_table(path, own.cast(annotators[position].schema()),
-                               {CATALOG_KEYS_META: keys_sha, NODE_META: committed_by()})
+            own = own.rename_columns([c[len(prefix):] for c in own.column_names]).cast(annotators[position].schema())
+            check_error_rate(annotators[position], plan[unit]["path"], own, max_error_rate)
+            if plan[unit]["retry"]:
+                own = merge_retried(store.read_table(path), own)
+            parts.append((path, own, keys_sha))
             statuses[annotators[position].store_name] = _count(own.column("status").to_pylist())
+        for path, own, keys_sha in parts:  # only once every annotator's rows passed the breaker
+            store.commit_table(path, own, {CATALOG_KEYS_META: keys_sha, NODE_META: committed_by()})
         records.append({"unit": unit, "rows": rows.num_rows, "statuses": statuses})
     return record_table(records)
+
+
+def check_error_rate(annotator: Annotator, part: str, rows: pa.Table, max_error_rate: float) -> None:
+    """The error-rate breaker: too many rows of status "error" means the annotator, not the data, failed."""
+    errors = [e for s, e in zip(rows.column("status").to_pylist(), rows.column("error").to_pylist(), strict=True)
+              if s == "error"]
+    if rows.num_rows and len(errors) > max_error_rate * rows.num_rows:
+        common, count = max(_count([(e or "").splitlines()[0][:200] if e else "" for e in errors]).items(),
+                            key=lambda item: item[1])
+        raise AnnotationFailed(f"{annotator.store_name} on {part}: {len(errors)} of {rows.num_rows} rows failed "
+                               f"(more than --max-error-rate {max_error_rate:g}); most common ({count}x): {common}")
+
+
+def merge_retried(existing: pa.Table, retried: pa.Table) -> pa.Table:
+    """`existing` with the rows of `retried` put in place of the rows with the same key (order kept)."""
+    new = {row["key"]: row for row in retried.to_pylist()}
+    return pa.Table.from_pylist([new.get(row["key"], row) for row in existing.to_pylist()], schema=existing.schema)
 
 
 def _count(values: list[str]) -> dict[str, int]:
@@ -161,8 +211,9 @@ class AnnotatorActor:
     """Stage 2: one or more annotators over each batch: rows are decoded once and every annotator's
     output columns come back prefixed "<position>::"; carries `_unit` through. Does no I/O."""
 
-    def __init__(self, annotators: tuple[Annotator, ...]):
+    def __init__(self, annotators: tuple[Annotator, ...], parts: dict[int, str]):
         self.annotators = annotators
+        self.parts = parts
         self.decode_images = any(a.decode_images for a in annotators)
         self.kinds = {kind for a in annotators for kind in a.kinds}
         for annotator in annotators:
@@ -173,7 +224,12 @@ class AnnotatorActor:
         keys, kinds, rows = decode_batch(batch.drop_columns([UNIT_COLUMN]).to_pydict(), self.decode_images, self.kinds)
         table = pa.table({UNIT_COLUMN: units})
         for position, annotator in enumerate(self.annotators):
-            columns = pa.Table.from_pydict(annotator.annotate_rows(keys, kinds, rows), schema=annotator.schema())
+            try:
+                outputs = annotator.annotate_rows(keys, kinds, rows)
+            except Exception as error:  # not bad input (base.Annotator): this unit fails, loudly
+                part = self.parts.get(units[0].as_py(), "?")
+                raise AnnotationFailed(f"{annotator.store_name} on {part}: {type(error).__name__}: {error}") from error
+            columns = pa.Table.from_pydict(outputs, schema=annotator.schema())
             for name in columns.column_names:
                 table = table.append_column(f"{position}::{name}", columns.column(name))
         return table
@@ -196,14 +252,14 @@ def group_annotators(annotators: list[Annotator]) -> list[tuple[Annotator, ...]]
     return groups
 
 
-def build_annotation_dataset(units: list[dict], annotators: tuple[Annotator, ...]):
+def build_annotation_dataset(units: list[dict], annotators: tuple[Annotator, ...], max_error_rate: float = 0.2):
     """The lazy Ray Dataset that annotates and commits `units`; its rows are unit records."""
     import ray
     from ray.data import ActorPoolStrategy
 
-    plan = {u["index"]: {"rows": u["rows"], "outputs": {int(k): tuple(v) for k, v in u["outputs"].items()}}
-            for u in units}
-    reads = [{k: u[k] for k in ("index", "catalog_path", "joins")} for u in units]
+    plan = {u["index"]: {"rows": u["rows"], "path": u["catalog_path"], "retry": bool(u.get("retry_keys")),
+                         "outputs": {int(k): tuple(v) for k, v in u["outputs"].items()}} for u in units}
+    reads = [{k: u.get(k) for k in ("index", "catalog_path", "joins", "retry_keys")} for u in units]
     if len(annotators) == 1 and getattr(annotators[0], "backend", "hf") == "vllm":
         from onegen.pipelines.vllm_annotate import vllm_annotation_dataset
 
@@ -225,7 +281,7 @@ def build_annotation_dataset(units: list[dict], annotators: tuple[Annotator, ...
             warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
             annotated = dataset.map_batches(
                 AnnotatorActor,
-                fn_constructor_args=(tuple(annotators),),
+                fn_constructor_args=(tuple(annotators), {u["index"]: u["catalog_path"] for u in units}),
                 compute=pool,
                 batch_size=min(a.batch_size for a in annotators),
                 batch_format="pyarrow",
@@ -234,12 +290,12 @@ def build_annotation_dataset(units: list[dict], annotators: tuple[Annotator, ...
                 udf_modifying_row_count=False,
                 **ACTOR_ARGS,
             )
-    return annotated.map_batches(commit_units, fn_args=(tuple(annotators), plan), batch_size=None,
+    return annotated.map_batches(commit_units, fn_args=(tuple(annotators), plan, max_error_rate), batch_size=None,
                                  batch_format="pyarrow", num_cpus=0.25)
 
 
-def prepare_store(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig
-                  ) -> tuple[list[PartTask], int, int]:
+def prepare_store(root: str, annotator: Annotator, overwrite: bool, ray_config: RayConfig,
+                  retry_errors: bool = False) -> tuple[list[PartTask], int, int]:
     """Checks, job record and plan for one annotator: (parts to annotate, parts done before, parts in all).
 
     Parts of empty catalog parts are committed here (nothing to run)."""
@@ -256,35 +312,42 @@ def prepare_store(root: str, annotator: Annotator, overwrite: bool, ray_config: 
     output_root = layout.store_dir(annotator.store_name)
     record = {"job": "annotate", **annotator_identity(annotator)}
     hint = f"Bump {type(annotator).__name__}.version for new outputs, or pass --overwrite to redo {annotator.store_name}."
-    if job_state.check_and_record(layout.store_record(annotator.store_name), record, overwrite, hint):
+    changed = job_state.check_and_record(layout.store_record(annotator.store_name), record, overwrite, hint)
+    if changed or overwrite:  # --overwrite redoes the store, changed configuration or not
         for _, path in layout.catalog_parts():
             store.remove(store.join(output_root, path.rsplit("/", 2)[-2]))
     store.clean_temporaries(output_root)
-    tasks, done = plan_parts(root, annotator, overwrite)
+    tasks, done = plan_parts(root, annotator, overwrite, retry_errors and not overwrite)
     for task in tasks:
         if task.rows == 0:
             store.commit_table(task.output_path, annotator.schema().empty_table(), {CATALOG_KEYS_META: task.keys_sha256})
     return [t for t in tasks if t.rows > 0], done, len(tasks) + done
 
 
-def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_config: RayConfig) -> list[AnnotateSummary]:
-    """Annotate with every annotator, fusable ones together in one pass; a summary per annotator."""
+def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_config: RayConfig,
+                   retry_errors: bool = False, max_error_rate: float = 0.2) -> list[AnnotateSummary]:
+    """Annotate with every annotator, fusable ones together in one pass; a summary per annotator.
+
+    `retry_errors` re-annotates only the rows of status "error" (each annotator alone); a unit with more
+    than `max_error_rate` of its rows "error" fails the job (AnnotationFailed) and commits nothing."""
     layout = DatasetLayout(root)
     summaries = []
-    for group in group_annotators(annotators):
-        plans = [prepare_store(root, annotator, overwrite, ray_config) for annotator in group]
+    groups = [(a,) for a in annotators] if retry_errors else group_annotators(annotators)
+    for group in groups:
+        plans = [prepare_store(root, annotator, overwrite, ray_config, retry_errors) for annotator in group]
         units: dict[int, dict] = {}  # part index -> its unit (one output per annotator position)
         for position, (tasks, _, _) in enumerate(plans):
             for task in tasks:
                 unit = units.setdefault(task.index, {"index": task.index, "catalog_path": task.catalog_path,
-                                                     "joins": task.joins, "rows": task.rows, "outputs": {}})
+                                                     "joins": task.joins, "rows": task.rows, "outputs": {},
+                                                     "retry_keys": task.retry_keys})
                 unit["outputs"][position] = (task.output_path, task.keys_sha256)
         if units:
             init_ray(ray_config)
             require_gpus(group)
             names = ",".join(a.store_name for a in group)
             ordered = [units[i] for i in sorted(units)]
-            collect_records(build_annotation_dataset(ordered, group), len(ordered), f"annotate {names}",
+            collect_records(build_annotation_dataset(ordered, group, max_error_rate), len(ordered), f"annotate {names}",
                             ray_config.progress_bars)
         for annotator, (_, done, total) in zip(group, plans, strict=True):
             summaries.append(AnnotateSummary(annotator.store_name, total, done,

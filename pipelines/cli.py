@@ -20,12 +20,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from onegen.pipelines.annotate import MissingRequirement
     from onegen.pipelines.annotator_choices import AnnotatorChoiceError
     from onegen.pipelines.build import BuildInputError
+    from onegen.pipelines.cli_checks import PathError
     from onegen.pipelines.filters import FilterError
     from onegen.pipelines.job_state import JobConflict
     from onegen.pipelines.sources import SourceError
 
     return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
-            MissingCheckpointError, FileNotFoundError, FilterError)
+            MissingCheckpointError, FileNotFoundError, FilterError, PathError)
 
 
 def _ray_config(args: argparse.Namespace) -> RayConfig:
@@ -40,6 +41,8 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--object-store-mb", type=int, help="object store size of the local Ray, MiB")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs made with another config/input")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show third-party warnings and Ray worker output live (default: in FOLDER/jobs/<command>.log)")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -62,10 +65,30 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     from onegen.pipelines.annotator_choices import make_annotators
 
     annotators = make_annotators([n for n in args.annotators.split(",") if n], args.set or [])
-    for summary in run_annotators(args.root, annotators, args.overwrite, _ray_config(args)):
+    try:
+        summaries = run_annotators(args.root, annotators, args.overwrite, _ray_config(args),
+                                   retry_errors=args.retry_errors, max_error_rate=args.max_error_rate)
+    except Exception as error:
+        return report_failure(error, "AnnotationFailed", f"{args.root.rstrip('/')}/jobs/annotate-failure.log")
+    for summary in summaries:
         print(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done); "
               f"statuses: {summary.statuses}")
     return 0
+
+
+def report_failure(error: BaseException, name: str, log_path: str) -> int:
+    """A job failure of type `name` (raised on a worker, wrapped by Ray): its one line on stderr, the
+    whole traceback in `log_path`, exit status 1. Anything else propagates with its traceback."""
+    import traceback
+
+    from onegen.manifests import store
+
+    message = remote_error(error, (name,))
+    if message is None:
+        raise error
+    store.commit_bytes(log_path, "".join(traceback.format_exception(error)).encode())
+    print(f"onegen: error: {message} (traceback: {log_path})", file=sys.stderr)
+    return 1
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -155,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     annotate = commands.add_parser("annotate", help="catalog -> annotations/<name>@<version>")
     annotate.add_argument("root", help="dataset root")
     annotate.add_argument("--annotators", required=True, help="comma-separated, e.g. canny,blur,lowres,inpaint")
+    annotate.add_argument("--retry-errors", action="store_true",
+                          help="annotate again only the rows whose status is 'error' (ok rows are kept as they are)")
+    annotate.add_argument("--max-error-rate", type=float, default=0.2,
+                          help="fail the job when more than this fraction of a part's rows come back 'error' "
+                               "(an annotator's own reasons such as no_person do not count)")
     annotate.add_argument("--set", action="append", metavar="NAME.FIELD=VALUE",
                           help="annotator setting, e.g. depth.model=/ckpt/depth or depth.num_gpus=0.5")
     _add_ray_options(annotate)
@@ -227,7 +255,12 @@ def remote_user_error(error: BaseException) -> str | None:
     Ray re-raises a worker's exception on the driver wrapped in its own types, keeping only the text
     of the original traceback, so the original is found by its class name in that text.
     """
-    names = "|".join(cls.__name__ for cls in _user_errors())
+    return remote_error(error, tuple(cls.__name__ for cls in _user_errors()))
+
+
+def remote_error(error: BaseException, class_names: tuple[str, ...]) -> str | None:
+    """The message of an exception of one of `class_names` somewhere in `error`'s chain or its text."""
+    names = "|".join(class_names)
     seen: BaseException | None = error
     for _ in range(10):
         if seen is None:
@@ -240,13 +273,32 @@ def remote_user_error(error: BaseException) -> str | None:
     return None
 
 
+# The folder whose jobs/<command>.log gets a job's third-party output (pipelines/job_log.py).
+_JOB_FOLDERS = {"ingest": "out", "annotate": "root", "dedup": "root", "build": "out", "demo": "out"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one `onegen` command and return its exit status: 0, 2 for a user error (one line on stderr).
+
+    Without `argv` this is the process's entry point (the console script, `python -m`): it reads
+    sys.argv and ends the process itself once output is flushed (pipelines/process_exit.py)."""
+    if argv is None:
+        from onegen.pipelines.process_exit import run_and_exit
+
+        run_and_exit(lambda: main(sys.argv[1:]))
     args = build_parser().parse_args(argv)
     from onegen.manifests.store import mark_driver
+    from onegen.pipelines.cli_checks import check_paths
+    from onegen.pipelines.job_log import job_output
 
     mark_driver()
     try:
-        return args.run(args)
+        check_paths(args)
+        folder = getattr(args, _JOB_FOLDERS.get(args.command, ""), None)
+        if folder is None:
+            return args.run(args)
+        with job_output(folder, args.command, args.verbose, announce=args.command != "demo"):
+            return args.run(args)
     except _user_errors() as error:
         print(f"onegen: error: {error}", file=sys.stderr)
         return 2
@@ -259,4 +311,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -163,7 +163,7 @@ def multiview_samples(
     `cameras_row`: that key's `cameras` annotation row (status, annotator_version, cameras_json) or
     None. `caption`: chosen by the caller (None -> the task token alone). Sample i has key
     "<row key>-multiview-<i>" and ordinal `ordinal + i`. Skip reasons: "missing_annotation:cameras",
-    "cameras:<status>", "cameras:count_mismatch:...", "too_few_views", "decode_error:view<j>" (j the
+    "cameras:<status>", "cameras:count_mismatch:...", "too_few_views", "decode_error:view<j>: <exception>" (j the
     index in view_images) - the row-level ones come back once, decode errors once per affected sample.
     """
     if cameras_row is None:
@@ -186,8 +186,8 @@ def multiview_samples(
             if j not in processed:
                 try:
                     processed[j] = square_view(view_images[j], intrinsics[j], config.resolution)
-                except Exception:  # noqa: BLE001 - any decoder failure is this view's data problem
-                    processed[j] = f"decode_error:view{j}"
+                except Exception as error:  # noqa: BLE001 - any decoder failure is this view's data problem
+                    processed[j] = f"decode_error:view{j}: {type(error).__name__}: {error}"
         failed = [processed[j] for j in chosen if isinstance(processed[j], str)]
         if failed:
             out.append(failed[0])

@@ -71,16 +71,18 @@ def test_inpaint_fills_exactly_the_mask_black_by_default_or_with_the_configured_
 
 @dataclass
 class _Fragile(Annotator):
-    """Fails the whole batch whenever the row keyed 'src-0002' is in it (a poison row)."""
+    """Fails the whole batch whenever the row keyed 'src-0002' is in it (a poison row), with an exception
+    type it declares as a data error."""
 
     name: ClassVar[str] = "fragile"
     output_schema: ClassVar[pa.Schema] = pa.schema([("mean", pa.float32())])
+    data_errors: ClassVar[tuple[type[Exception], ...]] = (ValueError,)
     calls: int = 0
 
     def annotate(self, rows):
         self.calls += 1
         if any(r["key"] == "src-0002" for r in rows):
-            raise RuntimeError("CUDA out of memory (simulated by a poison row)")
+            raise ValueError("unreadable sensor data (a poison row)")
         return [RowError("too dark", "dark") if r["image"].mean() < 10 else {"mean": float(r["image"].mean())}
                 for r in rows]
 
@@ -91,6 +93,6 @@ def test_contract_isolates_failures_and_records_every_row():
     out = annotator(_batch(images, kinds=["image", "image", "image", "image", "scene"]))
     assert out["key"] == [f"src-{i:04d}" for i in range(5)]
     assert out["status"] == ["ok", "dark", "error", "error", "skipped"]
-    assert "out of memory" in out["error"][2] and out["error"][3].startswith("decode_error")
+    assert "poison row" in out["error"][2] and out["error"][3].startswith("decode_error")
     assert out["mean"][0] == pytest.approx(float(PHOTO.mean())) and out["mean"][2] is None
     assert annotator.calls > 1  # the failing batch was halved and retried
