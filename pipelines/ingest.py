@@ -35,14 +35,7 @@ from onegen.pipelines.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.image_checks import ImageLimits, Rejected, normalise_image
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.sources import SourceSpec, fingerprint, list_items, read_items
-from onegen.pipelines.units import (
-    NODE_META,
-    collect_records,
-    committed_by,
-    record_table,
-    unit_dataset,
-    unit_of,
-)
+from onegen.pipelines.units import NODE_META, committed_by, record_table, run_unit_tasks
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
 
@@ -130,9 +123,8 @@ def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict
             "reject_reason": None, "reject_error": None}
 
 
-def ingest_part(batch: pa.Table, spec: SourceSpec, limits: ImageLimits, images: str, out: str) -> pa.Table:
+def ingest_part(unit: dict, spec: SourceSpec, limits: ImageLimits, images: str, out: str) -> pa.Table:
     """Ray task, one part per call: read + validate its items, commit rejects then catalog; its record."""
-    unit = unit_of(batch)
     rows = ingest_rows(spec, limits, unit["items"], images)
     table = pa.Table.from_pylist(rows, schema=_row_schema())
     catalog_rows, rejects = _commit_part(DatasetLayout(out), spec.source_name, unit["index"], table)
@@ -165,10 +157,8 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
     units = [{"index": i, "items": part} for i, part in enumerate(parts) if part_name(i) not in done]
     if units:
         init_ray(ray_config)
-        dataset = unit_dataset(units).map_batches(
-            ingest_part, fn_args=(spec, config.limits, config.images, config.out), batch_size=1,
-            batch_format="pyarrow", num_cpus=config.num_cpus)
-        collect_records(dataset, len(units), f"ingest {source}", ray_config.progress_bars)
+        run_unit_tasks(ingest_part, units, (spec, config.limits, config.images, config.out), config.num_cpus,
+                       f"ingest {source}", ray_config.progress_bars)
     return summarise(layout, source, sum(len(p) for p in parts), len(parts), len(parts) - len(units))
 
 

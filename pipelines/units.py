@@ -8,7 +8,9 @@ Every job in pipelines/ has one shape (DESIGN §2, "Who writes"):
     driver: collect_records(dataset) iterates those records only, in whatever order units finish
 
 so no row data or sample bytes ever reach the driver, and a slow unit holds back nobody
-(`preserve_order` is off). A unit is committed by the worker that made it, under the commit rule of
+(`preserve_order` is off). Jobs whose unit is one step (ingest, build) run the same shape as plain
+Ray tasks, `run_unit_tasks(fn, units, ...)`, which start their first unit sooner (see there);
+annotate keeps the dataset, whose actor pools keep models loaded between units. A unit is committed by the worker that made it, under the commit rule of
 manifests/store.py; a unit whose commit marker exists is skipped by the next run's plan.
 
 Block discipline: `configure_unit_context` disables Ray Data's block splitting
@@ -25,7 +27,7 @@ the job.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -84,6 +86,13 @@ def committed_by() -> str:
 NODE_META = "onegen.node"
 
 
+def receive_records(batch: pa.Table, description: str) -> list[dict]:
+    """The records in what a worker sent the driver; anything but `RECORD_SCHEMA` is a bug."""
+    if batch.schema.names != RECORD_SCHEMA.names:
+        raise RuntimeError(f"{description}: the driver was sent {batch.schema.names}, not unit records")
+    return [json.loads(text) for text in batch.column(RECORD_COLUMN).to_pylist()]
+
+
 def collect_records(dataset, total: int, description: str, progress: bool) -> list[dict]:
     """Run `dataset` and return its unit records (driver side: small records only, as they finish)."""
     from tqdm.auto import tqdm
@@ -91,13 +100,50 @@ def collect_records(dataset, total: int, description: str, progress: bool) -> li
     records = []
     with tqdm(total=total, desc=description, unit="unit", disable=not progress) as bar:
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            if batch.schema.names != RECORD_SCHEMA.names:
-                raise RuntimeError(f"{description}: the driver was sent {batch.schema.names}, not unit records")
-            for text in batch.column(RECORD_COLUMN).to_pylist():
-                records.append(json.loads(text))
-                bar.update(1)
+            received = receive_records(batch, description)
+            records += received
+            bar.update(len(received))
     if len(records) != total:
         raise RuntimeError(f"{description}: {len(records)} unit records came back, expected {total}")
+    return records
+
+
+def run_unit_tasks(fn: Callable[..., pa.Table], units: list[dict], fn_args: tuple, num_cpus: float,
+                   description: str, progress: bool) -> list[dict]:
+    """Run `fn(unit, *fn_args)` as one Ray task per unit; return their records as they finish.
+
+    For jobs whose unit is a single step (ingest, build). Plain tasks rather than a Ray Data
+    pipeline: a dataset's first unit waits for its streaming executor, its stats actor and `ray.data`
+    being imported on a worker (1.5-3 s on a 2-core machine, bench/results/startup.txt), and a
+    one-step job has no stages to pipeline. Same contract as `collect_records`: workers commit, only
+    `RECORD_SCHEMA` tables reach the driver, units finish in any order, a task lost with its worker
+    is retried (`RETRIES`), our own exceptions fail the job (the tasks still running are cancelled;
+    whatever they leave is debris of the commit rule). At most `window` units are in flight, so the
+    object store holds a bounded number of them; tasks are spread over the nodes as Ray Data spreads
+    its tasks.
+    """
+    import ray
+    from tqdm.auto import tqdm
+
+    remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=RETRIES, retry_exceptions=False,
+                                    scheduling_strategy="SPREAD")
+    window = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / num_cpus))
+    queue, running, records = list(reversed(units)), [], []
+    try:
+        with tqdm(total=len(units), desc=description, unit="unit", disable=not progress) as bar:
+            while queue or running:
+                while queue and len(running) < window:
+                    running.append(remote.remote(queue.pop(), *fn_args))
+                done, running = ray.wait(running, num_returns=1)
+                received = receive_records(ray.get(done[0]), description)
+                records += received
+                bar.update(len(received))
+    except BaseException:
+        for ref in running:
+            ray.cancel(ref)
+        raise
+    if len(records) != len(units):
+        raise RuntimeError(f"{description}: {len(records)} unit records came back, expected {len(units)}")
     return records
 
 

@@ -42,17 +42,18 @@ def _crops(count: int, size: int = 80) -> list[np.ndarray]:
 
 
 def test_the_driver_iterates_unit_records_only(tmp_path, ray_local, monkeypatch):
-    import ray.data
+    """Everything a job's workers hand the driver (Ray Data batches for annotate, task results for ingest
+    and build) passes units.receive_records: only record tables, one row per unit."""
+    from onegen.pipelines import units as unit_module
 
     seen: list[tuple[list[str], int]] = []
-    original = ray.data.Dataset.iter_batches
+    original = unit_module.receive_records
 
-    def spy(self, *args, **kwargs):
-        for batch in original(self, *args, **kwargs):
-            seen.append((batch.schema.names, batch.num_rows))
-            yield batch
+    def spy(batch, description):
+        seen.append((batch.schema.names, batch.num_rows))
+        return original(batch, description)
 
-    monkeypatch.setattr(ray.data.Dataset, "iter_batches", spy)
+    monkeypatch.setattr(unit_module, "receive_records", spy)
     write_photo_folder(tmp_path / "photos", count=10)
     root, shards = tmp_path / "d", tmp_path / "s"
     steps = [(["ingest", str(tmp_path / "photos"), "--out", str(root), "--rows-per-part", "3"], 4),
