@@ -55,13 +55,30 @@ class NormalisedImage:
 
 
 def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:
-    """Decode fully, apply EXIF orientation, bring to RGB, enforce limits, encode (see module doc)."""
+    """Decode fully, apply EXIF orientation, bring to RGB, enforce limits, encode (see module doc).
+
+    A JPEG that will be kept byte for byte (upright RGB, catalog format JPEG) is decoded at 1/8 scale
+    (libjpeg's DCT scaling, `Image.draft`): every marker and every entropy-coded coefficient is still
+    parsed, which is where truncated and corrupt files fail, and only the inverse DCT, upsampling and
+    colour conversion, which cannot fail, are skipped (about 3x cheaper; the pixels are not kept
+    anyway). tests/pipelines/test_image_checks.py checks that every truncation and byte flip of real
+    JPEGs is refused exactly when a full decode refuses it. Everything re-encoded is decoded fully,
+    once."""
     image = _open_checked(data, limits)
+    width, height = image.size  # from the header: a draft load shrinks `image.size`
+    kept_jpeg = (_FORMAT_OF_PIL.get(image.format or "") == "jpg" == limits.image_format and image.mode == "RGB"
+                 and image.getexif().get(_EXIF_ORIENTATION, 1) in (None, 1))  # JPEG EXIF precedes the pixels
     try:
+        if kept_jpeg:
+            image.draft("RGB", (1, 1))
         image.seek(0)  # GIF / multi-page TIFF: the first frame
         image.load()
     except Exception as error:  # noqa: BLE001 - any decoder failure is this item's problem
         raise Rejected("decode_error", f"{type(error).__name__}: {error}") from error
+    if kept_jpeg:
+        if min(width, height) < limits.min_side:
+            raise Rejected("too_small", f"{width}x{height} has a side below {limits.min_side}")
+        return NormalisedImage(data, "jpg", width, height, reencoded=False)
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     upright = ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
     width, height = upright.size

@@ -109,3 +109,38 @@ def test_importing_ultralytics_leaves_pillow_alone():
     with pytest.raises(Rejected) as refused:
         normalise_image(b"definitely not an image", LIMITS)
     assert refused.value.reason == "not_an_image"
+
+
+def _full_decode_refuses(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception:  # noqa: BLE001 - any failure of Pillow's full decode counts as a refusal
+        return True
+    return False
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"optimize": True, "subsampling": 0}])
+def test_kept_jpegs_are_refused_exactly_when_a_full_decode_fails(options):
+    """Kept JPEGs are validated at 1/8 scale (image_checks.normalise_image): every truncation point and
+    random byte flips of a real photo must give the same verdict as decoding every pixel."""
+    buffer = io.BytesIO()
+    Image.fromarray(photo("chelsea")).save(buffer, format="JPEG", quality=90, **options)
+    data = buffer.getvalue()
+    rng = np.random.default_rng(0)
+    broken = [data[:cut] for cut in range(0, len(data), 97)]
+    for _ in range(150):
+        flipped = bytearray(data)
+        flipped[rng.integers(0, len(data))] ^= int(rng.integers(1, 256))
+        broken.append(bytes(flipped))
+    refused_by_full = 0
+    for candidate in broken:
+        expected = _full_decode_refuses(candidate)
+        refused_by_full += expected
+        try:
+            kept = normalise_image(candidate, LIMITS)
+        except Rejected as refused:
+            assert expected and refused.reason in ("decode_error", "not_an_image"), refused.reason
+            continue
+        assert not expected and (kept.width, kept.height) == (451, 300)
+    assert 0 < refused_by_full < len(broken)  # both verdicts occur: the comparison means something
