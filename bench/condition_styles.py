@@ -1,15 +1,19 @@
-"""docs/condition-styles.png: onegen's condition renderings beside the released model's (one picture).
+"""docs/condition-styles.png: onegen's condition renderings, and locally beside the released model's.
 
-Left of each row: the crop in shared/reference-styles (lehduong/OneDiffusion assets, CC BY-NC 4.0,
-shown for comparison only); right: what onegen writes for a similar fixed input, through the same
-functions the annotators call:
+The released model's crops (shared/reference-styles: lehduong/OneDiffusion assets, CC BY-NC 4.0, kept
+for comparison only and never shipped in this project) cannot be committed, so the committed picture
+holds onegen's renderings alone, one row per condition in the order of the reference crops;
+`--with-reference` puts each crop to the left of ours, for a developer's eyes, into a file outside the
+repository (default /tmp/condition-styles-side-by-side.png). Ours go through the same functions the
+annotators call:
 - pose: `render_pose` (mmpose / ViTPose visualiser style) of a fixed COCO-17 person;
 - boxes: `render_box_map` of one filled box with its `name: score` label;
 - inpainting: `InpaintAnnotator.annotate_one` on skimage's astronaut (black fill);
 - depth: the synthetic scene's exact inverse depth through `depth.normalise_depth` and the
   annotator's 8-bit rule (Depth Anything itself needs real weights).
 
-    python bench/condition_styles.py [--shared ../shared] [--out docs/condition-styles.png]
+    python bench/condition_styles.py [--out docs/condition-styles.png]
+    python bench/condition_styles.py --with-reference [--shared ../shared] [--out /tmp/side-by-side.png]
 """
 
 from __future__ import annotations
@@ -80,32 +84,43 @@ def _fit(image: Image.Image) -> Image.Image:
     return image.resize((round(image.width * ROW_HEIGHT / image.height), ROW_HEIGHT), Image.LANCZOS)
 
 
-def compose(shared: Path) -> Image.Image:
+def compose(shared: Path | None) -> Image.Image:
+    """Our renderings, one row each; with `shared`, each reference crop to their left."""
     ours = {"pose": our_pose(), "boxes": our_boxes(), "inpainting": our_inpainting(), "depth": our_depth()}
     tiles = []
     for name, (file, box) in REFERENCE_CROPS.items():
-        reference = Image.open(shared / "reference-styles" / file).convert("RGB")
-        tiles.append((name, _fit(reference.crop(box) if box else reference), _fit(Image.fromarray(ours[name]))))
-    width = max(ref.width + mine.width for _, ref, mine in tiles) + 40
+        reference = None
+        if shared is not None:
+            crop = Image.open(shared / "reference-styles" / file).convert("RGB")
+            reference = _fit(crop.crop(box) if box else crop)
+        tiles.append((name, reference, _fit(Image.fromarray(ours[name]))))
+    width = max((ref.width + 20 if ref else 0) + mine.width for _, ref, mine in tiles) + 20
     sheet = Image.new("RGB", (width, len(tiles) * (ROW_HEIGHT + 24) + 24), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((10, 4), "left: released OneDiffusion (lehduong/OneDiffusion, CC BY-NC 4.0, comparison only)"
-              "   right: onegen", fill="black")
+    title = ("left: released OneDiffusion (lehduong/OneDiffusion, CC BY-NC 4.0, comparison only)   right: onegen"
+             if shared is not None else "onegen's conditions (--with-reference: beside the released)")
+    draw.text((10, 4), title, fill="black")
     for i, (name, ref, mine) in enumerate(tiles):
         top = 24 + i * (ROW_HEIGHT + 24)
         draw.text((10, top + 4), name, fill="black")
-        sheet.paste(ref, (10, top + 20))
-        sheet.paste(mine, (30 + ref.width, top + 20))
+        if ref is not None:
+            sheet.paste(ref, (10, top + 20))
+        sheet.paste(mine, (10 + (ref.width + 20 if ref is not None else 0), top + 20))
     return sheet
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "condition-styles.png")
+    parser.add_argument("--with-reference", action="store_true",
+                        help="put the released model's crops beside ours (never commit that picture)")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    compose(args.shared).save(args.out, optimize=True)
-    print(f"wrote {args.out}")
+    default = (Path("/tmp/condition-styles-side-by-side.png") if args.with_reference
+               else Path(__file__).resolve().parents[1] / "docs" / "condition-styles.png")
+    out = args.out or default
+    compose(args.shared if args.with_reference else None).save(out, optimize=True)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
