@@ -23,10 +23,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from onegen.pipelines.cli_checks import PathError
     from onegen.pipelines.filters import FilterError
     from onegen.pipelines.job_state import JobConflict
+    from onegen.pipelines.recipe import RecipeError
     from onegen.pipelines.sources import SourceError
 
     return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
-            MissingCheckpointError, FileNotFoundError, FilterError, PathError)
+            MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError)
 
 
 def _ray_config(args: argparse.Namespace) -> RayConfig:
@@ -147,6 +148,19 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from onegen.pipelines.recipe import load_recipe
+    from onegen.pipelines.recipe_run import plan_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe, args.dir)
+    if args.plan:  # from the stores' records and markers alone: no Ray, no model
+        for plan in plan_recipe(recipe):
+            print(plan.line())
+        return 0
+    run_recipe(recipe, _ray_config(args), redo=args.redo)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from onegen.pipelines.demo import run_demo
 
@@ -241,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_preview_commands(commands)
     add_training_commands(commands)
+
+    run = commands.add_parser("run", help="run a whole dataset recipe (TOML): ingest, annotate, build, mixture")
+    run.add_argument("recipe", help="recipe file, e.g. recipes/onegen.toml")
+    run.add_argument("--dir", help="folder relative recipe paths and {dir} resolve against (default: the recipe's)")
+    run.add_argument("--plan", action="store_true", help="print each stage's done / pending parts and rows; "
+                                                         "starts no Ray")
+    run.add_argument("--redo", action="store_true", help="redo the stages whose recipe settings changed "
+                                                         "(and the build after them); without it they are refused")
+    _add_ray_options(run)
+    run.set_defaults(run=cmd_run)
 
     demo = commands.add_parser("demo", help="run the whole pipeline on bundled photos, offline")
     demo.add_argument("--out", default="onegen-demo")

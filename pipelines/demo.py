@@ -35,7 +35,6 @@ DEMO_PHOTOS = {
     "camera": "a black and white photo of a man with a camera on a tripod",
     "coins": "old coins laid out in rows, black and white photo",
 }
-WEIGHT_FREE_ANNOTATORS = ["canny", "blur", "lowres", "inpaint", "cameras", "faces"]
 
 
 def _photo(name: str) -> np.ndarray | None:
@@ -88,6 +87,8 @@ def run_demo(out: str, ray_config: RayConfig) -> int:
     from onegen.annotators.tiny_models import demo_annotator_settings
     from onegen.pipelines.cli import main
     from onegen.pipelines.preview import write_preview
+    from onegen.pipelines.recipe import bundled_recipe, load_recipe
+    from onegen.pipelines.recipe_run import run_recipe
     from onegen.training.demo_step import run_training_demo
 
     root = Path(out).resolve()
@@ -96,23 +97,13 @@ def run_demo(out: str, ray_config: RayConfig) -> int:
     write_scenes(inputs / "scenes")
     write_subjects(inputs / "subjects")
     print(f"[demo] inputs in {inputs}: {photos} bundled photos + 3 bad files, 1 rendered scene, 2 ID subjects")
-    names, settings = demo_annotator_settings(root / "tiny-checkpoints")
+    names, _ = demo_annotator_settings(root / "tiny-checkpoints")  # recipes/demo.toml names these paths
     print(f"[demo] tiny RANDOM checkpoints for {', '.join(names)} in {root / 'tiny-checkpoints'}: "
           "the plumbing is real, the pictures are not")
-    common = _ray_args(ray_config)
-    set_options = [arg for setting in settings for arg in ("--set", setting)]
-    steps = [
-        ["ingest", str(inputs / "photos"), "--out", str(dataset), "--rows-per-part", "4", *common],
-        ["ingest", str(inputs / "scenes"), "--out", str(dataset), "--kind", "scenes", *common],
-        ["ingest", str(inputs / "subjects"), "--out", str(dataset), "--kind", "subjects", *common],
-        ["annotate", str(dataset), "--annotators", ",".join(WEIGHT_FREE_ANNOTATORS), *common],
-        ["annotate", str(dataset), "--annotators", ",".join(names), *set_options, *common],
-        ["build", str(dataset), "--out", str(shards), "--samples-per-shard", "8", "--views", "2-4",
-         "--caption", "random", *common],
-        ["manifest", "stats", str(shards)],
-        ["manifest", "verify", str(shards)],
-    ]
-    for step in steps:
+    recipe = load_recipe(bundled_recipe("demo"), str(root))
+    print(f"[demo] onegen run {recipe.path} --dir {root} ...", flush=True)
+    run_recipe(recipe, ray_config, echo=lambda line: print(f"[demo] {line}", flush=True))
+    for step in (["manifest", "stats", str(shards)], ["manifest", "verify", str(shards)]):
         print(f"[demo] onegen {' '.join(step[:2])} ...", flush=True)
         code = main(step)
         if code != 0:
@@ -125,16 +116,3 @@ def run_demo(out: str, ray_config: RayConfig) -> int:
           f"[demo] preview: {report}\n[demo] tiny model checkpoint: {training['checkpoint']} "
           f"(final loss {training['final_loss']:.4f}); samples: {root / 'training'}")
     return 0
-
-
-def _ray_args(config: RayConfig) -> list[str]:
-    args = []
-    if config.address:
-        args += ["--address", config.address]
-    if config.num_cpus:
-        args += ["--num-cpus", str(config.num_cpus)]
-    if config.object_store_memory:
-        args += ["--object-store-mb", str(config.object_store_memory // 2**20)]
-    if not config.progress_bars:
-        args.append("--no-progress")
-    return args

@@ -141,10 +141,7 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
     spec, layout = config.source, DatasetLayout(config.out)
     source = spec.source_name
     items = list_items(spec)
-    record = {"job": "ingest", "source": asdict(spec), "limits": asdict(config.limits),
-              "rows_per_part": config.rows_per_part, "input": fingerprint(items), "items": len(items)}
-    if config.images != "copy":  # recorded only when not the default, so older records stay valid
-        record["images"] = config.images
+    record = job_record(config, items)
     catalog, rejects = layout.catalog_dir(source), layout.rejects_dir(source)
     hint = "Pass --overwrite to re-ingest this source from scratch, or --name to ingest it as another source."
     if job_state.check_and_record(layout.ingest_record(source), record, config.overwrite, hint):
@@ -160,6 +157,15 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
         run_unit_tasks(ingest_part, units, (spec, config.limits, config.images, config.out), config.num_cpus,
                        f"ingest {source}", ray_config.progress_bars)
     return summarise(layout, source, sum(len(p) for p in parts), len(parts), len(parts) - len(units))
+
+
+def job_record(config: IngestConfig, items: list[dict]) -> dict:
+    """What jobs/ingest-<source>.json holds for `config` over the source listing `items`."""
+    record = {"job": "ingest", "source": asdict(config.source), "limits": asdict(config.limits),
+              "rows_per_part": config.rows_per_part, "input": fingerprint(items), "items": len(items)}
+    if config.images != "copy":  # recorded only when not the default, so older records stay valid
+        record["images"] = config.images
+    return record
 
 
 def cut_parts(items: list[dict], rows_per_part: int) -> list[list[dict]]:

@@ -37,6 +37,15 @@ def check_and_record(path: str, record: dict[str, Any], overwrite: bool, rerun_h
     return True
 
 
+def recorded_changes(path: str, record: dict[str, Any]) -> list[str] | None:
+    """What differs between the record at `path` and `record` (as check_and_record compares them):
+    None when nothing is recorded yet, [] when they are the same. Writes nothing."""
+    existing = store.read_json(path)
+    if existing is None:
+        return None
+    return describe_changes(existing, json.loads(json.dumps(record, sort_keys=True, default=str)))
+
+
 def describe_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Human-readable differences between two JSON values ("a.b: 1 -> 2")."""
     if isinstance(old, dict) and isinstance(new, dict):

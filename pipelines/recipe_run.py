@@ -1,0 +1,181 @@
+"""`onegen run RECIPE.toml [--plan] [--redo]`: every stage of a recipe (pipelines/recipe.py), in one Ray.
+
+Stages, in order: one ingest per source, the annotators (one `run_annotators` call, so consecutive
+CPU annotators share a pass), the build, and train.json (the recipe's training mixture for `onegen
+train --config`). Each stage is the job itself, resumable on its own: a rerun skips committed parts
+and build units, so a killed run rerun with the same recipe finishes what is left.
+
+`plan_recipe` says per stage what is done and what is pending (parts, rows) from the stores' own
+records and markers (ingest's cut_parts + catalog parts, annotate.plan_parts, build's cut_units + unit
+markers) and starts no Ray. States: done, pending, changed (the stage's recorded configuration or
+input differs from the recipe's: the job would refuse to resume), waiting (it needs an earlier
+stage's outputs first).
+
+A changed recipe: `onegen run` refuses, before anything starts, naming every changed stage and what
+changed; `--redo` redoes exactly the changed stages (those jobs get overwrite; the others resume as they are)
+and what depends on them: the build, whose input fingerprint holds the annotation records, is rebuilt
+from the stored annotations, and a re-ingested source makes every annotator redo its store (its parts
+are stale). No unchanged annotator runs again otherwise. Refusing by default keeps days of GPU work from being thrown away by
+a typo in a recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from onegen.annotators.base import Annotator
+from onegen.manifests import store
+from onegen.manifests.layout import DatasetLayout, ShardLayout, part_name
+from onegen.pipelines import job_state
+from onegen.pipelines.annotate import MissingRequirement, annotator_identity, keys_sha256, plan_parts
+from onegen.pipelines.build import BuildConfig, BuildInputError, cut_units
+from onegen.pipelines.build import job_record as build_record
+from onegen.pipelines.ingest import IngestConfig, cut_parts
+from onegen.pipelines.ingest import job_record as ingest_record
+from onegen.pipelines.ray_setup import RayConfig, init_ray
+from onegen.pipelines.recipe import Recipe, RecipeError, train_fields
+from onegen.pipelines.sources import list_items
+
+TRAIN_FILE = "train.json"
+
+
+@dataclass
+class StagePlan:
+    """One stage's state: `parts` units in all (ingest/annotation parts, build units), `parts_done` of them
+    committed; `rows` catalog rows (items for ingest) in all, `rows_pending` of them still to do."""
+
+    stage: str
+    state: str  # done | pending | changed | waiting
+    parts: int
+    parts_done: int
+    rows: int
+    rows_pending: int
+    detail: str = ""
+
+    def line(self) -> str:
+        counts = f"{self.parts_done}/{self.parts} parts done, {self.rows_pending} of {self.rows} rows pending"
+        return f"{self.stage:<24} {self.state:<8} {counts}" + (f" ({self.detail})" if self.detail else "")
+
+
+def plan_ingest(config: IngestConfig) -> StagePlan:
+    """Done / pending parts of one source (lists the source; reads nothing else of it)."""
+    items = list_items(config.source)
+    parts = cut_parts(items, config.rows_per_part)
+    layout, source = DatasetLayout(config.out), config.source.source_name
+    changes = job_state.recorded_changes(layout.ingest_record(source), ingest_record(config, items))
+    done = set() if changes else {p.rsplit("/", 1)[-1] for p in store.list_files(layout.catalog_dir(source), ".parquet")}
+    pending = [i for i in range(len(parts)) if part_name(i) not in done]
+    state = "changed" if changes else ("pending" if pending else "done")
+    return StagePlan(f"ingest {source}", state, len(parts), len(parts) - len(pending), len(items),
+                     sum(len(parts[i]) for i in pending), "; ".join(changes or []))
+
+
+def plan_annotator(root: str, annotator: Annotator, upstream_pending: int) -> StagePlan:
+    """Done / pending catalog parts of one annotator; `upstream_pending` = catalog rows not ingested yet."""
+    layout = DatasetLayout(root)
+    name = annotator.store_name
+    changes = job_state.recorded_changes(layout.store_record(name), {"job": "annotate", **annotator_identity(annotator)})
+    catalog = [(path, keys_sha256(path)[0]) for _, path in layout.catalog_parts()]
+    rows = sum(count for _, count in catalog)
+    detail = "; ".join(changes or [])
+    if changes:
+        return StagePlan(f"annotate {name}", "changed", len(catalog), 0, rows + upstream_pending, rows + upstream_pending,
+                         detail)
+    try:
+        tasks, done = plan_parts(root, annotator, overwrite=True)
+        pending_rows = sum(task.rows for task in tasks)
+    except MissingRequirement as missing:  # its inputs come from an earlier stage of this run
+        tasks, done, pending_rows, detail = catalog, 0, rows, str(missing)
+    state = "waiting" if detail else ("pending" if tasks or upstream_pending else "done")
+    if upstream_pending and not detail:
+        detail = f"{upstream_pending} more rows after ingest"
+    return StagePlan(f"annotate {name}", state, len(catalog), done, rows + upstream_pending,
+                     pending_rows + upstream_pending, detail)
+
+
+def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
+    """Done / pending build units; waiting while an earlier stage is not done."""
+    unfinished = [p.stage for p in upstream if p.state != "done"]
+    if unfinished:
+        return StagePlan("build", "waiting", 0, 0, 0, 0, f"after {', '.join(unfinished)}")
+    try:
+        _, _, parts, record = build_record(config)
+    except (BuildInputError, FileNotFoundError) as error:
+        return StagePlan("build", "waiting", 0, 0, 0, 0, str(error))
+    shards = ShardLayout(config.out)
+    changes = job_state.recorded_changes(shards.record(), record)
+    units = cut_units(parts, config.unit_rows)
+    finished = store.exists(shards.done_marker()) and not changes
+    done = [u for n, u in enumerate(units) if not changes and store.exists(shards.unit_marker(n))]
+    rows = sum(count for _, _, count in parts)
+    pending_rows = 0 if finished else rows - sum(parts[i][2] for u in done for i in u)
+    state = "changed" if changes else ("done" if finished else "pending")
+    return StagePlan("build", state, len(units), len(done), rows, pending_rows, "; ".join(changes or []))
+
+
+def plan_train(recipe: Recipe, build: StagePlan) -> StagePlan:
+    path = store.join(recipe.shards, TRAIN_FILE)
+    existing = store.read_json(path)
+    state = "done" if existing == recipe.train and build.state == "done" else (
+        "changed" if existing is not None and existing != recipe.train else "pending")
+    return StagePlan(TRAIN_FILE, state, 1, int(state == "done"), 0, 0, path)
+
+
+def plan_recipe(recipe: Recipe) -> list[StagePlan]:
+    """Every stage's plan, from the stores alone: no Ray is started, no model is loaded."""
+    plans = [plan_ingest(source) for source in recipe.sources]
+    not_ingested = sum(p.rows_pending for p in plans)
+    plans += [plan_annotator(recipe.root, annotator, not_ingested) for annotator in recipe.annotators]
+    build = plan_build(recipe.build, plans)
+    return [*plans, build, plan_train(recipe, build)]
+
+
+def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,
+               echo: Callable[[str], None] = print) -> list[StagePlan]:
+    """Run every stage that is not done, in one Ray; returns the plan it started from.
+
+    Raises JobConflict, before any stage starts, when a stage changed and `redo` is False."""
+    from onegen.pipelines.annotate import run_annotators
+    from onegen.pipelines.build import run_build
+    from onegen.pipelines.ingest import run_ingest
+
+    unknown = sorted(set(recipe.train) - train_fields())
+    if unknown:
+        raise RecipeError(f"recipe: [train] has unknown field(s) {unknown}; fields: {', '.join(sorted(train_fields()))}")
+    plans = plan_recipe(recipe)
+    changed = [p for p in plans if p.state == "changed"]
+    if changed and not redo:
+        raise job_state.JobConflict(
+            "recipe changed since these outputs were made: " + " | ".join(f"{p.stage}: {p.detail}" for p in changed)
+            + ". Pass --redo to redo those stages (and the build after them); nothing else runs again")
+    if any(p.state != "done" for p in plans[:-1]):
+        init_ray(ray_config)  # one Ray for every stage; each job's own init_ray finds it started
+    sources, annotators = plans[: len(recipe.sources)], plans[len(recipe.sources) : -2]
+    for source, plan in zip(recipe.sources, sources, strict=True):
+        summary = run_ingest(dataclasses.replace(source, overwrite=plan.state == "changed"), ray_config)
+        echo(f"ingested {summary.source}: {summary.catalog_rows} catalog rows in {summary.parts} parts "
+             f"({summary.parts_done_before} already done)")
+    reingested = any(p.state == "changed" for p in sources)  # its annotation parts are stale: redo them
+    redo_flags = [reingested or p.state == "changed" for p in annotators]
+    for start, end in _runs(redo_flags):  # consecutive annotators with the same flag share one call
+        for summary in run_annotators(recipe.root, list(recipe.annotators[start:end]), redo_flags[start], ray_config):
+            echo(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done)")
+    stats = run_build(dataclasses.replace(recipe.build, overwrite=bool(changed)), ray_config)
+    echo(f"built {stats['samples']} samples in {stats['shards']} shards at {recipe.shards}: {stats['samples_per_task']}")
+    store.commit_json(store.join(recipe.shards, TRAIN_FILE), json.loads(json.dumps(recipe.train)))
+    echo(f"training mixture: {store.join(recipe.shards, TRAIN_FILE)} (onegen train --config it)")
+    return plans
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """[start, end) of each run of equal consecutive flags."""
+    runs: list[tuple[int, int]] = []
+    for index, flag in enumerate(flags):
+        if runs and flags[runs[-1][0]] == flag:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs

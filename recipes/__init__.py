@@ -1,0 +1,1 @@
+"""Recipes shipped with onegen (`onegen run recipes/onegen.toml`); data files only."""
