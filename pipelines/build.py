@@ -165,10 +165,14 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
         if reason:
             out += [(t.task, row["key"], ordinal, reason) for t in tasks if _makes(t, row["kind"])]
         elif row["kind"] == "image":
+            image_sha = _catalog_image_sha256(row)
             for task, result in candidates(row, ordinal, annotations, tasks, mode):
                 if task == "pose2image" and not isinstance(result, str):
                     result = person_area_reason(annotations.get("pose"), row["width"], row["height"],
                                                 hygiene.pose) or result
+                if not isinstance(result, str):
+                    result.member_sha256 = [image_sha if data is row["image"] else hashlib.sha256(data).hexdigest()
+                                            for _, data in result.members]
                 out.append((task, row["key"], ordinal, result))
         elif row["kind"] == "scene" and MULTIVIEW in wanted:
             caption = choose_caption(row, annotations, mode)
@@ -190,6 +194,16 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
             out.append((FACEID, catalog[index]["key"], ordinal, result))
     out.sort(key=lambda candidate: candidate[2])  # each task's stream in ordinal order
     return out
+
+
+def _catalog_image_sha256(row: dict) -> str:
+    """sha256 of the row's catalog image bytes, hashed once per row rather than once per task. Bytes
+    ingest kept as they were (`reencoded` false in meta; by-reference bytes were just checked against
+    it) are the original, whose hash the catalog already holds: not hashed again. If stored bytes
+    had rotted since, `onegen manifest verify` finds them disagreeing with the manifest."""
+    if row.get("sha256") and json.loads(row.get("meta") or "{}").get("reencoded") is False:
+        return row["sha256"]
+    return hashlib.sha256(row["image"]).hexdigest()
 
 
 def _hygiene(config: dict) -> HygieneConfig:
