@@ -1,7 +1,7 @@
 """`onegen run RECIPE.toml [--plan] [--redo]`: every stage of a recipe (pipelines/recipe.py), in one Ray.
 
-Stages, in order: one ingest per source, the annotators (one `run_annotators` call, so consecutive
-CPU annotators share a pass), the build, and train.json (the recipe's training mixture for `onegen
+Stages, in order: one ingest per source, the annotators (consecutive CPU annotators share a pass),
+the dedup job when `[build] dedup` names one, the build, and train.json (the recipe's training mixture for `onegen
 train --config`). Each stage is the job itself, resumable on its own: a rerun skips committed parts
 and build units, so a killed run rerun with the same recipe finishes what is left.
 
@@ -33,6 +33,8 @@ from onegen.pipelines import job_state
 from onegen.pipelines.annotate import MissingRequirement, annotator_identity, keys_sha256, plan_parts
 from onegen.pipelines.build import BuildConfig, BuildInputError, cut_units
 from onegen.pipelines.build import job_record as build_record
+from onegen.pipelines.dedup import DONE_MARKER as DEDUP_DONE
+from onegen.pipelines.hygiene import dedup_table
 from onegen.pipelines.ingest import IngestConfig, cut_parts
 from onegen.pipelines.ingest import job_record as ingest_record
 from onegen.pipelines.ray_setup import RayConfig, init_ray
@@ -54,9 +56,10 @@ class StagePlan:
     rows: int
     rows_pending: int
     detail: str = ""
+    unit: str = "parts"  # what `parts` counts: "parts", or "units" (build units)
 
     def line(self) -> str:
-        counts = f"{self.parts_done}/{self.parts} parts done, {self.rows_pending} of {self.rows} rows pending"
+        counts = f"{self.parts_done}/{self.parts} {self.unit} done, {self.rows_pending} of {self.rows} rows pending"
         return f"{self.stage:<24} {self.state:<8} {counts}" + (f" ({self.detail})" if self.detail else "")
 
 
@@ -100,11 +103,11 @@ def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
     """Done / pending build units; waiting while an earlier stage is not done."""
     unfinished = [p.stage for p in upstream if p.state != "done"]
     if unfinished:
-        return StagePlan("build", "waiting", 0, 0, 0, 0, f"after {', '.join(unfinished)}")
+        return StagePlan("build", "waiting", 0, 0, 0, 0, f"after {', '.join(unfinished)}", "units")
     try:
         _, _, parts, record = build_record(config)
     except (BuildInputError, FileNotFoundError) as error:
-        return StagePlan("build", "waiting", 0, 0, 0, 0, str(error))
+        return StagePlan("build", "waiting", 0, 0, 0, 0, str(error), "units")
     shards = ShardLayout(config.out)
     changes = job_state.recorded_changes(shards.record(), record)
     units = cut_units(parts, config.unit_rows)
@@ -113,7 +116,35 @@ def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
     rows = sum(count for _, _, count in parts)
     pending_rows = 0 if finished else rows - sum(parts[i][2] for u in done for i in u)
     state = "changed" if changes else ("done" if finished else "pending")
-    return StagePlan("build", state, len(units), len(done), rows, pending_rows, "; ".join(changes or []))
+    return StagePlan("build", state, len(units), len(done), rows, pending_rows, "; ".join(changes or []), "units")
+
+
+def plan_dedup(recipe: Recipe, upstream: list[StagePlan]) -> StagePlan | None:
+    """The dedup table `[build] dedup` reads (None when dedup is off): done when its marker exists and
+    every stage before it is done (a changed catalog or hash store makes the job run again)."""
+    table = dedup_table(recipe.root, recipe.build.hygiene)
+    if table is None:
+        return None
+    name = f"dedup {recipe.build.hygiene.dedup}"
+    unfinished = [p.stage for p in upstream if p.state != "done"]
+    if unfinished:
+        return StagePlan(name, "waiting", 1, 0, 0, 0, f"after {', '.join(unfinished)}")
+    done = store.exists(store.join(table, DEDUP_DONE))
+    return StagePlan(name, "done" if done else "pending", 1, int(done), 0, 0, table)
+
+
+def run_dedup(recipe: Recipe, ray_config: RayConfig) -> dict:
+    """Run the dedup job the build's hygiene names (`onegen dedup`): pHash or semantic."""
+    hygiene = recipe.build.hygiene
+    if hygiene.dedup == "phash":
+        from onegen.pipelines.dedup import DedupJobConfig, run_phash_dedup
+        from onegen.pipelines.dedup_groups import DedupConfig
+
+        return run_phash_dedup(DedupJobConfig(recipe.root, DedupConfig(hygiene.max_distance)), ray_config)
+    from onegen.pipelines.semdedup import SemDedupConfig
+    from onegen.pipelines.semdedup_job import run_semantic_dedup
+
+    return run_semantic_dedup(recipe.root, SemDedupConfig(threshold=hygiene.semantic_threshold), ray_config)
 
 
 def plan_train(recipe: Recipe, build: StagePlan) -> StagePlan:
@@ -129,6 +160,8 @@ def plan_recipe(recipe: Recipe) -> list[StagePlan]:
     plans = [plan_ingest(source) for source in recipe.sources]
     not_ingested = sum(p.rows_pending for p in plans)
     plans += [plan_annotator(recipe.root, annotator, not_ingested) for annotator in recipe.annotators]
+    dedup = plan_dedup(recipe, plans)
+    plans += [dedup] if dedup else []
     build = plan_build(recipe.build, plans)
     return [*plans, build, plan_train(recipe, build)]
 
@@ -153,7 +186,10 @@ def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,
             + ". Pass --redo to redo those stages (and the build after them); nothing else runs again")
     if any(p.state != "done" for p in plans[:-1]):
         init_ray(ray_config)  # one Ray for every stage; each job's own init_ray finds it started
-    sources, annotators = plans[: len(recipe.sources)], plans[len(recipe.sources) : -2]
+    for plan in plans:
+        echo(plan.line())
+    sources = plans[: len(recipe.sources)]
+    annotators = plans[len(recipe.sources) : len(recipe.sources) + len(recipe.annotators)]
     for source, plan in zip(recipe.sources, sources, strict=True):
         summary = run_ingest(dataclasses.replace(source, overwrite=plan.state == "changed"), ray_config)
         echo(f"ingested {summary.source}: {summary.catalog_rows} catalog rows in {summary.parts} parts "
@@ -163,6 +199,9 @@ def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,
     for start, end in _runs(redo_flags):  # consecutive annotators with the same flag share one call
         for summary in run_annotators(recipe.root, list(recipe.annotators[start:end]), redo_flags[start], ray_config):
             echo(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done)")
+    dedup = next((p for p in plans if p.stage.startswith("dedup ")), None)
+    if dedup is not None and dedup.state != "done":  # the table is made from the stores as they are now
+        echo(f"{dedup.stage}: {run_dedup(recipe, ray_config)}")
     stats = run_build(dataclasses.replace(recipe.build, overwrite=bool(changed)), ray_config)
     echo(f"built {stats['samples']} samples in {stats['shards']} shards at {recipe.shards}: {stats['samples_per_task']}")
     store.commit_json(store.join(recipe.shards, TRAIN_FILE), json.loads(json.dumps(recipe.train)))

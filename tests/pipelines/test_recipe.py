@@ -1,4 +1,4 @@
-"""`onegen run RECIPE`: a small recipe end to end (ingest -> annotate -> build -> train.json) in the
+"""`onegen run RECIPE`: a small recipe end to end (ingest -> annotate -> dedup -> build -> train.json) in the
 session's Ray; `--plan` before and after (pending -> done) in a fresh process that never starts Ray; a
 rerun does nothing; a changed annotator setting is refused until --redo, which redoes that annotator
 and the build only; the shipped recipes parse and name only known annotators, tasks and families."""
@@ -35,9 +35,13 @@ low = 50
 name = "blur"
 sigma_max = {sigma_max}
 
+[[annotators]]
+name = "phash"
+
 [build]
 tasks = ["text2image", "canny2image", "deblurring"]
 samples_per_shard = 4
+dedup = "phash"
 
 [train]
 weights = {{ text2image = 2, image2image = 1 }}
@@ -47,8 +51,11 @@ steps = 10
 
 def _plan_in_fresh_process(recipe: Path) -> tuple[list[str], str]:
     """`onegen run RECIPE --plan` in a new interpreter; (plan lines, whether Ray got initialised there)."""
-    code = ("import sys; from onegen.pipelines.cli import main; code = main(['run', sys.argv[1], '--plan']); "
-            "ray = sys.modules.get('ray'); print('RAY_STARTED', bool(ray and ray.is_initialized())); sys.exit(code)")
+    # os._exit after the flush, as the console script ends (pipelines/process_exit.py): no interpreter
+    # teardown racing pyarrow's native threads
+    code = ("import os, sys; from onegen.pipelines.cli import main; code = main(['run', sys.argv[1], '--plan']); "
+            "ray = sys.modules.get('ray'); print('RAY_STARTED', bool(ray and ray.is_initialized()), flush=True); "
+            "os._exit(code)")
     result = subprocess.run([sys.executable, "-c", code, str(recipe)], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "RAY_ADDRESS": ""})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -67,15 +74,17 @@ def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_loc
     path.write_text(RECIPE.format(sigma_max=5.0))
     before, ray_started = _plan_in_fresh_process(path)
     assert ray_started == "RAY_STARTED False"
-    assert [line.split()[:3] for line in before[:3]] == [
-        ["ingest", "photos", "pending"], ["annotate", "canny@1", "pending"], ["annotate", "blur@1", "pending"]]
-    assert before[3].split()[:2] == ["build", "waiting"] and before[4].split()[:2] == ["train.json", "pending"]
+    assert [line.split()[:3] for line in before] == [
+        ["ingest", "photos", "pending"], ["annotate", "canny@1", "pending"], ["annotate", "blur@1", "pending"],
+        ["annotate", "phash@1", "pending"], ["dedup", "phash", "waiting"], ["build", "waiting", "0/0"],
+        ["train.json", "pending", "0/1"]]
     assert "0/2 parts done, 8 of 8 rows pending" in before[0] and "8 of 8 rows pending" in before[1]
 
     recipe = load_recipe(str(path))
     run_recipe(recipe, TEST_RAY)
     rows = read_manifests(str(tmp_path / "shards")).to_pylist()
     assert {r["task"] for r in rows} == {"text2image", "canny2image", "deblurring"}
+    assert (tmp_path / "data" / "dedup" / "phash-k4" / "_SUCCESS.json").exists()  # the dedup stage ran
     train = json.loads((tmp_path / "shards" / "train.json").read_text())
     assert train["task_weights"] == [["text2image", 2.0], ["image2image", 1.0]] and train["steps"] == 10
     assert all(p.state == "done" for p in plan_recipe(recipe))
