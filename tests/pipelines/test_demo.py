@@ -21,6 +21,8 @@ def test_demo_runs_end_to_end(tmp_path):
                             env=env, capture_output=True, text=True, timeout=1100)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tiny RANDOM checkpoints" in result.stdout and "the plumbing is real, the pictures are not" in result.stdout
+    assert "onegen run " in result.stdout and "recipes/demo.toml" in result.stdout  # the demo is that recipe
+    assert json.loads((out / "shards" / "train.json").read_text())["task_weights"]
     checked, problems = verify_shards(str(out / "shards"))
     assert problems == [] and f"verified {checked} samples: OK" in result.stdout
     stats = json.loads((out / "shards" / "_SUCCESS.json").read_text())
