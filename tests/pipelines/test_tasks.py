@@ -125,3 +125,13 @@ def test_external_annotator_feeds_the_build_through_ray(tmp_path, ray_local, ext
     run_annotators(root, make_annotators(["onegen_test_plugin:NormalsAnnotator"], []), False, TEST_RAY)
     with pytest.raises(BuildInputError, match=r"normal2image.*task table"):
         run_build(BuildConfig(root, str(tmp_path / "shards2"), ("canny2image",)), TEST_RAY)
+
+
+def test_recipes_load_annotators_by_import_path(tmp_path, external_module):
+    from onegen.pipelines.recipe import load_recipe
+
+    path = tmp_path / "recipe.toml"
+    path.write_text('root = "d"\nshards = "s"\n[[sources]]\npath = "p"\n'
+                    '[[annotators]]\nname = "onegen_test_plugin:SobelAnnotator"\nscale = 3\n')
+    (sobel,) = load_recipe(str(path)).annotators
+    assert type(sobel) is external_module.SobelAnnotator and sobel.scale == 3.0 and sobel.store_name == "sobel@1"
