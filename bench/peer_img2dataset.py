@@ -9,7 +9,8 @@ img2dataset runs in its own environment, made beforehand:
 Both read the same `--images` JPEGs (512 px, q95 crops of scikit-image photos, a `.txt` caption each):
 - img2dataset: `--resize_mode no`, file:// urls from a Parquet list (url, caption), 2 processes x 16
   threads, 1000 samples per shard, as a subprocess of its venv;
-- onegen: `onegen ingest` then `onegen build --tasks text2image` (1000 samples per shard), each a
+- onegen: `onegen ingest` then `onegen build --tasks text2image` (1000 samples per shard, build units
+  of 1000 rows: the default, 4 x samples per shard, would make 4,000 images one unit on one core), each a
   subprocess, start-up and shutdown included, as a user runs them; and "one Ray": the same two
   jobs in one process sharing one `ray.init` (a recipe run).
 Each is run at `--images` and at a quarter of it; the marginal cost per image is the difference of
@@ -41,7 +42,7 @@ from onegen.pipelines.sources import SourceSpec
 photos, root, shards = sys.argv[1:4]
 ray = RayConfig(progress_bars=False)
 run_ingest(IngestConfig(SourceSpec(photos), root), ray)
-run_build(BuildConfig(root, shards, tasks=("text2image",), samples_per_shard=1000), ray)
+run_build(BuildConfig(root, shards, tasks=("text2image",), samples_per_shard=1000, rows_per_unit=1000), ray)
 """
 
 
@@ -98,7 +99,7 @@ def run_onegen(photos: Path, work: Path) -> tuple[float, float]:
     onegen = [sys.executable, "-m", "onegen.pipelines.cli"]
     ingest = timed([*onegen, "ingest", str(photos), "--out", str(work / "d"), "--no-progress"])
     build = timed([*onegen, "build", str(work / "d"), "--out", str(work / "s"), "--tasks", "text2image",
-                   "--samples-per-shard", "1000", "--no-progress"])
+                   "--samples-per-shard", "1000", "--rows-per-unit", "1000", "--no-progress"])
     return ingest, build
 
 

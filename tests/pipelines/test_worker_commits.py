@@ -204,3 +204,26 @@ def test_workers_record_the_node_that_committed(tmp_path, ray_local):
              for p in (tmp_path / "d" / "catalog" / "photos").glob("*.parquet")}
     assert nodes == {ray.get_runtime_context().get_node_id()}  # a worker of this (one-node) Ray
     assert json.loads((tmp_path / "d" / "jobs" / "ingest-photos.json").read_text())["rows_per_part"] == 2
+
+
+def _unit_task(unit: dict) -> pa.Table:
+    """A one-step unit job's task: fails on the unit that asks for it, else returns its record."""
+    from onegen.pipelines.units import record_table
+
+    if unit["fail"]:
+        raise ValueError(f"unit {unit['n']} is broken")
+    return record_table([{"n": unit["n"]}])
+
+
+def test_unit_tasks_return_every_record_and_fail_loudly(ray_local):
+    """run_unit_tasks (ingest, build): one record per unit, more units than fit in flight at once, the
+    committing node named; an exception of our code fails the job with its own type and text."""
+    from ray import cloudpickle
+
+    from onegen.pipelines.units import run_unit_tasks
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
+    records = run_unit_tasks(_unit_task, [{"n": n, "fail": False} for n in range(20)], (), 0.5, "ok", False)
+    assert sorted(r["n"] for r in records) == list(range(20)) and all(r["node"] for r in records)
+    with pytest.raises(ValueError, match="unit 3 is broken"):
+        run_unit_tasks(_unit_task, [{"n": n, "fail": n == 3} for n in range(6)], (), 0.5, "fails", False)
