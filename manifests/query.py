@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from onegen.manifests import store
 from onegen.manifests.layout import DatasetLayout, ShardLayout
+from onegen.manifests.shard_index import shard_bytes
 
 
 def read_manifests(out: str, columns: list[str] | None = None) -> pa.Table:
@@ -29,7 +30,7 @@ def select_shards(out: str, tasks: list[str] | None = None, sources: list[str] |
 def shard_stats(out: str) -> dict:
     """Samples per task and per source, bytes, skipped candidates per reason, and — through the
     build record's catalog root — ingest rejects per reason and annotation statuses per store."""
-    table = read_manifests(out, ["task", "source", "member_bytes", "shard"])
+    table = read_manifests(out, ["task", "source", "shard"])
     rows = table.to_pylist() if table.num_rows else []
     skipped = Counter()
     for path in store.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
@@ -38,7 +39,7 @@ def shard_stats(out: str) -> dict:
     stats = {
         "samples": len(rows),
         "shards": len({r["shard"] for r in rows}),
-        "bytes": sum(sum(r["member_bytes"]) for r in rows),
+        "bytes": shard_bytes(out),  # tar file sizes, as build reports them
         "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
         "samples_per_source": dict(sorted(Counter(r["source"] for r in rows).items())),
         "skipped_per_reason": dict(sorted(skipped.items())),

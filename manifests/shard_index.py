@@ -44,3 +44,9 @@ def write_shard_index(out: str, name: str) -> list[dict]:
     store.commit_json(ShardLayout(out).index(),
                       {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name, "shardlist": entries})
     return entries
+
+
+def shard_bytes(out: str) -> int:
+    """Bytes of the committed tars of `out` (each manifest records its tar's size): the one byte count that
+    `build`'s summary, `manifest stats` and the preview report show."""
+    return sum(int(store.read_metadata(path)["onegen.shard_bytes"]) for path in ShardLayout(out).manifest_paths())

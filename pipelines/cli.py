@@ -167,6 +167,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, _ray_config(args))
 
 
+_MANIFEST_HELP = {"stats": "samples per task / source, bytes (tar sizes), skips, rejects, annotation statuses (JSON)",
+                  "verify": "re-read every tar against its manifest (sizes, sha256, members); rc 1 on a problem",
+                  "select": "print the shard paths holding the given --task / --source"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onegen", description="One-Gen data engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -174,24 +179,31 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="raw items -> catalog")
     ingest.add_argument("source", help="image folder, parquet/jsonl table(s), webdataset tar(s) or HF dataset dir")
     ingest.add_argument("--out", required=True, help="dataset root (catalog/, rejects/, annotations/)")
-    ingest.add_argument("--kind", default="auto", choices=["auto", "folder", "table", "webdataset", "hf", "scenes", "subjects"])
+    ingest.add_argument("--kind", default="auto", choices=["auto", "folder", "table", "webdataset", "hf", "scenes", "subjects"],
+                        help="what SOURCE is (default: auto, told from its files); scenes: multiview folders with "
+                             "cameras; subjects: one folder of ID photos per person")
     ingest.add_argument("--name", help="source name used in keys (default: the path's last part)")
-    ingest.add_argument("--caption-column")
-    ingest.add_argument("--image-column")
-    ingest.add_argument("--uri-column")
-    ingest.add_argument("--rows-per-part", type=int, default=256)
-    ingest.add_argument("--min-side", type=int, default=64)
-    ingest.add_argument("--max-pixels", type=int, default=64_000_000)
-    ingest.add_argument("--image-format", choices=["jpg", "png"], default="jpg")
+    ingest.add_argument("--caption-column", help="table / HF source: the caption column (default: text, caption, ...)")
+    ingest.add_argument("--image-column", help="table / HF source: the image bytes column (default: image, jpg, ...)")
+    ingest.add_argument("--uri-column", help="table source: a column of image paths/URLs read instead of bytes")
+    ingest.add_argument("--rows-per-part", type=int, default=256,
+                        help="catalog rows per Parquet part, the unit one worker ingests and commits (default: 256)")
+    ingest.add_argument("--min-side", type=int, default=64, help="reject images with a side below this (too_small; default: 64)")
+    ingest.add_argument("--max-pixels", type=int, default=64_000_000,
+                        help="reject images with more pixels than this (too_large; default: 64000000)")
+    ingest.add_argument("--image-format", choices=["jpg", "png"], default="jpg",
+                        help="the one encoding of catalog images (JPEGs already upright RGB are kept byte for byte)")
     ingest.add_argument("--images", choices=["copy", "reference"], default="copy",
                         help="copy image bytes into the catalog (default), or keep a checked reference into "
                              "the source for bytes kept as they are (tars, Parquet, object stores)")
     _add_ray_options(ingest)
     ingest.set_defaults(run=cmd_ingest)
 
-    annotate = commands.add_parser("annotate", help="catalog -> annotations/<name>@<version>")
+    annotate = commands.add_parser("annotate", help="catalog -> annotations/<name>@<version>",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     annotate.add_argument("root", help="dataset root")
-    annotate.add_argument("--annotators", required=True, help="comma-separated, e.g. canny,blur,lowres,inpaint")
+    annotate.add_argument("--annotators", required=True,
+                          help="comma-separated, e.g. canny,blur,lowres,inpaint (all of them are listed below)")
     annotate.add_argument("--retry-errors", action="store_true",
                           help="annotate again only the rows whose status is 'error' (ok rows are kept as they are)")
     annotate.add_argument("--max-error-rate", type=float, default=0.2,
@@ -201,20 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help="annotator setting, e.g. depth.model=/ckpt/depth or depth.num_gpus=0.5")
     _add_ray_options(annotate)
     annotate.set_defaults(run=cmd_annotate)
+    from onegen.pipelines.annotator_help import add_annotator_list
+
+    add_annotator_list(annotate)
 
     build = commands.add_parser("build", help="catalog + annotations -> shards + manifests")
     build.add_argument("root", help="dataset root")
     build.add_argument("--out", required=True, help="shards folder")
     build.add_argument("--tasks", help="comma-separated tasks (default: all the stores can make)")
-    build.add_argument("--samples-per-shard", type=int, default=1000)
-    build.add_argument("--max-shard-bytes", type=int, default=1 << 30)
+    build.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar at most (default: 1000)")
+    build.add_argument("--max-shard-bytes", type=int, default=1 << 30,
+                       help="bytes per tar at most; a shard closes at whichever limit comes first (default: 1 GiB)")
     build.add_argument("--rows-per-unit", type=int, default=0,
                        help="catalog rows one build unit (one worker task, its own shards) gathers at least "
                             "(default: 4 x --samples-per-shard)")
-    build.add_argument("--prefix", default="onegen")
-    build.add_argument("--caption", choices=["original", "dense", "random"], default="original")
+    build.add_argument("--prefix", default="onegen",
+                       help="shard names: PREFIX-TASK-UNIT-N.tar (default: onegen)")
+    build.add_argument("--caption", choices=["original", "dense", "random"], default="original",
+                       help="prompt captions: the source's own (original), the caption annotator's (dense), or "
+                            "either drawn per sample (random) (default: original)")
     build.add_argument("--views", default="2-12", help="multiview: views per sample, N or MIN-MAX")
-    build.add_argument("--samples-per-scene", type=int, default=1)
+    build.add_argument("--samples-per-scene", type=int, default=1, help="multiview: samples drawn per scene")
     build.add_argument("--sliding-window", action="store_true", help="multiview: consecutive frames")
     build.add_argument("--view-resolution", type=int, default=256, help="multiview: square side, multiple of 16")
     build.add_argument("--min-subject-images", type=int, default=4, help="faceid: usable photos a subject needs")
@@ -234,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dedup = commands.add_parser("dedup", help="find near duplicates from stored pHashes / CLIP embeddings")
     dedup.add_argument("root", help="dataset root (annotated with phash, or clip for --method semantic)")
-    dedup.add_argument("--method", choices=["phash", "semantic"], default="phash")
+    dedup.add_argument("--method", choices=["phash", "semantic"], default="phash",
+                       help="phash: perceptual-hash copies (needs the phash annotator); semantic: CLIP-embedding "
+                            "near duplicates (needs clip) (default: phash)")
     dedup.add_argument("--max-distance", type=int, default=4, help="phash: Hamming distance that counts as a copy")
     dedup.add_argument("--threshold", type=float, default=0.95, help="semantic: cosine that counts as a copy")
     _add_ray_options(dedup)
@@ -243,14 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     manifest = commands.add_parser("manifest", help="stats / verify / select over a shards folder")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", required=True)
     for name in ("stats", "verify", "select"):
-        sub = manifest_commands.add_parser(name)
-        sub.add_argument("shards")
+        sub = manifest_commands.add_parser(name, help=_MANIFEST_HELP[name])
+        sub.add_argument("shards", help="shards folder (the --out of `onegen build`)")
         if name == "select":
             sub.add_argument("--task", action="append", help="repeatable")
             sub.add_argument("--source", action="append", help="repeatable")
         sub.set_defaults(run=cmd_manifest)
 
-    from onegen.pipelines.preview import add_commands as add_preview_commands
+    from onegen.pipelines.preview_command import add_commands as add_preview_commands
     from onegen.training.commands import add_commands as add_training_commands
 
     add_preview_commands(commands)
@@ -267,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=cmd_run)
 
     demo = commands.add_parser("demo", help="run the whole pipeline on bundled photos, offline")
-    demo.add_argument("--out", default="onegen-demo")
+    demo.add_argument("--out", default="onegen-demo", help="folder for everything the demo makes (default: onegen-demo)")
     _add_ray_options(demo)
     demo.set_defaults(run=cmd_demo)
     return parser

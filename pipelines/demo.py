@@ -112,7 +112,19 @@ def run_demo(out: str, ray_config: RayConfig) -> int:
     report = write_preview(str(shards), str(root / "preview"), per_task=4)
     print(f"[demo] preview report: {report}", flush=True)
     training = run_training_demo(str(shards), str(root))
-    print(f"[demo] done. dataset: {dataset}\n[demo] shards: {shards} (index: {shards / 'index.json'})\n"
-          f"[demo] preview: {report}\n[demo] tiny model checkpoint: {training['checkpoint']} "
-          f"(final loss {training['final_loss']:.4f}); samples: {root / 'training'}")
+    print(demo_summary(dataset, shards, report, training, root))
     return 0
+
+
+def demo_summary(dataset: Path, shards: Path, report: str, training: dict, root: Path) -> str:
+    """The demo's closing lines; the last one names the samples folder and says why they are noise."""
+    from onegen.pipelines.job_log import current_log
+
+    loss = (f"final loss {training['final_loss']:.4f}" if training["final_loss"] is not None
+            else "already trained: this rerun trained no steps")
+    log = current_log()
+    return (f"[demo] done. dataset: {dataset}\n[demo] shards: {shards} (index: {shards / 'index.json'})\n"
+            f"[demo] preview: {report}\n[demo] tiny model checkpoint: {training['checkpoint']} ({loss})\n"
+            + (f"[demo] third-party warnings and Ray worker output: {log}\n" if log else "")
+            + f"[demo] samples: {root / 'training' / 'samples'} (noise by design: the tiny models are random "
+            "and trained for seconds; the plumbing is real, the pictures are not)")

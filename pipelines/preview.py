@@ -1,6 +1,6 @@
 """`onegen preview`: a static, offline HTML report over a shards folder (issue 7).
 
-`write_preview(shards, out, per_task, tasks)` writes into the local folder `out`:
+`write_preview(shards, out, per_task, tasks, seed)` writes into the local folder `out`:
     index.html                    self-contained: inline CSS and one tiny inline script, no network
     plot-caption-words.png        caption word-count histogram (all prompts in the manifests)
     plot-image-sizes.png          width against height (all manifest rows with a size)
@@ -9,9 +9,10 @@
     samples/<task>/<key>.<member> each previewed view: image members byte for byte, `rayN.npy`
                                   members as `<key>.rayN.png` false colour, plus `<key>.cameras.png`
 The overview comes from `shard_stats` (samples per task / source, bytes, skipped per reason, ingest
-rejects per reason, annotation statuses per store), the manifests (annotator versions, counted in
-samples) and the annotation stores (non-ok rows per store, status and error text).
-Per task, the first `per_task` samples in (shard, ordinal) order are shown: every view in member
+rejects per reason, annotation statuses per store; bytes are tar file sizes, as build reports them), the
+manifests (annotator versions, counted in samples) and the annotation stores (errors apart from the
+expected skips such as "blur does not annotate rows of kind 'scene'", per store, status and reason).
+Per task, `per_task` samples spread across sources (seeded, `choose_samples`) are shown: every view in member
 order with its role (from the sample's `json` member), the prompt, the key and the source. Semantic
 and box maps get a colour legend parsed from the prompt's tags. All text goes through html.escape.
 The inline script writes every <img>'s naturalWidth into `body[data-img-widths]` once the page has
@@ -21,11 +22,11 @@ No Ray import: this runs anywhere the shards can be read.
 
 from __future__ import annotations
 
-import argparse
 import html
 import io
 import json
 import os
+import random
 import re
 import tarfile
 from collections import Counter, defaultdict
@@ -123,16 +124,28 @@ class PreviewReport:
     samples: dict[str, list[PreviewSample]]
     plots: dict[str, str]
     sheets: dict[str, str]
+    annotation_skips: dict[str, int] = field(default_factory=dict)  # expected, not errors
 
 
 # --- reading ------------------------------------------------------------------------------------
-def choose_samples(rows: list[dict], per_task: int, tasks: list[str] | None = None) -> dict[str, list[dict]]:
-    """The first `per_task` manifest rows per task in (shard, ordinal) order; tasks sorted by name."""
-    chosen: dict[str, list[dict]] = defaultdict(list)
+def choose_samples(rows: list[dict], per_task: int, tasks: list[str] | None = None,
+                   seed: int = 0) -> dict[str, list[dict]]:
+    """`per_task` manifest rows per task (tasks sorted by name), spread across sources: the sources take
+    turns (in name order), each drawing from its own rows in an order seeded by (`seed`, task). The
+    chosen rows come back in (shard, ordinal) order; the same rows and seed give the same choice."""
+    by_task: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in sorted(rows, key=lambda r: (r["task"], r["shard"], r["ordinal"])):
-        if (not tasks or row["task"] in tasks) and len(chosen[row["task"]]) < per_task:
-            chosen[row["task"]].append(row)
-    return dict(chosen)
+        if not tasks or row["task"] in tasks:
+            by_task[row["task"]][row["source"]].append(row)
+    chosen = {}
+    for task in sorted(by_task):
+        rng = random.Random(f"{seed}:{task}")
+        queues = [rng.sample(group, len(group)) for _, group in sorted(by_task[task].items())]
+        picked: list[dict] = []
+        while len(picked) < per_task and any(queues):
+            picked += [queue.pop() for queue in queues if queue][: per_task - len(picked)]
+        chosen[task] = sorted(picked, key=lambda r: (r["shard"], r["ordinal"]))
+    return chosen
 
 
 def read_members(shards: str, shard: str, keys: set[str]) -> dict[str, dict[str, bytes]]:
@@ -149,17 +162,28 @@ def read_members(shards: str, shard: str, keys: set[str]) -> dict[str, dict[str,
     return dict(found)
 
 
-def annotation_errors(root: str) -> dict[str, int]:
-    """Rows with status other than "ok" per "<store>: <status>: <error, first line>" under a dataset root."""
-    counts: Counter = Counter()
+def annotation_outcomes(root: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(errors, expected skips) under a dataset root, rows per "<store>: <status>: <reason, first line>".
+
+    Errors are rows with status "error" (a failure worth a look); every other status that is not "ok" is
+    an expected outcome the annotator recorded on purpose ("skipped": blur does not annotate rows of kind
+    'scene'; "no_face", "no_person": nothing to annotate)."""
+    errors: Counter = Counter()
+    skips: Counter = Counter()
     layout = DatasetLayout(root)
     for name in layout.store_names():
         for path in store.list_files(layout.store_dir(name), ".parquet"):
             for row in store.read_table(path, ["status", "error"]).to_pylist():
                 if row["status"] != "ok":
                     error = (row["error"] or "").strip().splitlines()[:1]
-                    counts[f"{name}: {row['status']}: {(error[0] if error else '')[:120]}"] += 1
-    return dict(sorted(counts.items()))
+                    label = f"{name}: {row['status']}: {(error[0] if error else '')[:120]}"
+                    (errors if row["status"] == "error" else skips)[label] += 1
+    return dict(sorted(errors.items())), dict(sorted(skips.items()))
+
+
+def annotation_errors(root: str) -> dict[str, int]:
+    """Rows with status "error" per "<store>: error: <error, first line>" (see `annotation_outcomes`)."""
+    return annotation_outcomes(root)[0]
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -204,7 +228,8 @@ def _camera_plot(out: str, relative: str, latents: list[np.ndarray]) -> tuple[st
     return (relative, "") if written else (None, "camera plot skipped: onegen.annotators.cameras not installed")
 
 
-def collect_report(shards: str, out: str, per_task: int = 4, tasks: list[str] | None = None) -> PreviewReport:
+def collect_report(shards: str, out: str, per_task: int = 4, tasks: list[str] | None = None,
+                   seed: int = 0) -> PreviewReport:
     """Read the shards folder, write every picture of the report into `out`, return the report data."""
     os.makedirs(out, exist_ok=True)
     table = read_manifests(shards, MANIFEST_COLUMNS)
@@ -212,7 +237,7 @@ def collect_report(shards: str, out: str, per_task: int = 4, tasks: list[str] | 
     stats = shard_stats(shards)
     record = store.read_json(ShardLayout(shards).record()) or {}
     versions = Counter(name for row in rows for name in row["annotators"])
-    chosen = choose_samples(rows, per_task, tasks)
+    chosen = choose_samples(rows, per_task, tasks, seed)
     samples: dict[str, list[PreviewSample]] = {}
     sheets: dict[str, str] = {}
     for task, task_rows in chosen.items():
@@ -239,13 +264,13 @@ def collect_report(shards: str, out: str, per_task: int = 4, tasks: list[str] | 
     render.image_size_scatter([r["width"] for r in sized], [r["height"] for r in sized],
                               os.path.join(out, plots["image sizes"]))
     render.samples_per_task_bar(stats["samples_per_task"], os.path.join(out, plots["samples per task"]))
-    errors = annotation_errors(record["root"]) if record.get("root") else {}
-    return PreviewReport(shards, stats, dict(sorted(versions.items())), errors, samples, plots, sheets)
+    errors, skips = annotation_outcomes(record["root"]) if record.get("root") else ({}, {})
+    return PreviewReport(shards, stats, dict(sorted(versions.items())), errors, samples, plots, sheets, skips)
 
 
-def write_preview(shards: str, out: str, per_task: int = 4, tasks: list[str] | None = None) -> str:
+def write_preview(shards: str, out: str, per_task: int = 4, tasks: list[str] | None = None, seed: int = 0) -> str:
     """Write the report for `shards` into the local folder `out`; returns the path of index.html."""
-    report = collect_report(shards, out, per_task, tasks)
+    report = collect_report(shards, out, per_task, tasks, seed)
     path = os.path.join(out, "index.html")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render_html(report))
@@ -302,6 +327,7 @@ def _overview(report: PreviewReport) -> str:
         _table("ingest rejects per reason", stats.get("rejects_per_reason", {}), ("reason", "items")),
         _table("annotation statuses", statuses, ("store: status", "rows")),
         _table("annotation errors per reason", report.annotation_errors, ("store: status: error", "rows")),
+        _table("expected annotation skips per reason", report.annotation_skips, ("store: status: reason", "rows")),
         _table("annotator versions", report.annotator_versions, ("annotator@version", "samples")),
     ]
     plots = "".join(f'<img src="{_src(path)}" alt="{_e(name)}" title="{_e(name)}">' for name, path in report.plots.items())
@@ -344,19 +370,5 @@ def render_html(report: PreviewReport) -> str:
             f"<script>{_SCRIPT}</script></body></html>\n")
 
 
-# --- CLI ----------------------------------------------------------------------------------------
-def cmd_preview(args: argparse.Namespace) -> int:
-    tasks = [t for value in args.task or [] for t in value.split(",") if t]
-    path = write_preview(args.shards, args.out, args.per_task, tasks or None)
-    print(f"preview written: {path}")
-    return 0
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `onegen preview SHARDS --out DIR [--per-task N] [--task T ...]`."""
-    preview = subparsers.add_parser("preview", help="offline HTML report of a shards folder")
-    preview.add_argument("shards", help="shards folder (tars + manifests/)")
-    preview.add_argument("--out", required=True, help="report folder (local); index.html goes there")
-    preview.add_argument("--per-task", type=int, default=4, help="samples shown per task")
-    preview.add_argument("--task", action="append", help="task(s) to show (repeatable or comma-separated)")
-    preview.set_defaults(run=cmd_preview)
+# --- CLI: pipelines/preview_command.py (a parser that does not import this module) ---------------
+from onegen.pipelines.preview_command import add_commands, cmd_preview  # noqa: E402, F401

@@ -92,7 +92,10 @@ def _configure_data_context(config: RayConfig) -> None:
 
     configure_unit_context()  # units commit on workers, in whatever order they finish
     context = DataContext.get_current()
-    context.enable_progress_bars = config.progress_bars
+    context.enable_progress_bars = False  # one bar per stage, collect_records' own (pipelines/job_log.py)
+    from onegen.pipelines.job_log import route_ray_worker_logs
+
+    route_ray_worker_logs()  # worker lines into the job's log file unless -v
     context.print_on_execution_start = False
 
 

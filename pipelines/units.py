@@ -97,8 +97,10 @@ def collect_records(dataset, total: int, description: str, progress: bool) -> li
     """Run `dataset` and return its unit records (driver side: small records only, as they finish)."""
     from tqdm.auto import tqdm
 
+    from onegen.pipelines.job_log import progress_stream
+
     records = []
-    with tqdm(total=total, desc=description, unit="unit", disable=not progress) as bar:
+    with tqdm(total=total, desc=description, unit="unit", disable=not progress, file=progress_stream()) as bar:
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             received = receive_records(batch, description)
             records += received

@@ -36,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from onegen.model.flow import ScheduleConfig
 from onegen.model.nextdit import PRESETS, build_model
+from onegen.training.commands import add_export_command  # noqa: F401 (the parser, torch-free)
 
 log = logging.getLogger(__name__)
 MARKER = "COMPLETE"
@@ -192,14 +193,6 @@ def export_weights(folder: str, out: str, ema: bool = False) -> str:
     save_file(weights, out + ".tmp", metadata=metadata)
     os.replace(out + ".tmp", out)
     return out
-
-
-def add_export_command(subparsers) -> None:
-    parser = subparsers.add_parser("export", help="consolidate a training checkpoint into one .safetensors file")
-    parser.add_argument("checkpoint", help="a step folder OUT/checkpoints/step_N (or OUT: its latest)")
-    parser.add_argument("--out", required=True, help="the .safetensors file to write")
-    parser.add_argument("--ema", action="store_true", help="export the EMA weights (default: the model's)")
-    parser.set_defaults(run=_cmd_export)
 
 
 def _cmd_export(args) -> int:

@@ -27,6 +27,7 @@ from onegen.manifests import store
 from onegen.manifests.query import select_shards
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
+from onegen.training.commands import add_precompute_command  # noqa: F401 (the parser, torch-free)
 from onegen.training.data import VIEW_MEMBER, decode_views
 
 NO_LIMIT = 1 << 62
@@ -120,17 +121,6 @@ def run_precompute(config: PrecomputeConfig) -> dict:
 def parse_buckets(text: str) -> tuple[tuple[int, int], ...]:
     """"256x256,256x384" -> ((256, 256), (256, 384)) as (H, W)."""
     return tuple(tuple(int(v) for v in part.lower().split("x")) for part in text.split(",") if part)
-
-
-def add_precompute_command(subparsers) -> None:
-    parser = subparsers.add_parser("precompute", help="shards -> shards with VAE latents + T5 states")
-    parser.add_argument("shards")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--text-encoder", required=True, help="hub id (offline cache) or local folder")
-    parser.add_argument("--vae", required=True, help="hub id (offline cache) or local folder")
-    parser.add_argument("--buckets", default="256x256", help="HxW resolution buckets, comma separated")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.set_defaults(run=_cmd_precompute)
 
 
 def _cmd_precompute(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ from onegen.model.nextdit import (
 )
 from onegen.pipelines.task_prompts import faceid_prompt
 from onegen.pipelines.tasks import condition_tasks, sampler_tasks, swapped_tasks
+from onegen.training.commands import add_sample_command  # noqa: F401 (the parser, torch-free)
 from onegen.training.data import fit_to_bucket
 
 # from the task table (pipelines/tasks.py): reverse tasks -> their token, two-view tasks, every --task name
@@ -207,34 +208,6 @@ def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], va
                        "frame": "c2w: OpenCV c2w in the released frame (camera 0's pytorch3d view frame); "
                                 "c2w_opencv / c2w_opengl: relative to camera 0 (identity)"}, handle)
     return paths
-
-
-def add_sample_command(subparsers) -> None:
-    parser = subparsers.add_parser("sample", help="sample a trained Next-DiT for one task")
-    parser.add_argument("--checkpoint", required=True,
-                        help="an exported .safetensors (`onegen export`), a .pt, or a training step folder (its EMA)")
-    parser.add_argument("--preset", default="onediffusion-2.8b", help="the Next-DiT preset the checkpoint must hold")
-    parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--prompt", default="")
-    parser.add_argument("--condition", action="append", default=[], help="condition image (repeat for several)")
-    parser.add_argument("--reference-prompt", action="append", default=[],
-                        help="faceid: caption of the matching --condition reference (repeat, in order)")
-    parser.add_argument("--cameras", help="multiview: JSON with OpenCV c2w (N,4,4) and intrinsics (N,3,3)")
-    parser.add_argument("--num-views", type=int, default=2)
-    parser.add_argument("--size", default="256x256", help="HxW pixels")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--cfg-scale", type=float, default=4.0)
-    parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--cond-timestep", choices=("last", "zero"), default="last",
-                        help="condition views' timestep: the schedule's last (released sampler) or 0")
-    parser.add_argument("--schedule", choices=("release", "fixed"), default="release",
-                        help="release: dynamic shift from the generated tokens; fixed: --shift")
-    parser.add_argument("--shift", type=float, default=3.0, help="the fixed schedule's shift")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--text-encoder", help="default: the training config's")
-    parser.add_argument("--vae", help="default: the training config's")
-    parser.add_argument("--out", required=True)
-    parser.set_defaults(run=_cmd_sample)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

@@ -20,11 +20,8 @@ errors); at each checkpoint an image `samples/<family>` per family seen since th
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,44 +30,12 @@ import torch.distributed as dist
 from onegen.model.flow import clean_conditions, flow_loss
 from onegen.model.nextdit import NextDiT, build_model
 from onegen.training.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from onegen.training.data import DEFAULT_WEIGHTS, DataConfig, batch_caption, batch_latents, make_loader
+from onegen.training.commands import add_train_command  # noqa: F401 (the parser, torch-free)
+from onegen.training.data import batch_caption, batch_latents, make_loader
+from onegen.training.train_config import TrainConfig, config_from_args
 from onegen.training.train_logs import family_samples, log_data, sample_grid, unwrap
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    shards: str = ""
-    out: str = "runs/onegen"
-    preset: str = "onediffusion-2.8b"
-    text_encoder: str = ""  # needed only for raw (not precomputed) shards, and by `onegen sample`
-    vae: str = ""
-    batch_size: int = 4
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    ema_decay: float = 0.9999
-    grad_clip: float = 1.0
-    steps: int = 100_000
-    shift: float = 3.0
-    clean_condition_prob: float = 0.0  # per sample: hold its condition views clean, out of the loss
-    bf16: bool = True  # autocast on CUDA only
-    compile: bool = False
-    fsdp: bool | None = None  # None: FSDP2 for the 2.8B preset under torchrun, DDP otherwise
-    log_every: int = 10
-    ckpt_every: int = 1000
-    seed: int = 0
-    task_weights: tuple[tuple[str, float], ...] = DEFAULT_WEIGHTS
-    buckets: tuple[tuple[int, int], ...] = ((256, 256),)
-    caption_dropout: float = 0.1
-    shuffle_buffer: int = 64
-    num_workers: int = 2
-    progress: bool = True
-    sample_rows: int = 4  # samples per family in the checkpoint-time TensorBoard grid (0: none)
-    data_log: bool = False  # debug: OUT/data_log/rank{N}.jsonl (keys seen, parameter hash) every step
-
-    def data(self) -> DataConfig:
-        return DataConfig(self.shards, self.batch_size, self.buckets, self.task_weights, self.caption_dropout,
-                          self.shuffle_buffer, seed=self.seed, num_workers=self.num_workers)
+__all__ = ["TrainConfig", "add_train_command", "config_from_args", "train", "train_step"]
 
 
 # --------------------------------------------------------------------------- setup
@@ -202,44 +167,11 @@ def _tensorboard(config: TrainConfig, rank: int):
 # --------------------------------------------------------------------------- CLI
 
 
-def _field_type(field: dataclasses.Field):
-    """argparse type for a TrainConfig field: tuples and optional bools arrive as JSON."""
-    default = field.default
-    if isinstance(default, bool) or default is None:
-        return lambda text: json.loads(text.lower())
-    if isinstance(default, tuple):
-        return lambda text: _tuples(json.loads(text))
-    return type(default)
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from --config FILE.json, overridden by any flag given on the command line."""
-    values = {}
-    if args.config:
-        with open(args.config) as handle:
-            values = {k: _tuples(v) for k, v in json.load(handle).items()}
-    for field in dataclasses.fields(TrainConfig):
-        given = getattr(args, field.name)
-        if given is not None:
-            values[field.name] = given
-    return TrainConfig(**values)
-
-
-def add_train_command(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train the Next-DiT on (precomputed) shards")
-    parser.add_argument("--config", help="JSON file of TrainConfig fields; flags override it")
-    for field in dataclasses.fields(TrainConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_type(field),
-                            default=None, help=f"default: {json.dumps(field.default)}")
-    parser.set_defaults(run=_cmd_train)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     result = train(config_from_args(args))
     if result["losses"]:
         print(f"train: step {result['step']}, last loss {result['losses'][-1]:.5f}, checkpoint {result['checkpoint']}")
+    else:  # a rerun of a finished run resumes at --steps and trains nothing
+        print(f"train: already at step {result['step']} (checkpoint {result['checkpoint']}); nothing to train: "
+              "raise --steps to continue, or train into a new --out")
     return 0

@@ -203,7 +203,7 @@ def test_overview_counts_match_the_manifests_and_the_dataset_root(built):
     assert {k: int(v) for k, v in tables["samples per source"].items()} == dict(Counter(r["source"] for r in rows))
     versions = Counter(name for r in rows for name in r["annotators"])
     assert {k: int(v) for k, v in tables["annotator versions"].items()} == dict(versions)
-    total_bytes = sum(sum(r["member_bytes"]) for r in rows)
+    total_bytes = sum(path.stat().st_size for path in shards.glob("*.tar"))  # tar sizes, as build reports them
     assert int(tables["totals"]["bytes"].replace(",", "")) == total_bytes
     assert int(tables["totals"]["samples"]) == len(rows)
     assert tables["skipped candidates per reason"] == {"canny2image: canny:error": "1"}
@@ -216,19 +216,21 @@ def test_every_sample_shows_its_views_in_order_with_roles_and_files(built):
     _, samples, index, parser = built
     shown = 0
     for task_samples in samples.values():
-        for sample in task_samples[:2]:  # per_task=2: the first two in stream order
+        shown_here = [sample for sample in task_samples if sample.key in parser.samples]
+        assert len(shown_here) == min(2, len(task_samples))  # per_task=2
+        for sample in shown_here:
             article = parser.samples[sample.key]
             expected = [s for s, _ in sample.members if s not in ("txt", "json")]
             roles = json.loads(dict(sample.members)["json"])["roles"]
             assert article["views"] == list(zip(expected, roles, strict=True))
             assert article["prompt"] == sample.prompt
             shown += 1
-    assert len(parser.samples) == shown  # the third canny sample is beyond per_task
-    assert "photos-c2-canny2image" not in parser.samples
+    assert len(parser.samples) == shown  # one canny sample is beyond per_task
+    assert "photos-c2-canny2image" in parser.samples  # the spread takes the only sample of source "other"
     for src in parser.images:  # every picture referenced exists beside the page and decodes
         with Image.open(index.parent / src) as image:
             assert image.width > 0
-    canny = samples["canny2image"][0]
+    canny = next(sample for sample in samples["canny2image"] if sample.key in parser.samples)
     copied = index.parent / "samples" / "canny2image" / f"{canny.key}.img1.png"
     assert copied.read_bytes() == dict(canny.members)["img1.png"]  # image views are the trained bytes
 
@@ -255,7 +257,7 @@ def test_legend_colours_match_the_prompt_tags(built):
     legend = preview.parse_legend("[[boundingbox2image]] <#ff0000 red boundingbox: head> <#00FF00 lime mask: a b> x")
     assert [(e.hex, e.colour, e.kind, e.label) for e in legend] == [
         ("#FF0000", "red", "boundingbox", "head"), ("#00FF00", "lime", "mask", "a b")]
-    assert parser.samples[samples["canny2image"][0].key]["legend"] == []
+    assert parser.samples["photos-c2-canny2image"]["legend"] == []
 
 
 def test_html_escapes_prompts(built):
@@ -303,5 +305,6 @@ def test_cli_command_filters_tasks(built, tmp_path):
     assert args.run(args) == 0
     report = ReportParser()
     report.feed((tmp_path / "index.html").read_text(encoding="utf-8"))
-    assert sorted(report.samples) == ["faces-f0-faceid", "photos-c0-canny2image"]
+    assert sorted(report.samples)[0] == "faces-f0-faceid" and len(report.samples) == 2
+    assert sorted(report.samples)[1].endswith("-canny2image")
     assert not (tmp_path / "contact-multiview.png").exists()

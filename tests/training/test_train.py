@@ -44,7 +44,7 @@ def test_cli_flags_override_config_file(tmp_path):
     path.write_text(json.dumps({"preset": "tiny", "steps": 7, "buckets": [[64, 96]], "lr": 0.1}))
     parser = argparse.ArgumentParser()
     add_train_command(parser.add_subparsers())
-    args = parser.parse_args(["train", "--config", str(path), "--lr", "0.001", "--compile", "true",
+    args = parser.parse_args(["train", "--config", str(path), "--lr", "0.001", "--compile",
                               "--task-weights", '[["text2image", 2.0]]'])
     config = config_from_args(args)
     assert (config.preset, config.steps, config.lr, config.compile) == ("tiny", 7, 0.001, True)

@@ -1,0 +1,121 @@
+"""Quiet jobs: progress bars and summaries on the terminal, everything else in the job's log file.
+
+`job_output(folder, command, verbose)` wraps one command of `onegen` (cli.main). Unless `verbose`
+(`-v`), for its duration:
+- file descriptor 2 and `sys.stderr` point at the log file `<folder>/jobs/<command>.log` (appended, one
+  header line per run; a temporary folder when `folder` is a URL), so Python warnings, third-party
+  logging and progress bars (transformers, timm, controlnet_aux, torch.jit), Ray's driver-side warnings
+  and the C++ log lines of Ray's driver core worker (e.g. `E core_worker.cc ... max_restarts > 0`, a
+  notice about actor restarts, not a failure) land there;
+- the lines of Ray workers that Ray forwards to the driver (`log_to_driver`) are written there too,
+  prefixed `(<actor or task> pid=N)` (`route_ray_worker_logs`, installed by `ray_setup.init_ray`);
+- our own progress bars write to the terminal through `progress_stream()` (one bar per stage: Ray
+  Data's own bars are off), and the summary lines go to stdout as before.
+At the end the streams are restored and, when `announce`, `log: <path>` is printed. With `verbose`
+nothing is redirected and Ray prints worker lines live, as it does by default. A `job_output` inside
+another one (the demo runs its steps through cli.main) changes nothing: the outer one decides.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+
+@dataclass
+class _Active:
+    path: str | None  # None: verbose, nothing redirected
+    log: IO[str] | None
+    terminal: IO[str] | None
+
+
+_active: list[_Active] = []  # the outermost job_output, while one runs
+_ray_printer: list[Any] = []  # Ray's own worker-line printer, once replaced
+
+
+def log_path(folder: str, command: str) -> str:
+    """Where `command`'s log goes: `<folder>/jobs/<command>.log`, or a local temporary folder for a URL."""
+    if "://" in folder and not folder.startswith("file://"):
+        return os.path.join(tempfile.gettempdir(), "onegen-logs", f"{command}.log")
+    return os.path.join(folder.removeprefix("file://"), "jobs", f"{command}.log")
+
+
+def current_log() -> str | None:
+    """The log file of the running job, or None (no job, or -v)."""
+    return _active[0].path if _active else None
+
+
+def progress_stream() -> IO[str]:
+    """The terminal's stderr while a quiet job runs (for progress bars), else sys.stderr."""
+    if _active and _active[0].terminal is not None:
+        return _active[0].terminal
+    return sys.stderr
+
+
+@contextmanager
+def job_output(folder: str, command: str, verbose: bool, announce: bool = True) -> Iterator[str | None]:
+    """Run the body with third-party output sent to the job's log file (module docstring); yields its path."""
+    if _active:
+        yield current_log()
+        return
+    if verbose:
+        _active.append(_Active(None, None, None))
+        try:
+            yield None
+        finally:
+            _active.clear()
+        return
+    path = log_path(folder, command)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
+    log.write(f"=== onegen {command} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC\n")
+    sys.stderr.flush()
+    saved_fd, saved_stderr = os.dup(2), sys.stderr
+    terminal = os.fdopen(os.dup(saved_fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    os.dup2(log.fileno(), 2)
+    sys.stderr = log
+    _active.append(_Active(path, log, terminal))
+    try:
+        yield path
+    finally:
+        _active.clear()
+        log.flush()
+        sys.stderr = saved_stderr
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        terminal.close()
+        log.close()
+        if announce:
+            print(f"log: {path} (third-party warnings and Ray worker output)", flush=True)
+
+
+def route_ray_worker_logs() -> None:
+    """Send the worker lines Ray forwards to this driver into the running job's log (Ray's printer
+    when no quiet job runs). Idempotent; call after `ray.init(log_to_driver=True)`."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    if _ray_printer:
+        return
+    printers = [handler for name, handler in dispatcher.handlers if name == "ray_print_logs"]
+    if not printers:  # log_to_driver=False: nothing is forwarded
+        return
+    _ray_printer.append(printers[0])
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", _write_worker_lines)
+
+
+def _write_worker_lines(data: dict) -> None:
+    """A dispatcher handler: one batch of forwarded worker lines into the log (or Ray's printer)."""
+    active = _active[0] if _active else None
+    if active is None or active.log is None or active.log.closed:
+        _ray_printer[0](data)
+        return
+    who = data.get("actor_name") or data.get("task_name") or "worker"
+    prefix = f"({who} pid={data.get('pid')}) "
+    active.log.write("".join(f"{prefix}{line}\n" for line in data.get("lines", [])))
