@@ -45,7 +45,7 @@ def resolve_checkpoint(model_id: str, what: str = "model") -> Checkpoint:
     except Exception as error:  # noqa: BLE001 - every miss (not cached, offline, bad id) is one message
         raise MissingCheckpointError(
             f"{what} checkpoint {model_id!r} is not in the local HF cache ({HF_HUB_CACHE}); "
-            f"download it there (huggingface-cli download {model_id}) or pass a local dir "
+            f"download it there (`hf download {model_id}`) or pass a local dir "
             f"[{type(error).__name__}]"
         ) from None
     return Checkpoint(model_id=model_id, path=path, revision=Path(path).name)

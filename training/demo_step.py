@@ -91,7 +91,7 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     for task, conditions in requests:
         request = SampleRequest(task, "a photo", conditions, size=(64, 64), steps=10)
         latent, kinds, flags = generate(model, request, vae, text_encoder, schedule)
-        samples[task] = write_outputs(latent, kinds, flags, vae, str(folder / "samples" / task), task)
+        samples[task] = write_outputs(latent, kinds, flags, vae, str(folder / "samples" / task), task, conditions)
         print(f"[demo] sample {task}: {samples[task]}", flush=True)
     return {"checkpoint": result["checkpoint"], "latents": latents, "samples": samples,
             "final_loss": final_loss, "trained_steps": len(result["losses"]), "seconds": time.time() - start}

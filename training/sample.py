@@ -183,14 +183,23 @@ def generate(model: NextDiT, request: SampleRequest, vae, text_encoder,
     return latents.cpu(), kinds, flags
 
 
-def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], vae, out: str, task: str) -> list[str]:
-    """view_<i>.png per image view, grid.png, and cameras.json for camera_pose; returns the PNG paths."""
+def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], vae, out: str, task: str,
+                  conditions: tuple[str, ...] = ()) -> list[str]:
+    """view_<i>.png per image view, grid.png, and cameras.json for camera_pose; returns the PNG paths.
+
+    Generated views are decoded by the VAE; a given view is written as given (`conditions`, the request's
+    images in order: the non-generated image views are exactly those), fitted to the sample size as the
+    model saw it, not through a VAE round trip. Without `conditions` given views are decoded too."""
     os.makedirs(out, exist_ok=True)
     images, paths = [], []
+    given = iter(conditions)
+    size = (latents.shape[-2] * 8, latents.shape[-1] * 8)
     for i, kind in enumerate(kinds):
         if kind != "image":
             continue
-        pixels = ((vae.decode(latents[:, :, i])[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()  # (H, W, 3)
+        path = None if flags[i] else next(given, None)
+        view = fit_to_bucket(Image.open(path), size) if path else vae.decode(latents[:, :, i])[0]  # (3, H, W)
+        pixels = ((view.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()  # (H, W, 3)
         paths.append(os.path.join(out, f"view_{i}{'_generated' if flags[i] else ''}.png"))
         Image.fromarray(pixels).save(paths[-1])
         images.append(pixels)
@@ -221,8 +230,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         print(f"onegen: error: {error}", file=sys.stderr)
         return 2
     config = info.get("train_config") or {}
-    text_encoder = TextEncoder.load(args.text_encoder or config.get("text_encoder", ""), device)
-    vae = Vae.load(args.vae or config.get("vae", ""), device)
+    encoders = {"--text-encoder": args.text_encoder or config.get("text_encoder", ""),
+                "--vae": args.vae or config.get("vae", "")}
+    missing = [flag for flag, value in encoders.items() if not value]
+    if missing:  # a .pt of save_checkpoint, or a run trained without them, names none
+        from onegen.pipelines.cli_checks import PathError
+
+        raise PathError(f"{args.checkpoint} names no {' / '.join(m[2:] for m in missing)} (its training config has "
+                        f"none): pass {' and '.join(f'{m} ID' for m in missing)}")
+    text_encoder = TextEncoder.load(encoders["--text-encoder"], device)
+    vae = Vae.load(encoders["--vae"], device)
     height, width = (int(v) for v in args.size.lower().split("x"))
     request = SampleRequest(args.task, args.prompt, tuple(args.condition), args.cameras, args.num_views,
                             (height, width), args.steps, args.cfg_scale, args.negative_prompt,
@@ -230,6 +247,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                             args.shift)
     latents, kinds, flags = generate(model, request, vae, text_encoder,
                                      ScheduleConfig.from_scheduler_config(info.get("scheduler")))
-    paths = write_outputs(latents, kinds, flags, vae, args.out, args.task)
+    paths = write_outputs(latents, kinds, flags, vae, args.out, args.task, request.conditions)
     print(f"sample: wrote {len(paths)} views + grid to {args.out}")
     return 0

@@ -152,3 +152,12 @@ def test_annotate_help_lists_every_annotator_as_its_dataclass_defines_it(capsys)
     text = capsys.readouterr().out
     assert "depth-anything/Depth-Anything-V2-Small-hf" in text and "GPU x1" in text and "hf download" in text
     assert all(f"  {name} " in text for name in ANNOTATOR_CLASSES)
+
+
+def test_missing_weights_recommend_hf_download():
+    from onegen.annotators.loading import MissingCheckpointError, resolve_checkpoint
+
+    with pytest.raises(MissingCheckpointError) as missing:
+        resolve_checkpoint("onegen-tests/not-in-the-cache", "depth")
+    assert "`hf download onegen-tests/not-in-the-cache`" in str(missing.value)
+    assert "huggingface-cli" not in str(missing.value)
