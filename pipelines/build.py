@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 from onegen.annotators.base import ConditionSpec
 from onegen.manifests import store
+from onegen.manifests.dataset_card import write_dataset_card
 from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
@@ -310,6 +311,7 @@ def _part_reads(index: int, path: str, stores: list[str], layout: DatasetLayout)
 def _finish(config: BuildConfig) -> dict:
     """Write the wids shard index (from the manifests) and the done marker; return the stats."""
     shards = write_shard_index(config.out, config.prefix)
+    write_dataset_card(config.out, config.prefix)  # README.md: HF dataset-card configs, one per task
     per_task: dict[str, int] = {}
     for shard in shards:
         per_task[shard["task"]] = per_task.get(shard["task"], 0) + shard["nsamples"]

@@ -112,6 +112,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     stats = run_build(config, _ray_config(args))
     print(f"built {stats['samples']} samples in {stats['shards']} shards ({stats['bytes']} bytes) at {args.out}: "
           f"{stats['samples_per_task']}")
+    from onegen.manifests.dataset_card import caption_note
+
+    if note := caption_note(args.out):
+        print(note)
     return 0
 
 
