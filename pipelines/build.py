@@ -56,6 +56,7 @@ MULTIVIEW, FACEID = "multiview", "faceid"
 CAMERAS_STORE = "cameras"
 LAYOUT_VERSION = 2  # 2: shards named per build unit; folders built by version 1 are refused, not mixed
 ROWS_PER_UNIT_FACTOR = 4
+BUILD_CPUS = 1.0  # per build unit task, as ingest (docs/decisions.md, "Ray")
 
 
 class BuildInputError(Exception):
@@ -299,7 +300,7 @@ def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
         units.append({"unit": number, "parts": [_part_reads(i, parts[i][1], stores, layout) for i in indices]})
     if units:
         init_ray(ray_config)
-        run_unit_tasks(build_unit, units, (job,), 0.5, "build", ray_config.progress_bars)
+        run_unit_tasks(build_unit, units, (job,), BUILD_CPUS, "build", ray_config.progress_bars)
     return _finish(config)
 
 

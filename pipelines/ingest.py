@@ -46,7 +46,7 @@ class IngestConfig:
     out: str
     limits: ImageLimits = field(default_factory=ImageLimits)
     rows_per_part: int = 256
-    num_cpus: float = 0.5  # per ingest task; fractional so reads and decodes share cores
+    num_cpus: float = 1.0  # per ingest task: decoding is CPU-bound, and Ray prestarts one worker per CPU
     images: str = "copy"  # copy | reference (see the module docstring)
     overwrite: bool = False
 
