@@ -125,6 +125,6 @@ def demo_summary(dataset: Path, shards: Path, report: str, training: dict, root:
     log = current_log()
     return (f"[demo] done. dataset: {dataset}\n[demo] shards: {shards} (index: {shards / 'index.json'})\n"
             f"[demo] preview: {report}\n[demo] tiny model checkpoint: {training['checkpoint']} ({loss})\n"
-            + (f"[demo] third-party warnings and Ray worker output: {log}\n" if log else "")
+            + (f"[demo] third-party messages and Ray worker output: {log}\n" if log else "")
             + f"[demo] samples: {root / 'training' / 'samples'} (noise by design: the tiny models are random "
             "and trained for seconds; the plumbing is real, the pictures are not)")

@@ -92,7 +92,7 @@ def job_output(folder: str, command: str, verbose: bool, announce: bool = True) 
         terminal.close()
         log.close()
         if announce:
-            print(f"log: {path} (third-party warnings and Ray worker output)", flush=True)
+            print(f"log: {path} (third-party messages and Ray worker output)", flush=True)
 
 
 def route_ray_worker_logs() -> None:
@@ -116,6 +116,11 @@ def _write_worker_lines(data: dict) -> None:
     if active is None or active.log is None or active.log.closed:
         _ray_printer[0](data)
         return
+    lines = data.get("lines", [])
+    if data.get("pid") == "autoscaler":  # Ray's periodic status dumps: keep only its events, as Ray prints them
+        from ray._private.worker import filter_autoscaler_events
+
+        lines = list(filter_autoscaler_events(lines))
     who = data.get("actor_name") or data.get("task_name") or "worker"
     prefix = f"({who} pid={data.get('pid')}) "
-    active.log.write("".join(f"{prefix}{line}\n" for line in data.get("lines", [])))
+    active.log.write("".join(f"{prefix}{line}\n" for line in lines))

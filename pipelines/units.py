@@ -127,12 +127,15 @@ def run_unit_tasks(fn: Callable[..., pa.Table], units: list[dict], fn_args: tupl
     import ray
     from tqdm.auto import tqdm
 
+    from onegen.pipelines.job_log import progress_stream
+
     remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=RETRIES, retry_exceptions=False,
                                     scheduling_strategy="SPREAD")
     window = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / num_cpus))
     queue, running, records = list(reversed(units)), [], []
     try:
-        with tqdm(total=len(units), desc=description, unit="unit", disable=not progress) as bar:
+        with tqdm(total=len(units), desc=description, unit="unit", disable=not progress,
+                  file=progress_stream()) as bar:
             while queue or running:
                 while queue and len(running) < window:
                     running.append(remote.remote(queue.pop(), *fn_args))
