@@ -3,7 +3,7 @@
 Each produces view 1 of a two-view sample at the source resolution (view 0 is the image itself).
 Every random parameter is drawn from `key_rng(key, "<name>@<version>")`, so a rerun writes
 identical bytes. Task tokens follow the released OneDiffusion code; `lowres` has no released token
-and uses `[[super_resolution]]` (our choice, documented in docs/tasks.md).
+and uses `[[super_resolution]]` (our choice: docs/decisions.md, the task table in pipelines/tasks.py).
 """
 
 from __future__ import annotations

@@ -161,7 +161,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for plan in plan_recipe(recipe):
             print(plan.line())
         return 0
-    run_recipe(recipe, _ray_config(args), redo=args.redo)
+    from onegen.pipelines.job_log import job_output
+
+    with job_output(recipe.root, "run", args.verbose):  # the dataset root's jobs/run.log (module job_log)
+        run_recipe(recipe, _ray_config(args), redo=args.redo)
     return 0
 
 

@@ -13,7 +13,8 @@ tests/pipelines/test_ray_setup.py):
 - Usage stats are off (RAY_USAGE_STATS_ENABLED=0).
 
 With `--address` (or RAY_ADDRESS) the job joins an existing cluster and starts nothing; such a
-cluster is started by its operator (docs/cluster.md shows the loopback-only flags for tests).
+cluster is started by its operator (README "Clusters"; tests/pipelines/test_cluster.py starts a loopback-only
+one for tests).
 """
 
 from __future__ import annotations
