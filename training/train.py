@@ -168,7 +168,11 @@ def _tensorboard(config: TrainConfig, rank: int):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    result = train(config_from_args(args))
+    config = config_from_args(args)
+    if config.preset == "onediffusion-2.8b" and not torch.cuda.is_available():
+        print("train: note: no GPU here, and the defaults are the paper's (onediffusion-2.8b, "
+              f"{config.steps} steps); on a CPU try --preset tiny --steps 200", flush=True)
+    result = train(config)
     if result["losses"]:
         print(f"train: step {result['step']}, last loss {result['losses'][-1]:.5f}, checkpoint {result['checkpoint']}")
     else:  # a rerun of a finished run resumes at --steps and trains nothing

@@ -75,3 +75,15 @@ def test_the_demo_training_leg_reruns_honestly(raw_shards, tmp_path):
     lines = demo_summary(tmp_path / "dataset", tmp_path / "shards", "report.html", again, tmp_path).splitlines()
     assert "already trained" in "\n".join(lines)
     assert str(Path(tmp_path) / "training" / "samples") in lines[-1] and "noise by design" in lines[-1]
+
+
+def test_the_paper_defaults_on_a_cpu_get_a_word(latent_shards, tmp_path, capsys, monkeypatch):
+    import onegen.training.train as train_module
+
+    if torch.cuda.is_available():
+        pytest.skip("the note is for machines without a GPU")
+    ran = []  # the 2.8B model is not built here: only the note before training is under test
+    monkeypatch.setattr(train_module, "train", lambda config: ran.append(config) or
+                        {"step": 0, "losses": [], "checkpoint": None})
+    assert main(["train", "--shards", latent_shards, "--out", str(tmp_path / "run")]) == 0
+    assert "--preset tiny" in capsys.readouterr().out and ran[0].preset == "onediffusion-2.8b"
