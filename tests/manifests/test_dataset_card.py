@@ -65,3 +65,16 @@ def test_build_notes_text2image_without_captions(tmp_path):
     shards = _shards(tmp_path)
     assert "1 image(s) got no text2image sample: no caption" in caption_note(shards)
     assert caption_note(str(tmp_path / "nothing-here")) is None
+
+
+def test_build_finish_writes_the_card_and_agrees_with_stats_on_bytes(tmp_path):
+    from pathlib import Path
+
+    from onegen.manifests.query import shard_stats
+    from onegen.pipelines.build import BuildConfig, _finish
+
+    shards = _shards(tmp_path)
+    built = _finish(BuildConfig(str(tmp_path / "dataset"), shards))
+    tar_bytes = sum(path.stat().st_size for path in Path(shards).glob("*.tar"))
+    assert built["bytes"] == shard_stats(shards)["bytes"] == tar_bytes  # one definition: tar file sizes
+    assert (Path(shards) / "README.md").read_text().startswith("---\nconfigs:\n")
