@@ -57,9 +57,11 @@ def write_images(folder: Path, count: int, size: int) -> None:
     folder.mkdir(parents=True)
     bases = [np.asarray(getattr(skimage.data, name)()) for name in PHOTOS]
     bases = [np.repeat(b[..., None], 3, 2) if b.ndim == 2 else b[..., :3] for b in bases]
+    side = max(size, 600)
+    bases = [np.asarray(Image.fromarray(b).resize((side, side))) for b in bases]  # resized once, cropped per image
     rng = np.random.default_rng(0)
     for i in range(count):
-        base = np.asarray(Image.fromarray(bases[i % len(bases)]).resize((max(size, 600), max(size, 600))))
+        base = bases[i % len(bases)]
         y, x = rng.integers(0, base.shape[0] - size + 1), rng.integers(0, base.shape[1] - size + 1)
         (folder / f"img{i:06d}.jpg").write_bytes(_jpeg(np.ascontiguousarray(base[y:y + size, x:x + size])))
         (folder / f"img{i:06d}.txt").write_text(f"photo {i}")

@@ -30,6 +30,7 @@ from onegen.annotators.base import Annotator, decode_batch
 from onegen.manifests import store
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines import job_state
+from onegen.pipelines.annotate_tasks import annotate_unit, stateless
 from onegen.pipelines.catalog_images import resolve_images
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.units import (
@@ -39,6 +40,7 @@ from onegen.pipelines.units import (
     collect_records,
     committed_by,
     record_table,
+    run_unit_tasks,
     split_units,
     unit_dataset,
     unit_of,
@@ -347,8 +349,12 @@ def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_
             require_gpus(group)
             names = ",".join(a.store_name for a in group)
             ordered = [units[i] for i in sorted(units)]
-            collect_records(build_annotation_dataset(ordered, group, max_error_rate), len(ordered), f"annotate {names}",
-                            ray_config.progress_bars)
+            if stateless(group):  # nothing to keep warm: one plain task per unit (pipelines/annotate_tasks.py)
+                run_unit_tasks(annotate_unit, ordered, (group, max_error_rate), 0.5,
+                               f"annotate {names}", ray_config.progress_bars)
+            else:
+                collect_records(build_annotation_dataset(ordered, group, max_error_rate), len(ordered),
+                                f"annotate {names}", ray_config.progress_bars)
         for annotator, (_, done, total) in zip(group, plans, strict=True):
             summaries.append(AnnotateSummary(annotator.store_name, total, done,
                                              status_counts(layout.store_dir(annotator.store_name))))

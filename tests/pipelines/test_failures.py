@@ -50,11 +50,14 @@ class FailsListed(Annotator):
 
 @dataclass
 class OomAbove(Annotator):
-    """CUDA's out-of-memory error for batches above `fits` rows."""
+    """CUDA's out-of-memory error for batches above `fits` rows (a model annotator: set up once per actor)."""
 
     name: ClassVar[str] = "oom"
     output_schema: ClassVar[pa.Schema] = pa.schema([("mean", pa.float64())])
     fits: int = 2
+
+    def setup(self):
+        self.model = torch.nn.Identity()  # what an annotator that can run out of GPU memory holds
 
     def annotate(self, rows):
         if len(rows) > self.fits:

@@ -84,17 +84,31 @@ class SlowOnKey(Annotator):
         return {"done_at": time.time()}
 
 
-def test_a_slow_unit_holds_back_nobody(tmp_path, ray_local):
+@dataclass
+class SlowOnKeyWithSetup(SlowOnKey):
+    """The same, with state set up once per worker: the runner keeps it in the streaming actor pool."""
+
+    name: ClassVar[str] = "slowactor"
+
+    def setup(self):
+        self.ready = True
+
+
+@pytest.mark.parametrize("kind, path", [(SlowOnKey, "tasks"), (SlowOnKeyWithSetup, "actors")])
+def test_a_slow_unit_holds_back_nobody(tmp_path, ray_local, kind, path):
     from ray import cloudpickle
+
+    from onegen.pipelines.annotate_tasks import stateless
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
     write_photo_folder(tmp_path / "photos", count=12)
     root = tmp_path / "d"
     assert main(["ingest", str(tmp_path / "photos"), "--out", str(root), "--rows-per-part", "2", *RAY]) == 0
     first_part = pq.read_table(root / "catalog" / "photos" / "part-00000.parquet")
-    slow = SlowOnKey(slow_key=first_part.column("key")[0].as_py(), seconds=12.0, batch_size=1, concurrency=2)
+    slow = kind(slow_key=first_part.column("key")[0].as_py(), seconds=12.0, batch_size=1, concurrency=2)
+    assert stateless((slow,)) == (path == "tasks")
     run_annotators(str(root), [slow], False, TEST_RAY)
-    parts = sorted((root / "annotations" / "slow@1" / "photos").glob("*.parquet"))
+    parts = sorted((root / "annotations" / f"{kind.name}@1" / "photos").glob("*.parquet"))
     committed = {p.name: p.stat().st_mtime for p in parts}
     assert len(committed) == 6
     straggler = committed.pop("part-00000.parquet")
