@@ -88,7 +88,9 @@ def report_failure(error: BaseException, name: str, log_path: str) -> int:
     if message is None:
         raise error
     store.commit_bytes(log_path, "".join(traceback.format_exception(error)).encode())
-    print(f"onegen: error: {message} (traceback: {log_path})", file=sys.stderr)
+    from onegen.pipelines.job_log import terminal_stderr
+
+    print(f"onegen: error: {message} (traceback: {log_path})", file=terminal_stderr())  # not the job's log
     return 1
 
 

@@ -51,11 +51,14 @@ def current_log() -> str | None:
     return _active[0].path if _active else None
 
 
-def progress_stream() -> IO[str]:
-    """The terminal's stderr while a quiet job runs (for progress bars), else sys.stderr."""
+def terminal_stderr() -> IO[str]:
+    """The terminal's stderr while a quiet job runs (progress bars, a failure's one line), else sys.stderr."""
     if _active and _active[0].terminal is not None:
         return _active[0].terminal
     return sys.stderr
+
+
+progress_stream = terminal_stderr  # what progress bars write to
 
 
 @contextmanager
