@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen import __version__ as ONEGEN_VERSION
-from onegen.annotators.imageio import decode_rgb
+from onegen.annotators.image_codec import decode_rgb
 
 COMMON_FIELDS = [
     pa.field("key", pa.string(), nullable=False),

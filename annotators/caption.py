@@ -57,7 +57,7 @@ from onegen.annotators.caption_text import (
     view_phrases,
     word_count,
 )
-from onegen.annotators.imageio import decode_rgb
+from onegen.annotators.image_codec import decode_rgb
 from onegen.annotators.loading import pick_device
 from onegen.annotators.vlm import GenerationSettings, LoadedVLM, VLMRequest, generate, load_vlm, require_vllm
 

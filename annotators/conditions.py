@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError, key_rng
-from onegen.annotators.imageio import encode_jpeg, encode_png
+from onegen.annotators.image_codec import encode_jpeg, encode_png
 
 BLACK = 0  # fill value of masked pixels: black, as the released demo's inpainting input
 

@@ -39,7 +39,7 @@ import torch
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
 from onegen.annotators.box_map import BOX_STYLES, draw_box, label_text, pixel_box, render_box_map  # noqa: F401
-from onegen.annotators.imageio import encode_png
+from onegen.annotators.image_codec import encode_png
 from onegen.annotators.loading import pick_device, resolve_checkpoint
 from onegen.annotators.palette import MAX_CLASSES, box_tag, choose_colours, clean_class_name, mask_tag
 from onegen.annotators.sam import (  # noqa: F401

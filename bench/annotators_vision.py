@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from onegen.annotators.imageio import encode_png  # noqa: E402
+from onegen.annotators.image_codec import encode_png  # noqa: E402
 
 
 def images_for(n: int, side: int) -> list[np.ndarray]:

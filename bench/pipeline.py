@@ -24,7 +24,7 @@ from PIL import Image
 
 from onegen.annotators.base import RowError
 from onegen.annotators.conditions import BlurAnnotator, CannyAnnotator, InpaintAnnotator, LowresAnnotator
-from onegen.annotators.imageio import decode_rgb
+from onegen.annotators.image_codec import decode_rgb
 from onegen.pipelines.image_checks import ImageLimits, normalise_image
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")

@@ -46,7 +46,7 @@ from onegen.pipelines.hygiene import (
 )
 from onegen.pipelines.multiview_samples import MultiviewConfig, multiview_samples
 from onegen.pipelines.ray_setup import RayConfig, init_ray
-from onegen.pipelines.samples import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates, choose_caption
+from onegen.pipelines.shard_samples import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates, choose_caption
 from onegen.pipelines.task_selection import PoseSelection, person_area_reason
 from onegen.pipelines.units import record_table, run_unit_tasks
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from onegen.annotators.base import key_rng
 from onegen.manifests.shard_writer import Sample
-from onegen.pipelines.samples import sample_meta, text_members
+from onegen.pipelines.shard_samples import sample_meta, text_members
 from onegen.pipelines.task_prompts import FACEID as TASK
 from onegen.pipelines.task_prompts import faceid_prompt
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from onegen.annotators.imageio import encode_jpeg, encode_png
+from onegen.annotators.image_codec import encode_jpeg, encode_png
 
 _FORMAT_OF_PIL = {"JPEG": "jpg", "PNG": "png"}
 _EXIF_ORIENTATION = 0x0112

@@ -37,10 +37,10 @@ from PIL import Image
 from onegen.annotators.base import key_rng
 from onegen.annotators.cameras import RAY_STRIDE, normalize_cameras, plucker_rays, rays_to_latent
 from onegen.annotators.cameras_annotator import CamerasAnnotator, npy_bytes
-from onegen.annotators.imageio import encode_jpeg
+from onegen.annotators.image_codec import encode_jpeg
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.image_checks import to_rgb_array
-from onegen.pipelines.samples import sample_meta, text_members
+from onegen.pipelines.shard_samples import sample_meta, text_members
 from onegen.pipelines.task_prompts import multiview_prompt
 
 TASK = "multiview"

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from onegen.annotators.cameras import opencv_to_opengl
-from onegen.annotators.imageio import encode_png
+from onegen.annotators.image_codec import encode_png
 
 SKY = np.array([0.62, 0.75, 0.92])
 LIGHT = np.array([0.4, -0.3, 0.87]) / np.linalg.norm([0.4, -0.3, 0.87])

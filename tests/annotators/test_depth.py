@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.depth import DepthAnnotator, ResizeSpec  # noqa: E402
-from onegen.annotators.imageio import decode_png16, decode_rgb  # noqa: E402
+from onegen.annotators.image_codec import decode_png16, decode_rgb  # noqa: E402
 from onegen.annotators.tiny_models import tiny_depth  # noqa: E402
 from tests.conftest import image_batch as _batch  # noqa: E402
 from tests.conftest import weights_cached  # noqa: E402

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from onegen.annotators.imageio import decode_rgb  # noqa: E402
+from onegen.annotators.image_codec import decode_rgb  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.pose import PoseAnnotator  # noqa: E402
 from onegen.annotators.render_pose import COLORS, render_pose  # noqa: E402

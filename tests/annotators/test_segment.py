@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from onegen.annotators.imageio import decode_rgb, encode_png  # noqa: E402
+from onegen.annotators.image_codec import decode_rgb, encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.palette import MAX_CLASSES, PALETTE, parse_tags  # noqa: E402
 from onegen.annotators.segment import (  # noqa: E402

@@ -27,7 +27,7 @@ from skimage import data as skdata  # noqa: E402
 from onegen.annotators.base import RowError  # noqa: E402
 from onegen.annotators.caption import CaptionAnnotator, EntitiesAnnotator, scene_caption_view  # noqa: E402
 from onegen.annotators.caption_text import length_reason, parse_entities  # noqa: E402
-from onegen.annotators.imageio import encode_png  # noqa: E402
+from onegen.annotators.image_codec import encode_png  # noqa: E402
 from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.tiny_models import tiny_llava_next, tiny_molmo2  # noqa: E402
 from onegen.annotators.vlm import (  # noqa: E402

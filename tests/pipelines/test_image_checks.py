@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onegen.annotators.imageio import decode_rgb
+from onegen.annotators.image_codec import decode_rgb
 from onegen.pipelines.image_checks import ImageLimits, Rejected, normalise_image
 from tests.conftest import encode, photo
 

@@ -22,7 +22,7 @@ from onegen.annotators.cameras import (  # noqa: E402
     rotation_angle_deg,
 )
 from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
-from onegen.annotators.imageio import decode_rgb  # noqa: E402
+from onegen.annotators.image_codec import decode_rgb  # noqa: E402
 from onegen.manifests.shard_writer import Sample  # noqa: E402
 from onegen.pipelines.camera_readers import read_transforms_json  # noqa: E402
 from onegen.pipelines.multiview_samples import MultiviewConfig, multiview_samples  # noqa: E402

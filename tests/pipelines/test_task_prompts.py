@@ -80,7 +80,7 @@ def test_faceid_samples_put_each_photos_caption_after_its_marker():
 
 
 def test_caption_modes_for_scenes_and_a_token_only_co3d_scene():
-    from onegen.pipelines.samples import choose_caption
+    from onegen.pipelines.shard_samples import choose_caption
 
     scene = {"key": "dl3dv-0", "kind": "scene", "caption_original": "from caption.txt"}
     dense = {"caption": {"key": "dl3dv-0", "status": "ok", "caption": "A courtyard with a fountain."}}

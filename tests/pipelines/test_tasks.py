@@ -54,7 +54,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec
-from onegen.annotators.imageio import encode_png
+from onegen.annotators.image_codec import encode_png
 
 
 @dataclass
