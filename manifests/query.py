@@ -27,6 +27,16 @@ def select_shards(out: str, tasks: list[str] | None = None, sources: list[str] |
     return [store.join(out, shard) for shard in chosen]
 
 
+def reason_key(reason: str) -> str:
+    """A skip reason as stats count it: reasons that carry a value or a key (`filtered:aesthetic=4.1<5`,
+    `duplicate_of:<key>`) by their family (`filtered:aesthetic`, `duplicate_of`); the others as they are."""
+    if reason.startswith("filtered:"):
+        return reason.split("=", 1)[0]
+    if reason.startswith("duplicate_of:"):
+        return "duplicate_of"
+    return reason
+
+
 def shard_stats(out: str) -> dict:
     """Samples per task and per source, bytes, skipped candidates per reason, and — through the
     build record's catalog root — ingest rejects per reason and annotation statuses per store."""
@@ -35,7 +45,7 @@ def shard_stats(out: str) -> dict:
     skipped = Counter()
     for path in store.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
         for row in store.read_table(path, ["task", "reason"]).to_pylist():
-            skipped[f"{row['task']}: {row['reason']}"] += 1
+            skipped[f"{row['task']}: {reason_key(row['reason'])}"] += 1
     stats = {
         "samples": len(rows),
         "shards": len({r["shard"] for r in rows}),

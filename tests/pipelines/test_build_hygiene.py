@@ -52,7 +52,8 @@ def test_dedup_and_filters_at_build(tmp_path, ray_local):
     filtered = {k: r for k, r in reasons.items() if r.startswith("filtered:nsfw=")}
     assert filtered and all(scores[k] >= threshold for k in filtered)
     assert all(scores[k] < threshold for k in kept) and not kept & set(reasons)
-    assert stats["skipped_per_reason"]
+    per_reason = stats["skipped_per_reason"]  # counted by family, as manifest stats and the preview show them
+    assert per_reason["text2image: duplicate_of"] == 6 and per_reason["text2image: filtered:nsfw"] == len(filtered)
     # a new threshold: nothing is annotated again, and the answer moves with it
     build("s2", 1.01)
     assert _mtimes(root / "annotations") == annotations

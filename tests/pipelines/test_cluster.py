@@ -2,6 +2,7 @@
 namespace that has nothing but loopback, and `onegen ingest --address` submitted to them: both nodes'
 workers commit parts."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,10 @@ def test_two_node_cluster_on_loopback_only(tmp_path):
     script = SCRIPT.format(bin=Path(sys.executable).parent, port=6391, temp=temp, python=sys.executable,
                            photos=tmp_path / "photos", out=tmp_path / "dataset")
     try:
-        result = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=240)
+        # without the single-machine switch a local Ray of an earlier test left in this process's environment
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+        result = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=240,
+                                env=env)
         logs = "".join(f"\n--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(temp.glob("*.log")))
     finally:
         _stop_cluster(temp)
