@@ -139,17 +139,19 @@ def test_changed_rerun_is_refused_with_the_reason(built, capsys):
     "argv, message",
     [
         (["ingest", "/no/such/folder", "--out", "{tmp}/x"], "source path does not exist"),
-        (["annotate", "{tmp}/x", "--annotators", "sparkle"], "unknown annotator"),
-        (["annotate", "{tmp}/x", "--annotators", "canny", "--set", "canny.low=high"], "not a valid int"),
-        (["build", "{tmp}/x", "--out", "{tmp}/s", "--tasks", "dream2image"], "unknown or unannotated task"),
-        (["annotate", "{tmp}/x", "--annotators", "caption", "--set", "caption.backend=vllm"], "vllm is not installed"),
-        (["annotate", "{tmp}/x", "--annotators", "depth"], "is not in the local HF cache"),
-        (["annotate", "{tmp}/x", "--annotators", "depth", "--set", "depth.model=/no/such/checkpoint"],
+        (["annotate", "{root}", "--annotators", "sparkle"], "unknown annotator"),
+        (["annotate", "{root}", "--annotators", "canny", "--set", "canny.low=high"], "not a valid int"),
+        (["build", "{root}", "--out", "{tmp}/s", "--tasks", "dream2image"], "unknown or unannotated task"),
+        (["annotate", "{root}", "--annotators", "caption", "--set", "caption.backend=vllm"], "vllm is not installed"),
+        (["annotate", "{root}", "--annotators", "depth"], "is not in the local HF cache"),
+        (["annotate", "{root}", "--annotators", "depth", "--set", "depth.model=/no/such/checkpoint"],
          "the path does not exist"),
     ],
 )
-def test_user_errors_are_one_line(argv, message, tmp_path, capsys):
-    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv] + (RAY if argv[0] != "annotate" or "canny" in argv else RAY)) == 2
+def test_user_errors_are_one_line(argv, message, tmp_path, capsys, built):
+    """Each mistake on a real dataset root (a wrong folder is refused before any of these: test_cli_entry.py)."""
+    root = built[1]
+    assert main([a.replace("{tmp}", str(tmp_path)).replace("{root}", str(root)) for a in argv] + RAY) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error
 

@@ -63,11 +63,12 @@ def shards(tmp_path_factory, checkpoints) -> str:
 def torchrun_train(shards: str, out: Path, steps: int, fsdp: bool) -> subprocess.CompletedProcess:
     """`onegen train` on 2 CPU processes; fails the test (with the output) unless it exits 0."""
     flags = {"shards": shards, "out": str(out), "preset": "tiny", "batch-size": "2", "steps": str(steps),
-             "ckpt-every": "3", "num-workers": "0", "shuffle-buffer": "2", "progress": "false",
-             "caption-dropout": "0.5", "buckets": "[[64, 64]]", "data-log": "true", "fsdp": json.dumps(fsdp),
+             "ckpt-every": "3", "num-workers": "0", "shuffle-buffer": "2", "progress": False,
+             "caption-dropout": "0.5", "buckets": "[[64, 64]]", "data-log": True, "fsdp": fsdp,
              "task-weights": '[["text2image", 1.0], ["image2image", 1.0]]'}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "onegen.pipelines.cli", "train"] + [f"--{k}={v}" for k, v in flags.items()]
+               "-m", "onegen.pipelines.cli", "train"] + [
+        (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k}={v}" for k, v in flags.items()]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                             "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
