@@ -25,7 +25,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onegen.pipelines.sources import read_range, stamp_of
+from onegen.pipelines.sources import stamp_of
+from onegen.pipelines.tar_source import read_range
 
 REF_COLUMN = "image_ref"
 ERROR_COLUMN = "image_error"
