@@ -55,7 +55,11 @@ def init_ray(config: RayConfig) -> None:
         import ray._private.ray_constants as ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # when ray was imported before the variable was set
-    runtime_env = {"env_vars": {name: os.environ.get(name, "") for name in _PROXY_VARIABLES}}
+    runtime_env = {
+        "env_vars": {name: os.environ.get(name, "") for name in _PROXY_VARIABLES},
+        # a task cancelled mid-import would poison its worker for good (pipelines/worker_guard.py)
+        "worker_process_setup_hook": "onegen.pipelines.worker_guard.install",
+    }
     saved = {name: os.environ.get(name) for name in _PROXY_VARIABLES}
     try:
         for name in _PROXY_VARIABLES:
