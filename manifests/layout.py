@@ -5,6 +5,7 @@ A dataset root (`onegen ingest --out ROOT`):
     catalog/<source>/part-NNNNN.parquet             one row per raw item (the part's commit marker)
     rejects/<source>/part-NNNNN.parquet             ingest rejects of that part (committed first)
     jobs/ingest-<source>.json                       the ingest job record
+    jobs/ingest-<source>.listing.parquet            its listing, one row group per part (workers read it)
     annotations/<name>@<version>/_job.json          the annotate job record (identity of the store)
     annotations/<name>@<version>/<source>/part-NNNNN.parquet   aligned with the catalog part
 
@@ -70,6 +71,10 @@ class DatasetLayout:
 
     def ingest_record(self, source: str) -> str:
         return store.join(self.root, "jobs", f"ingest-{source}.json")
+
+    def ingest_listing(self, source: str) -> str:
+        """The source's listing as the last ingest run cut it into parts (pipelines/source_listing.py)."""
+        return store.join(self.root, "jobs", f"ingest-{source}.listing.parquet")
 
     def catalog_parts(self) -> list[tuple[str, str]]:
         """(source, part path) of every committed catalog part, sorted by path."""

@@ -180,6 +180,13 @@ def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(handle, columns=columns)
 
 
+def count_rows(path: str) -> int:
+    """Rows of the Parquet file at `path`, from its footer."""
+    fs, stripped = filesystem(path)
+    with fs.open(stripped, "rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
 def read_metadata(path: str) -> dict[str, str]:
     """The key/value metadata written with `commit_table`."""
     fs, target = filesystem(path)

@@ -25,7 +25,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onegen.pipelines.sources import stamp_of
+from onegen.pipelines.folder_source import stamp_of
 from onegen.pipelines.tar_source import read_range
 
 REF_COLUMN = "image_ref"

@@ -34,7 +34,8 @@ from onegen.pipelines import job_state
 from onegen.pipelines.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.image_checks import ImageLimits, Rejected, normalise_image
 from onegen.pipelines.ray_setup import RayConfig, init_ray
-from onegen.pipelines.sources import SourceSpec, fingerprint, list_items, read_items
+from onegen.pipelines.source_listing import Listing, list_parts, read_part
+from onegen.pipelines.sources import SourceSpec, read_items
 from onegen.pipelines.units import NODE_META, committed_by, record_table, run_unit_tasks
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
@@ -125,7 +126,7 @@ def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict
 
 def ingest_part(unit: dict, spec: SourceSpec, limits: ImageLimits, images: str, out: str) -> pa.Table:
     """Ray task, one part per call: read + validate its items, commit rejects then catalog; its record."""
-    rows = ingest_rows(spec, limits, unit["items"], images)
+    rows = ingest_rows(spec, limits, read_part(unit["listing"], unit["index"]), images)
     table = pa.Table.from_pylist(rows, schema=_row_schema())
     catalog_rows, rejects = _commit_part(DatasetLayout(out), spec.source_name, unit["index"], table)
     return record_table([{"part": unit["index"], "catalog_rows": catalog_rows, "rejects": rejects}])
@@ -140,47 +141,32 @@ def _row_schema() -> pa.Schema:
 def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
     spec, layout = config.source, DatasetLayout(config.out)
     source = spec.source_name
-    items = list_items(spec)
-    record = job_record(config, items)
+    # the listing streams into a spill file the workers read their parts from (pipelines/source_listing.py)
+    listing = list_parts(spec, config.rows_per_part, layout.ingest_listing(source))
+    record = job_record(config, listing)
     catalog, rejects = layout.catalog_dir(source), layout.rejects_dir(source)
     hint = "Pass --overwrite to re-ingest this source from scratch, or --name to ingest it as another source."
     if job_state.check_and_record(layout.ingest_record(source), record, config.overwrite, hint):
         store.remove(catalog)
         store.remove(rejects)
     _clean_debris(catalog, rejects)
-    parts = cut_parts(items, config.rows_per_part)
-    del items  # the parts hold the listing from here on; the units carry it to the workers
     done = {p.rsplit("/", 1)[-1] for p in store.list_files(catalog, ".parquet")}
-    units = [{"index": i, "items": part} for i, part in enumerate(parts) if part_name(i) not in done]
+    parts = len(listing.part_sizes)
+    units = [{"index": i, "listing": listing.spill} for i in range(parts) if part_name(i) not in done]
     if units:
         init_ray(ray_config)
         run_unit_tasks(ingest_part, units, (spec, config.limits, config.images, config.out), config.num_cpus,
                        f"ingest {source}", ray_config.progress_bars)
-    return summarise(layout, source, sum(len(p) for p in parts), len(parts), len(parts) - len(units))
+    return summarise(layout, source, listing.items, parts, parts - len(units))
 
 
-def job_record(config: IngestConfig, items: list[dict]) -> dict:
-    """What jobs/ingest-<source>.json holds for `config` over the source listing `items`."""
+def job_record(config: IngestConfig, listing: Listing) -> dict:
+    """What jobs/ingest-<source>.json holds for `config` over the source's `listing`."""
     record = {"job": "ingest", "source": asdict(config.source), "limits": asdict(config.limits),
-              "rows_per_part": config.rows_per_part, "input": fingerprint(items), "items": len(items)}
+              "rows_per_part": config.rows_per_part, "input": listing.fingerprint, "items": listing.items}
     if config.images != "copy":  # recorded only when not the default, so older records stay valid
         record["images"] = config.images
     return record
-
-
-def cut_parts(items: list[dict], rows_per_part: int) -> list[list[dict]]:
-    """Consecutive parts of at most `rows_per_part` items; items sharing a `group` (an ID subject) or a
-    `row_group` (a Parquet row group, so each part reads only its own) stay in one part, which may
-    then be larger."""
-    parts: list[list[dict]] = []
-    for item in items:
-        together = item.get("group") or item.get("row_group")
-        same_group = parts and together and (parts[-1][-1].get("group") or parts[-1][-1].get("row_group")) == together
-        if parts and (len(parts[-1]) < rows_per_part or same_group):
-            parts[-1].append(item)
-        else:
-            parts.append([item])
-    return parts
 
 
 def _commit_part(layout: DatasetLayout, source: str, index: int, table: pa.Table) -> tuple[int, dict[str, int]]:
@@ -214,8 +200,7 @@ def _clean_debris(catalog: str, rejects: str) -> None:
 
 
 def summarise(layout: DatasetLayout, source: str, items: int, parts: int, done_before: int) -> IngestSummary:
-    catalog_rows = sum(store.read_table(p, ["key"]).num_rows
-                       for p in store.list_files(layout.catalog_dir(source), ".parquet"))
+    catalog_rows = sum(store.count_rows(p) for p in store.list_files(layout.catalog_dir(source), ".parquet"))
     reasons: dict[str, int] = {}
     for path in store.list_files(layout.rejects_dir(source), ".parquet"):
         for reason in store.read_table(path, ["reason"]).column("reason").to_pylist():

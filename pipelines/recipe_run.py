@@ -6,7 +6,7 @@ train --config`). Each stage is the job itself, resumable on its own: a rerun sk
 and build units, so a killed run rerun with the same recipe finishes what is left.
 
 `plan_recipe` says per stage what is done and what is pending (parts, rows) from the stores' own
-records and markers (ingest's cut_parts + catalog parts, annotate.plan_parts, build's cut_units + unit
+records and markers (ingest's source_listing parts + catalog parts, annotate.plan_parts, build's cut_units + unit
 markers) and starts no Ray. States: done, pending, changed (the stage's recorded configuration or
 input differs from the recipe's: the job would refuse to resume), waiting (it needs an earlier
 stage's outputs first).
@@ -35,11 +35,11 @@ from onegen.pipelines.build import BuildConfig, BuildInputError, cut_units
 from onegen.pipelines.build import job_record as build_record
 from onegen.pipelines.dedup import DONE_MARKER as DEDUP_DONE
 from onegen.pipelines.hygiene import dedup_table
-from onegen.pipelines.ingest import IngestConfig, cut_parts
+from onegen.pipelines.ingest import IngestConfig
 from onegen.pipelines.ingest import job_record as ingest_record
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.recipe import Recipe, RecipeError, train_fields
-from onegen.pipelines.sources import list_items
+from onegen.pipelines.source_listing import list_parts
 
 TRAIN_FILE = "train.json"
 
@@ -65,15 +65,15 @@ class StagePlan:
 
 def plan_ingest(config: IngestConfig) -> StagePlan:
     """Done / pending parts of one source (lists the source; reads nothing else of it)."""
-    items = list_items(config.source)
-    parts = cut_parts(items, config.rows_per_part)
+    listing = list_parts(config.source, config.rows_per_part)  # streamed; nothing is written
+    parts = listing.part_sizes
     layout, source = DatasetLayout(config.out), config.source.source_name
-    changes = job_state.recorded_changes(layout.ingest_record(source), ingest_record(config, items))
+    changes = job_state.recorded_changes(layout.ingest_record(source), ingest_record(config, listing))
     done = set() if changes else {p.rsplit("/", 1)[-1] for p in store.list_files(layout.catalog_dir(source), ".parquet")}
     pending = [i for i in range(len(parts)) if part_name(i) not in done]
     state = "changed" if changes else ("pending" if pending else "done")
-    return StagePlan(f"ingest {source}", state, len(parts), len(parts) - len(pending), len(items),
-                     sum(len(parts[i]) for i in pending), "; ".join(changes or []))
+    return StagePlan(f"ingest {source}", state, len(parts), len(parts) - len(pending), listing.items,
+                     sum(parts[i] for i in pending), "; ".join(changes or []))
 
 
 def plan_annotator(root: str, annotator: Annotator, upstream_pending: int) -> StagePlan:

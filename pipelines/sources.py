@@ -28,9 +28,6 @@ All I/O goes through fsspec, so s3:// and gs:// paths work the same as local one
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import posixpath
 import re
@@ -41,7 +38,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
+
+from onegen.pipelines.folder_source import iter_files, iter_folder, read_whole, stamp_of
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
@@ -89,18 +87,25 @@ def detect_kind(spec: SourceSpec) -> str:
         return "hf"
     if any(_scene_reader(fs, p) for p in fs.ls(root, detail=False) if fs.isdir(p)):
         return "scenes"
-    files = fs.find(root)
-    if any(p.endswith(IMAGE_EXTENSIONS) for p in files):
-        return "folder"
-    if any(p.endswith(".tar") for p in files):
+    tars = tables = False
+    for path in iter_files(spec.path):  # streamed: the first image decides, without listing the rest
+        if path.endswith(IMAGE_EXTENSIONS):
+            return "folder"
+        tars = tars or path.endswith(".tar")
+        tables = tables or path.endswith((".parquet", ".jsonl"))
+    if tars:
         return "webdataset"
-    if any(p.endswith((".parquet", ".jsonl")) for p in files):
+    if tables:
         return "table"
     raise SourceError(f"source folder has no images, tars, tables or dataset: {spec.path}")
 
 
-def list_items(spec: SourceSpec) -> list[dict]:
-    """All items of the source, sorted by uri (the order that defines ingest parts)."""
+def iter_items(spec: SourceSpec) -> Iterator[dict]:
+    """All items of the source in uri order (the order that defines ingest parts), as a stream.
+
+    Folders and ID sets are walked one directory at a time (pipelines/folder_source.py), so a listing
+    of millions of files is never held whole; the other kinds are listed from their tables, tar
+    headers, scene folders or dataset, then sorted. Raises SourceError for an empty source."""
     kind = detect_kind(spec)
     from onegen.pipelines.tar_source import list_tars  # imported here: tar_source imports this module
 
@@ -108,20 +113,23 @@ def list_items(spec: SourceSpec) -> list[dict]:
                "scenes": _list_scenes, "subjects": _list_subjects}
     if kind not in listers:
         raise SourceError(f"unknown source kind {kind!r}; use one of {sorted(listers)}")
-    items = listers[kind](spec)
-    if not items:
-        raise SourceError(f"source {spec.path} ({kind}) holds no items")
+    listed = listers[kind](spec)
+    items = listed if kind in STREAMED_KINDS else iter(sorted(listed, key=lambda item: item["uri"]))
+    empty = True
     for item in items:
+        empty = False
         item["kind"] = kind
-    return sorted(items, key=lambda item: item["uri"])
+        yield item
+    if empty:
+        raise SourceError(f"source {spec.path} ({kind}) holds no items")
 
 
-def fingerprint(items: list[dict]) -> str:
-    """A hash of the listing (uris and sizes): a changed input changes it."""
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(f"{item['uri']}\0{item.get('size', '')}\n".encode())
-    return digest.hexdigest()
+STREAMED_KINDS = ("folder", "subjects")  # listed in uri order as they are walked
+
+
+def list_items(spec: SourceSpec) -> list[dict]:
+    """`iter_items` as a list (for a source small enough to hold; jobs stream it)."""
+    return list(iter_items(spec))
 
 
 def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
@@ -135,42 +143,8 @@ def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, byte
 
 
 # --- folder ----------------------------------------------------------------------------------------
-def _list_folder(spec: SourceSpec) -> list[dict]:
-    fs, root = fsspec.core.url_to_fs(spec.path)
-    files = fs.find(root, detail=True)
-    captions = _folder_metadata_captions(fs, files)
-    items = []
-    for path, info in files.items():
-        if not path.lower().endswith(IMAGE_EXTENSIONS):
-            continue
-        stem = path.rsplit(".", 1)[0]
-        caption = captions.get(path)
-        if caption is None and f"{stem}.txt" in files:
-            text = read_whole(fs, f"{stem}.txt").decode("utf-8")
-            caption = text.replace("\r\n", "\n").replace("\r", "\n").strip()  # as text mode read it
-        items.append({"uri": fs.unstrip_protocol(path), "path": path, "size": info.get("size"), "caption": caption,
-                      **stamp_of(info)})
-    return items
-
-
-def _folder_metadata_captions(fs: fsspec.AbstractFileSystem, files: dict) -> dict[str, str]:
-    """imagefolder-style metadata.jsonl / metadata.csv: file_name relative to the metadata's folder."""
-    captions: dict[str, str] = {}
-    for path in files:
-        name = posixpath.basename(path)
-        if name not in ("metadata.jsonl", "metadata.csv"):
-            continue
-        with fs.open(path, "r") as handle:
-            text = handle.read()
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if name.endswith("jsonl") else list(
-            csv.DictReader(io.StringIO(text))
-        )
-        folder = posixpath.dirname(path)
-        for row in rows:
-            caption = next((row[c] for c in CAPTION_COLUMNS if row.get(c)), None)
-            if "file_name" in row and caption:
-                captions[posixpath.join(folder, row["file_name"])] = str(caption)
-    return captions
+def _list_folder(spec: SourceSpec) -> Iterator[dict]:
+    return iter_folder(spec.path, IMAGE_EXTENSIONS, CAPTION_COLUMNS)
 
 
 def _read_files(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
@@ -180,16 +154,6 @@ def _read_files(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, byt
             yield item, read_whole(fs, item["path"])
         except OSError as error:
             yield item, error
-
-
-def read_whole(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
-    """A whole file's bytes; local files through the builtin `open` (an fsspec file object costs tens
-    of microseconds per open, paid per image and per caption sidecar)."""
-    if isinstance(fs, LocalFileSystem):
-        with open(path, "rb") as handle:
-            return handle.read()
-    with fs.open(path, "rb") as handle:
-        return handle.read()
 
 
 # --- multiview scenes and ID subjects -------------------------------------------------------------
@@ -247,13 +211,13 @@ def _scene_caption(fs: fsspec.AbstractFileSystem, folder: str) -> str | None:
         return handle.read().strip() or None
 
 
-def _list_subjects(spec: SourceSpec) -> list[dict]:
-    items = _list_folder(spec)
+def _list_subjects(spec: SourceSpec) -> Iterator[dict]:
     _, root = fsspec.core.url_to_fs(spec.path)
-    for item in items:
+    for item in _list_folder(spec):
         relative = posixpath.relpath(item["path"], root)
         item["group"] = relative.split("/", 1)[0] if "/" in relative else ""
-    return [item for item in items if item["group"]]
+        if item["group"]:
+            yield item
 
 
 # --- tables ----------------------------------------------------------------------------------------
@@ -331,11 +295,6 @@ def _row_groups(fs: fsspec.AbstractFileSystem, path: str, rows: int) -> list[int
 def file_stamp(fs: fsspec.AbstractFileSystem, path: str) -> dict:
     """What a by-reference catalog checks before trusting bytes again: the file's size and mtime/etag."""
     return stamp_of(fs.info(path))
-
-
-def stamp_of(info: dict) -> dict:
-    changed = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("ETag") or ""
-    return {"file_size": info.get("size"), "file_mtime": str(changed)}
 
 
 def _num_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:

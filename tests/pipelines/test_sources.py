@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from onegen.pipelines.sources import SourceError, SourceSpec, detect_kind, fingerprint, list_items, read_items
+from onegen.pipelines.source_listing import fingerprint
+from onegen.pipelines.sources import SourceError, SourceSpec, detect_kind, list_items, read_items
 from tests.conftest import encode, photo, write_photo_folder
 
 
@@ -114,3 +115,30 @@ def test_bad_sources_are_one_line_errors(tmp_path, make, message):
     with pytest.raises(SourceError) as error:
         list_items(SourceSpec(str(make(tmp_path))))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_folder_is_walked_in_uri_order_and_the_nearest_metadata_names_the_caption(tmp_path):
+    import fsspec
+
+    from onegen.pipelines.folder_source import iter_folder
+    from onegen.pipelines.sources import CAPTION_COLUMNS, IMAGE_EXTENSIONS
+
+    root = tmp_path / "photos"
+    # names whose directory-by-directory order differs from their full paths' order ("-" < "." < "/")
+    for name in ("a.png", "a/x.png", "a-b/y.png", "a b/z.png", "A.png", "a/deep/w.PNG", "a.b/v.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(encode(photo("coffee")[:32, :32]))
+    (root / "metadata.jsonl").write_text(json.dumps({"file_name": "a/x.png", "text": "from the root"}) + "\n"
+                                         + json.dumps({"file_name": "a/deep/w.PNG", "text": "root, deep"}) + "\n")
+    (root / "a" / "metadata.jsonl").write_text(json.dumps({"file_name": "x.png", "text": "from a/"}) + "\n")
+    (root / "a-b" / "y.txt").write_text("sidecar\r\n")
+    items = list(iter_folder(str(root), IMAGE_EXTENSIONS, CAPTION_COLUMNS))
+    fs, stripped = fsspec.core.url_to_fs(str(root))
+    listed = sorted(fs.unstrip_protocol(p) for p in fs.find(stripped) if p.lower().endswith(IMAGE_EXTENSIONS))
+    assert [i["uri"] for i in items] == listed  # exactly the order of a sorted whole listing
+    captions = {i["path"].split("photos/")[1]: i["caption"] for i in items}
+    assert captions == {"A.png": None, "a b/z.png": None, "a-b/y.png": "sidecar", "a.b/v.jpg": None, "a.png": None,
+                        "a/deep/w.PNG": "root, deep", "a/x.png": "from a/"}
+    first = items[0]
+    assert first["size"] == first["file_size"] == (root / "A.png").stat().st_size
+    assert first["file_mtime"] == str(fs.info(first["path"])["mtime"])  # what by-reference catalogs compare

@@ -121,7 +121,7 @@ def test_parquet_parts_read_only_their_row_groups(tmp_path, monkeypatch):
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=3)
     spec = SourceSpec(str(tmp_path / "t.parquet"))
     items = list_items(spec)
-    from onegen.pipelines.ingest import cut_parts
+    from onegen.pipelines.source_listing import cut_parts
 
     parts = cut_parts(items, 2)  # asked for 2 rows a part: parts keep whole row groups of 3
     assert [len(p) for p in parts] == [3, 3, 3]
@@ -241,3 +241,24 @@ def test_unit_tasks_return_every_record_and_fail_loudly(ray_local):
     assert sorted(r["n"] for r in records) == list(range(20)) and all(r["node"] for r in records)
     with pytest.raises(ValueError, match="unit 3 is broken"):
         run_unit_tasks(_unit_task, [{"n": n, "fail": n == 3} for n in range(6)], (), 0.5, "fails", False)
+
+
+def test_ingest_units_carry_a_part_index_and_the_spilled_listing(tmp_path, ray_local, monkeypatch):
+    """The driver streams the listing into jobs/ingest-<source>.listing.parquet (a row group per part);
+    an ingest unit carries no items, the worker reads its own row group."""
+    from onegen.pipelines import ingest
+    from onegen.pipelines.source_listing import cut_parts, read_part
+
+    units_sent = []
+    original = ingest.run_unit_tasks
+    monkeypatch.setattr(ingest, "run_unit_tasks", lambda fn, units, *a: units_sent.extend(units) or original(fn, units, *a))
+    write_photo_folder(tmp_path / "photos", count=10)
+    root = tmp_path / "d"
+    assert main(["ingest", str(tmp_path / "photos"), "--out", str(root), "--rows-per-part", "3", *RAY]) == 0
+    spill = root / "jobs" / "ingest-photos.listing.parquet"
+    assert units_sent == [{"index": i, "listing": str(spill)} for i in range(4)]
+    assert pq.ParquetFile(spill).metadata.num_row_groups == 4
+    expected = cut_parts(list_items(SourceSpec(str(tmp_path / "photos"))), 3)
+    assert [read_part(str(spill), i) for i in range(4)] == expected
+    catalog = pq.read_table(root / "catalog").column("uri").to_pylist()
+    assert catalog == [item["uri"] for part in expected for item in part]
