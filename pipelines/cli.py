@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -37,13 +38,14 @@ def _ray_config(args: argparse.Namespace) -> RayConfig:
 
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    from onegen.pipelines.job_log import add_verbose_flag
+
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--object-store-mb", type=int, help="object store size of the local Ray, MiB")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs made with another config/input")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show third-party warnings and Ray worker output live (default: in FOLDER/jobs/<command>.log)")
+    add_verbose_flag(parser)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -328,7 +330,8 @@ def remote_error(error: BaseException, class_names: tuple[str, ...]) -> str | No
 
 
 # The folder whose jobs/<command>.log gets a job's third-party output (pipelines/job_log.py).
-_JOB_FOLDERS = {"ingest": "out", "annotate": "root", "dedup": "root", "build": "out", "demo": "out"}
+_JOB_FOLDERS = {"ingest": "out", "annotate": "root", "dedup": "root", "build": "out", "demo": "out",
+                "precompute": "out", "train": "out", "sample": "out"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, _JOB_FOLDERS.get(args.command, ""), None)
         if folder is None:
             return args.run(args)
-        with job_output(folder, args.command, args.verbose, announce=args.command != "demo"):
+        # the demo names its log itself; under torchrun one rank names it
+        announce = args.command != "demo" and os.environ.get("RANK", "0") == "0"
+        with job_output(folder, args.command, args.verbose, announce=announce, user_errors=_user_errors()):
             return args.run(args)
     except _user_errors() as error:
         print(f"onegen: error: {error}", file=sys.stderr)

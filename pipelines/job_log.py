@@ -39,6 +39,12 @@ _active: list[_Active] = []  # the outermost job_output, while one runs
 _ray_printer: list[Any] = []  # Ray's own worker-line printer, once replaced
 
 
+def add_verbose_flag(parser) -> None:
+    """`-v/--verbose` on a command whose third-party output goes to FOLDER/jobs/<command>.log."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show third-party warnings and Ray worker output live (default: in FOLDER/jobs/<command>.log)")
+
+
 def log_path(folder: str, command: str) -> str:
     """Where `command`'s log goes: `<folder>/jobs/<command>.log`, or a local temporary folder for a URL."""
     if "://" in folder and not folder.startswith("file://"):
@@ -62,8 +68,13 @@ progress_stream = terminal_stderr  # what progress bars write to
 
 
 @contextmanager
-def job_output(folder: str, command: str, verbose: bool, announce: bool = True) -> Iterator[str | None]:
-    """Run the body with third-party output sent to the job's log file (module docstring); yields its path."""
+def job_output(folder: str, command: str, verbose: bool, announce: bool = True,
+               user_errors: tuple[type[BaseException], ...] = ()) -> Iterator[str | None]:
+    """Run the body with third-party output sent to the job's log file (module docstring); yields its path.
+
+    When the body raises one of `user_errors` (a refused command: one line, exit 2), the log file and
+    the folders made for it are removed again if this call created them: a refused command creates
+    nothing. Any other exception keeps the log (what led up to a bug)."""
     if _active:
         yield current_log()
         return
@@ -75,6 +86,7 @@ def job_output(folder: str, command: str, verbose: bool, announce: bool = True) 
             _active.clear()
         return
     path = log_path(folder, command)
+    created = _missing_folders(os.path.dirname(path)) + ([] if os.path.exists(path) else [path])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
     log.write(f"=== onegen {command} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC\n")
@@ -84,8 +96,12 @@ def job_output(folder: str, command: str, verbose: bool, announce: bool = True) 
     os.dup2(log.fileno(), 2)
     sys.stderr = log
     _active.append(_Active(path, log, terminal))
+    refused = False
     try:
         yield path
+    except user_errors:
+        refused = True
+        raise
     finally:
         _active.clear()
         log.flush()
@@ -94,8 +110,28 @@ def job_output(folder: str, command: str, verbose: bool, announce: bool = True) 
         os.close(saved_fd)
         terminal.close()
         log.close()
-        if announce:
+        if refused:
+            _remove_created(created)
+        elif announce:
             print(f"log: {path} (third-party messages and Ray worker output)", flush=True)
+
+
+def _missing_folders(folder: str) -> list[str]:
+    """`folder` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while folder and not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def _remove_created(created: list[str]) -> None:
+    """Undo what job_output made for a refused command: its log file, then the folders it made (if empty)."""
+    for made in sorted(created, key=len, reverse=True):
+        if os.path.isfile(made):
+            os.remove(made)
+        elif os.path.isdir(made) and not os.listdir(made):
+            os.rmdir(made)
 
 
 def route_ray_worker_logs() -> None:

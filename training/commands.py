@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from onegen.pipelines.job_log import add_verbose_flag
 from onegen.pipelines.tasks import sampler_tasks
 from onegen.training.train_config import PRESET_NAMES, add_train_arguments
 
@@ -46,6 +47,7 @@ def add_precompute_command(subparsers) -> None:
     parser.add_argument("--buckets", default="256x256",
                         help="HxW resolution buckets, comma separated; each image goes to its nearest (default: 256x256)")
     parser.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    add_verbose_flag(parser)
     parser.set_defaults(run=_run_precompute)
 
 
@@ -57,6 +59,7 @@ def add_train_command(subparsers) -> None:
                     "torchrun --nproc-per-node N -m onegen.pipelines.cli train ... (FSDP2 for the 2.8B preset). "
                     f"Presets: {_PRESETS}.")
     add_train_arguments(parser)
+    add_verbose_flag(parser)
     parser.set_defaults(run=_lazy("onegen.training.train", "_cmd_train"))
 
 
@@ -97,6 +100,7 @@ def add_sample_command(subparsers) -> None:
     parser.add_argument("--text-encoder", help="default: the training config's")
     parser.add_argument("--vae", help="default: the training config's")
     parser.add_argument("--out", required=True, help="folder for view_<i>.png, grid.png (and cameras.json)")
+    add_verbose_flag(parser)
     parser.set_defaults(run=_lazy("onegen.training.sample", "_cmd_sample"))
 
 

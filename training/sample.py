@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,9 +225,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, info = load_denoiser(args.checkpoint, device, args.preset)
-    except CheckpointMismatch as error:
-        print(f"onegen: error: {error}", file=sys.stderr)
-        return 2
+    except CheckpointMismatch as error:  # a user error: cli.main prints its one line on the terminal
+        from onegen.pipelines.cli_checks import PathError
+
+        raise PathError(str(error)) from None
     config = info.get("train_config") or {}
     encoders = {"--text-encoder": args.text_encoder or config.get("text_encoder", ""),
                 "--vae": args.vae or config.get("vae", "")}

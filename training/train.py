@@ -97,6 +97,8 @@ def train(config: TrainConfig) -> dict:
     """Run (or resume) training to config.steps; returns {"step", "losses", "checkpoint"}."""
     from tqdm import tqdm
 
+    from onegen.pipelines.job_log import progress_stream
+
     rank, world, device = setup_distributed()
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -116,7 +118,7 @@ def train(config: TrainConfig) -> dict:
     writer = _tensorboard(config, rank)
     losses, checkpoint = [], resume
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
-               disable=rank != 0 or not config.progress, desc="train")
+               disable=rank != 0 or not config.progress, desc="train", file=progress_stream())
     recent: dict[str, dict] = {}  # family -> its latest samples, for the checkpoint-time grids
     for step in bar:
         batch = next(batches)

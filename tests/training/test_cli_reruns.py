@@ -87,3 +87,35 @@ def test_the_paper_defaults_on_a_cpu_get_a_word(latent_shards, tmp_path, capsys,
                         {"step": 0, "losses": [], "checkpoint": None})
     assert main(["train", "--shards", latent_shards, "--out", str(tmp_path / "run")]) == 0
     assert "--preset tiny" in capsys.readouterr().out and ran[0].preset == "onediffusion-2.8b"
+
+
+def test_train_and_sample_keep_third_party_output_in_their_logs(run, tmp_path, capfd, monkeypatch):
+    import os
+    import sys
+
+    from onegen.model.text_encoder import TextEncoder
+
+    out, _ = run
+    assert (out / "jobs" / "train.log").read_text().startswith("=== onegen train ")
+    original = TextEncoder.load.__func__
+
+    def chatty_load(cls, *args, **kwargs):  # what loading real weights prints: Python-level and native lines
+        print("a third-party notice", file=sys.stderr)
+        os.write(2, b"native chatter from a C++ library\n")
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(TextEncoder, "load", classmethod(chatty_load))
+    step = sorted((out / "checkpoints").glob("step_*"))[-1]
+    sample = ["sample", "--checkpoint", str(step), "--preset", "tiny", "--task", "text2image", "--size", "32x32",
+              "--steps", "1"]
+    capfd.readouterr()
+    assert main([*sample, "--out", str(tmp_path / "quiet")]) == 0
+    printed = capfd.readouterr()
+    log = tmp_path / "quiet" / "jobs" / "sample.log"
+    assert "notice" not in printed.err + printed.out and "chatter" not in printed.err + printed.out
+    assert printed.out.strip().splitlines()[-1].startswith(f"log: {log}")
+    assert "a third-party notice" in log.read_text() and "native chatter" in log.read_text()
+    assert main([*sample, "--out", str(tmp_path / "loud"), "-v"]) == 0
+    printed = capfd.readouterr()
+    assert "a third-party notice" in printed.err and "native chatter" in printed.err
+    assert not (tmp_path / "loud" / "jobs").exists()
