@@ -67,12 +67,12 @@ def annotator_models(root: str, stores: list[str]) -> dict[str, list[str]]:
 
 def card_text(out: str, prefix: str) -> str:
     """The README.md of the module docstring for the shards folder `out`."""
-    from onegen.manifests.query import catalog_stats, read_manifests
+    from onegen.manifests.query import catalog_stats, count_manifest_rows
 
-    table = read_manifests(out, ["task", "source"])
-    rows = table.to_pylist() if table.num_rows else []
-    per_task = Counter(r["task"] for r in rows)
-    per_source = Counter((r["task"], r["source"]) for r in rows)
+    per_source = count_manifest_rows(out, ["task", "source"])
+    per_task: Counter = Counter()
+    for (task, _), n in per_source.items():
+        per_task[task] += n
     record = store.read_json(ShardLayout(out).record()) or {}
     root, stores = record.get("root", ""), list(record.get("stores", []))
     configs = "".join(f"- config_name: {json.dumps(task)}\n  data_files:\n  - split: train\n"

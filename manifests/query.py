@@ -17,6 +17,20 @@ def read_manifests(out: str, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
+def count_manifest_rows(out: str, columns: list[str]) -> Counter:
+    """Samples per value tuple of `columns` over every shard manifest, counted one manifest at a time
+    (Arrow group-by): what a summary needs, without holding a row per sample."""
+    counts: Counter = Counter()
+    for path in ShardLayout(out).manifest_paths():
+        table = store.read_table(path, columns)
+        if table.num_rows == 0:
+            continue
+        grouped = table.group_by(columns).aggregate([([], "count_all")]).to_pydict()
+        for values in zip(*(grouped[c] for c in columns), grouped["count_all"], strict=True):
+            counts[values[:-1] if len(columns) > 1 else values[0]] += values[-1]
+    return counts
+
+
 def select_shards(out: str, tasks: list[str] | None = None, sources: list[str] | None = None) -> list[str]:
     """Paths of the shards holding at least one sample of the given tasks and sources."""
     table = read_manifests(out, ["shard", "task", "source"])
@@ -40,24 +54,30 @@ def reason_key(reason: str) -> str:
 def shard_stats(out: str) -> dict:
     """Samples per task and per source, bytes, skipped candidates per reason, and — through the
     build record's catalog root — ingest rejects per reason and annotation statuses per store."""
-    table = read_manifests(out, ["task", "source", "shard"])
-    rows = table.to_pylist() if table.num_rows else []
+    counts = count_manifest_rows(out, ["task", "source", "shard"])
     skipped = Counter()
     for path in store.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
         for row in store.read_table(path, ["task", "reason"]).to_pylist():
             skipped[f"{row['task']}: {reason_key(row['reason'])}"] += 1
     stats = {
-        "samples": len(rows),
-        "shards": len({r["shard"] for r in rows}),
+        "samples": sum(counts.values()),
+        "shards": len({shard for _, _, shard in counts}),
         "bytes": shard_bytes(out),  # tar file sizes, as build reports them
-        "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
-        "samples_per_source": dict(sorted(Counter(r["source"] for r in rows).items())),
+        "samples_per_task": dict(sorted(_sum_by(counts, 0).items())),
+        "samples_per_source": dict(sorted(_sum_by(counts, 1).items())),
         "skipped_per_reason": dict(sorted(skipped.items())),
     }
     record = store.read_json(ShardLayout(out).record()) or {}
     if record.get("root"):
         stats.update(catalog_stats(record["root"]))
     return stats
+
+
+def _sum_by(counts: Counter, position: int) -> Counter:
+    summed: Counter = Counter()
+    for values, n in counts.items():
+        summed[values[position]] += n
+    return summed
 
 
 def catalog_stats(root: str) -> dict:
@@ -82,7 +102,7 @@ def catalog_stats(root: str) -> dict:
         annotations[name] = dict(sorted(counts.items()))
         if is_faces:
             nsfw[name] = f"on: {checked} images checked" if checked else "off: no NSFW classifier configured"
-    catalog_rows = sum(store.read_table(p, ["key"]).num_rows for p in store.list_files(layout.catalog(), ".parquet"))
+    catalog_rows = sum(store.count_rows(p) for p in store.list_files(layout.catalog(), ".parquet"))
     stats = {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
              "annotation_statuses": annotations,
              "annotation_errors": {name: dict(sorted(found.items())) for name, found in errors.items() if found}}

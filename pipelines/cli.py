@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from onegen.pipelines.demo import run_demo
 
-    return run_demo(args.out, _ray_config(args))
+    return run_demo(args.out, _ray_config(args), overwrite=args.overwrite)
 
 
 _MANIFEST_HELP = {"stats": "samples per task / source, bytes (tar sizes), skips, rejects, annotation statuses (JSON)",
@@ -301,8 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole pipeline on bundled photos, offline")
     demo.add_argument("--out", default="onegen-demo", help="folder for everything the demo makes (default: onegen-demo)")
     _add_ray_options(demo)
+    _option(demo, "--overwrite").help = ("start over: remove the folders an earlier demo made under --out "
+                                         "(inputs, tiny-checkpoints, dataset, shards, preview, training) first")
     demo.set_defaults(run=cmd_demo)
     return parser
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
+    return next(action for action in parser._actions if flag in action.option_strings)
 
 
 def remote_user_error(error: BaseException) -> str | None:

@@ -83,7 +83,20 @@ def write_subjects(folder: Path) -> None:
             Image.fromarray(crop).save(folder / subject / f"{subject}-{i}.png")
 
 
-def run_demo(out: str, ray_config: RayConfig) -> int:
+DEMO_FOLDERS = ("inputs", "tiny-checkpoints", "dataset", "shards", "preview", "training")  # what a demo makes in --out
+
+
+def clear_demo_outputs(root: Path) -> list[str]:
+    """`demo --overwrite`: remove the folders a demo makes under `root` (nothing else there); their names."""
+    import shutil
+
+    removed = [name for name in DEMO_FOLDERS if (root / name).is_dir()]
+    for name in removed:
+        shutil.rmtree(root / name)
+    return removed
+
+
+def run_demo(out: str, ray_config: RayConfig, overwrite: bool = False) -> int:
     from onegen.annotators.tiny_models import demo_annotator_settings
     from onegen.pipelines.cli import main
     from onegen.pipelines.preview import write_preview
@@ -92,6 +105,9 @@ def run_demo(out: str, ray_config: RayConfig) -> int:
     from onegen.training.demo_step import run_training_demo
 
     root = Path(out).resolve()
+    if overwrite:  # start over: a rerun without it resumes and finds every stage done
+        removed = clear_demo_outputs(root)
+        print(f"[demo] --overwrite: removed {', '.join(removed) or 'nothing'} under {root}", flush=True)
     inputs, dataset, shards = root / "inputs", root / "dataset", root / "shards"
     photos = write_photos(inputs / "photos")
     write_scenes(inputs / "scenes")

@@ -34,3 +34,27 @@ def test_demo_runs_end_to_end(tmp_path):
     assert {p.name for p in samples.iterdir()} >= {"text2image", "faceid", "camera_pose"}
     assert (samples / "camera_pose" / "cameras.json").exists()
     assert [p for p in (out / "training" / "run" / "checkpoints").glob("step_*") if (p / "COMPLETE").exists()]
+
+
+def test_demo_overwrite_starts_over_on_its_own_folders_only(tmp_path, monkeypatch):
+    from onegen.pipelines import demo
+    from onegen.pipelines.cli import build_parser, main
+
+    for name in demo.DEMO_FOLDERS:
+        (tmp_path / name / "sub").mkdir(parents=True)
+        (tmp_path / name / "sub" / "f.txt").write_text("from an earlier demo")
+    (tmp_path / "mine.txt").write_text("a user's file next to the demo's folders")
+    (tmp_path / "notes").mkdir()
+    assert demo.clear_demo_outputs(tmp_path) == list(demo.DEMO_FOLDERS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt", "notes"]
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, ray, overwrite=False: calls.append((out, overwrite)) or 0)
+    assert main(["demo", "--out", str(tmp_path), "--overwrite"]) == 0
+    assert calls == [(str(tmp_path), True)]  # the flag reaches the demo
+    import contextlib
+    import io
+
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    assert "start over" in help_text.getvalue()
