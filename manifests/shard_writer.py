@@ -74,9 +74,7 @@ class ShardWriter:
     _skipped: list[dict] = field(default_factory=list)
     _bytes: int = 0
     _open: tuple[store.PendingFile, BinaryIO] | None = None
-    _committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     _commits: list[Future] = field(default_factory=list)
-    _hashers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2))
 
     def __post_init__(self) -> None:
         self.stem = self.stem or f"{self.prefix}-{self.task}"
@@ -124,9 +122,9 @@ class ShardWriter:
             raise
         self._open = None
         name = self.shard
-        md5 = self._hashers.submit(file_md5, pending.scratch)  # in parallel with the commits before it
-        self._commits.append(self._committer.submit(self._commit, name, pending, self._rows, self._skipped,
-                                                    filesize, md5))
+        md5 = _pools().hashers.submit(file_md5, pending.scratch)  # in parallel with the commits before it
+        self._commits.append(_pools().committer.submit(self._commit, name, pending, self._rows, self._skipped,
+                                                       filesize, md5))
         self.written.append(ShardInfo(f"{name}.tar", len(self._rows), filesize, self.task))
         self.next_index += 1
         self._rows, self._skipped, self._bytes = [], [], 0
@@ -135,9 +133,9 @@ class ShardWriter:
         """Commit the last shard and wait for every queued commit; trailing skips with no shard to go
         with land in a tail file (`{stem}-tail.parquet`)."""
         self.flush()
-        self._committer.shutdown(wait=True)
-        self._hashers.shutdown(wait=True)
-        self._raise_commit_errors()
+        for future in self._commits:
+            future.result()  # every queued commit done (re-raises a failed one)
+        self._commits = []
         if self._skipped:
             store.commit_table(ShardLayout(self.out).skipped(f"{self.stem}-tail"), pa.Table.from_pylist(self._skipped, schema=SKIPPED_SCHEMA))
             self._skipped = []
@@ -164,6 +162,25 @@ class ShardWriter:
         self._commits = [future for future in self._commits if not future.done()]
         for future in done:
             future.result()  # re-raises a failed commit here, in the caller's thread
+
+
+@dataclass(frozen=True)
+class _Pools:
+    committer: ThreadPoolExecutor  # one thread: commits run in the order they were queued (shard order)
+    hashers: ThreadPoolExecutor
+
+
+_shared: list[_Pools] = []
+
+
+def _pools() -> _Pools:
+    """The process's commit and hashing threads, made once and kept: a build worker runs many units,
+    and pools made per writer (new threads per unit) grew the worker by ~5 MiB a unit, in
+    pyarrow's mimalloc heaps that exited threads leave behind (bench/scale.py (iii))."""
+    if not _shared:
+        _shared.append(_Pools(ThreadPoolExecutor(max_workers=1, thread_name_prefix="onegen-shard-commit"),
+                              ThreadPoolExecutor(max_workers=2, thread_name_prefix="onegen-shard-md5")))
+    return _shared[0]
 
 
 def write_sample(handle: BinaryIO, sample: Sample) -> int:
