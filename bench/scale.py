@@ -21,6 +21,8 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -98,36 +100,48 @@ def driver_cost(work: Path, images: int, size: int, ray: RayConfig) -> list[str]
 
 @dataclass
 class GpuLike(Annotator):
-    """A stand-in for a GPU model: a fixed sleep per batch and ~1 MB of output per row."""
+    """A stand-in for a GPU model: one declared GPU per actor, state set up once per actor (so the
+    runner keeps it in the streaming actor pool, as a real model), a fixed sleep per batch and ~1 MB
+    of output per row."""
 
     name: ClassVar[str] = "gpulike"
     output_schema: ClassVar[pa.Schema] = pa.schema([("blob", pa.binary())])
     decode_images: ClassVar[bool] = False
     seconds_per_batch: float = 1.0
 
+    def setup(self):
+        self.blob = BLOB  # what a model annotator loads once per actor
+
     def annotate(self, rows):
         time.sleep(self.seconds_per_batch)
-        return [{"blob": BLOB} for _ in rows]  # the same 1 MB each time: the bench measures the data path
+        return [{"blob": self.blob} for _ in rows]  # the same 1 MB each time: the bench measures the data path
 
 
 BLOB = np.random.default_rng(0).integers(0, 255, 1 << 20, dtype=np.uint8).tobytes()
 
 
 def actor_scaling(work: Path, ray: RayConfig, rows: int) -> list[str]:
-    """(ii): rows/s of the GPU-like annotator on 1, 2, 4, 8 actors; driver CPU for each."""
+    """(ii): rows/s of the GPU-like annotator on 1, 2, 4, 8 actors; driver CPU for each.
+
+    Ray is started with 8 declared GPUs (Ray schedules on the resource; nothing here touches CUDA), so
+    each actor holds one "GPU" and the pool has exactly the asked-for size, as on a GPU node. The
+    catalog is ingested once; each run annotates every part again (its store removed)."""
     write_images(work / "tiny", rows, 64)
     root = work / "g"
-    run_ingest(IngestConfig(SourceSpec(str(work / "tiny")), str(root), rows_per_part=16), ray)
+    shutdown_ray()
+    gpus = RayConfig(num_cpus=ray.num_cpus, num_gpus=8, object_store_memory=ray.object_store_memory, progress_bars=False)
+    run_ingest(IngestConfig(SourceSpec(str(work / "tiny")), str(root), rows_per_part=16), gpus)
     lines, base = [], None
     for actors in (1, 2, 4, 8):
         shutil.rmtree(root / "annotations", ignore_errors=True)
         before, start = _driver_cpu(), time.perf_counter()
-        run_annotators(str(root), [GpuLike(num_cpus=0.05, batch_size=8, concurrency=actors)], False, ray)
+        run_annotators(str(root), [GpuLike(num_gpus=1, num_cpus=0.05, batch_size=8, concurrency=actors)], False, gpus)
         wall, cpu = time.perf_counter() - start, _driver_cpu() - before
         rate = rows / wall
         base = base or rate
         lines.append(f"(ii) {actors} actor(s): {rate:.1f} rows/s ({rate / base:.2f}x of 1 actor; ideal {actors}x), "
-                     f"driver CPU {cpu:.2f} s for {rows} rows of ~1 MB")
+                     f"{wall:.1f} s, driver CPU {cpu:.2f} s for {rows} rows of ~1 MB")
+    shutdown_ray()
     return lines
 
 
@@ -161,24 +175,39 @@ class PeakRss:
 
 
 def memory_growth(work: Path, sizes: list[int], ray: RayConfig) -> list[str]:
-    """(iii): peak RSS of driver and largest worker for ingest -> canny -> build of N 64 px images."""
+    """(iii): peak RSS of driver and largest worker for ingest -> canny -> build of N 64 px images.
+
+    Each N runs in a fresh driver process (`--peak-rss N`), and the images are written by another
+    process before it starts: the bench's own image writing and an earlier N's run would otherwise
+    be part of the driver's peak."""
     lines, peaks = [], {}
     for n in sizes:
-        folder, root = work / f"m{n}", work / f"md{n}"
-        write_images(folder, n, 64)
+        folder = work / f"m{n}"
+        subprocess.run([sys.executable, __file__, "--write-images", str(folder), "--rows", str(n)], check=True)
         start = time.perf_counter()
-        with PeakRss() as rss:
-            run_ingest(IngestConfig(SourceSpec(str(folder)), str(root)), ray)
-            run_annotators(str(root), [CannyAnnotator()], False, ray)
-            run_build(BuildConfig(str(root), str(work / f"ms{n}")), ray)
-        peaks[n] = (rss.driver, rss.worker)
-        lines.append(f"(iii) {n} rows: {time.perf_counter() - start:.0f} s, peak RSS driver {rss.driver / 2**20:.0f} MiB, "
-                     f"largest worker {rss.worker / 2**20:.0f} MiB")
+        child = subprocess.run([sys.executable, __file__, "--peak-rss", str(work / f"run{n}"), "--images-from",
+                                str(folder), "--num-cpus", str(ray.num_cpus)], check=True, capture_output=True, text=True)
+        driver, worker = (int(v) for v in child.stdout.split("peak-rss ", 1)[1].split())
+        peaks[n] = (driver, worker)
+        lines.append(f"(iii) {n} rows: {time.perf_counter() - start:.0f} s, peak RSS driver {driver / 2**20:.0f} MiB, "
+                     f"largest worker {worker / 2**20:.0f} MiB")
         shutil.rmtree(folder)
     small, large = min(sizes), max(sizes)
     lines.append(f"(iii) peak at {large} / peak at {small}: driver {peaks[large][0] / peaks[small][0]:.2f}, "
                  f"worker {peaks[large][1] / peaks[small][1]:.2f} (goal <= 1.2)")
     return lines
+
+
+def peak_rss_run(work: Path, folder: Path, ray: RayConfig) -> None:
+    """The measured run of (iii), in this (fresh) process: prints `peak-rss DRIVER WORKER` in bytes."""
+    root = work / "d"
+    with PeakRss() as rss:
+        run_ingest(IngestConfig(SourceSpec(str(folder)), str(root)), ray)
+        run_annotators(str(root), [CannyAnnotator()], False, ray)
+        run_build(BuildConfig(str(root), str(work / "s")), ray)
+    shutdown_ray()
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"peak-rss {rss.driver} {rss.worker}")
 
 
 def _rchar() -> int:
@@ -212,13 +241,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--gpu-rows", type=int, default=256)  # batches of 8, 1 s each: 32 s on one actor
+    parser.add_argument("--gpu-rows", type=int, default=1024)  # batches of 8, 1 s each: 128 s on one actor
     parser.add_argument("--rows", default="10000,100000")
     parser.add_argument("--parquet-mb", type=int, default=1024)
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
     parser.add_argument("--only", default="i,ii,iii,iv")
+    parser.add_argument("--write-images", help=argparse.SUPPRESS)  # (iii)'s helper processes
+    parser.add_argument("--peak-rss", help=argparse.SUPPRESS)
+    parser.add_argument("--images-from", help=argparse.SUPPRESS)
     args = parser.parse_args()
     ray = RayConfig(num_cpus=args.num_cpus, object_store_memory=1 << 30, progress_bars=False)
+    if args.write_images:
+        write_images(Path(args.write_images), int(args.rows), 64)
+        return
+    if args.peak_rss:
+        peak_rss_run(Path(args.peak_rss), Path(args.images_from), ray)
+        return
     work = Path(tempfile.mkdtemp(prefix="onegen-scale-"))
     parts = set(args.only.split(","))
     lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Ray on {args.num_cpus} CPUs"]
