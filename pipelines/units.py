@@ -44,12 +44,19 @@ class UnitIncomplete(RuntimeError):
 
 
 def configure_unit_context() -> None:
-    """Ray Data settings every unit job relies on (see the module docstring)."""
+    """Ray Data settings every unit job relies on (see the module docstring); set on the driver where
+    a unit dataset is made, so that jobs of plain tasks never import ray.data."""
+    import logging
+
     from ray.data import DataContext
 
+    # Ray Data logs every progress tick at INFO when no terminal bar is shown; keep warnings only.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     context = DataContext.get_current()
-    context.execution_options.preserve_order = False
+    context.execution_options.preserve_order = False  # units commit on workers, in whatever order they finish
     context.target_max_block_size = None
+    context.enable_progress_bars = False  # one bar per stage, collect_records' own (pipelines/job_log.py)
+    context.print_on_execution_start = False
 
 
 def unit_dataset(units: list[dict]):

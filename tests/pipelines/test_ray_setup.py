@@ -63,3 +63,24 @@ def test_annotation_plan_places_the_annotator_on_gpu_actors(ray_local):
     assert operator.ray_remote_args["num_gpus"] == 1.0 and operator.ray_remote_args["num_cpus"] == 0.5
     assert isinstance(operator.compute, ActorPoolStrategy) and operator.compute.min_size == 3
     assert operator.batch_size == 32
+
+
+@pytest.mark.timeout(300)
+def test_jobs_of_plain_tasks_never_import_ray_data_on_the_driver(tmp_path):
+    """ingest and build (and stateless annotators) run as plain Ray tasks: the driver does not pay
+    ray.data's import (~0.8 s of a CLI job); a job that makes a unit dataset configures it then."""
+    write_photo_folder(tmp_path / "photos", count=4)
+    script = (
+        "import sys\n"
+        "from onegen.pipelines.cli import main\n"
+        f"root, photos = {str(tmp_path / 'd')!r}, {str(tmp_path / 'photos')!r}\n"
+        "ray = ['--num-cpus', '2', '--object-store-mb', '300', '--no-progress']\n"
+        "assert main(['ingest', photos, '--out', root, *ray]) == 0\n"
+        "assert main(['annotate', root, '--annotators', 'canny', *ray]) == 0\n"
+        "assert main(['build', root, '--out', root + '-shards', *ray]) == 0\n"
+        "print('ray.data imported:', 'ray.data' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "ray.data imported: False" in run.stdout
