@@ -37,6 +37,12 @@ def iter_folder(path: str, image_extensions: tuple[str, ...], caption_columns: t
     yield from _walk(fs, walker, root, {}, image_extensions, caption_columns)
 
 
+def folder_entries(path: str) -> list[str]:
+    """The names in the folder `path`, sorted, a folder's with a trailing "/"."""
+    fs, root = fsspec.core.url_to_fs(path)
+    return (_LocalWalk() if isinstance(fs, LocalFileSystem) else _FsspecWalk(fs)).entries(root)[0]
+
+
 def iter_files(path: str) -> Iterator[str]:
     """Every file under `path` (any order within a directory): for telling a source's kind."""
     fs, root = fsspec.core.url_to_fs(path)
@@ -71,7 +77,7 @@ def _walk(fs, walker, folder: str, inherited: dict[str, str], image_extensions, 
             text = read_whole(fs, posixpath.join(folder, sidecar)).decode("utf-8")
             caption = text.replace("\r\n", "\n").replace("\r", "\n").strip()  # as text mode read it
         stamp = walker.stamp(path, infos)
-        yield {"uri": fs.unstrip_protocol(path), "path": path, "size": stamp["file_size"], "caption": caption, **stamp}
+        yield {"uri": walker.uri(path), "path": path, "size": stamp["file_size"], "caption": caption, **stamp}
 
 
 def _has(sorted_keys: list[str], key: str) -> bool:
@@ -97,6 +103,9 @@ class _LocalWalk:
     """os.scandir: names only in memory (a stat per image when it is yielded, as a listing with
     details would pay anyway)."""
 
+    def uri(self, path: str) -> str:
+        return "file://" + path  # what LocalFileSystem.unstrip_protocol gives for an absolute posix path
+
     def entries(self, folder: str) -> tuple[list[str], None]:
         with os.scandir(folder) as scan:
             keys = [entry.name + "/" if entry.is_dir() else entry.name for entry in scan]
@@ -113,6 +122,9 @@ class _FsspecWalk:
 
     def __init__(self, fs):
         self.fs = fs
+
+    def uri(self, path: str) -> str:
+        return self.fs.unstrip_protocol(path)
 
     def entries(self, folder: str) -> tuple[list[str], dict[str, dict]]:
         infos = {}

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from onegen.pipelines.folder_source import iter_files, iter_folder, read_whole, stamp_of
+from onegen.pipelines.folder_source import folder_entries, iter_files, iter_folder, read_whole, stamp_of
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
@@ -82,10 +82,10 @@ def detect_kind(spec: SourceSpec) -> str:
         if root.endswith(".tar"):
             return "webdataset"
         raise SourceError(f"cannot tell what kind of source {spec.path} is: pass --kind")
-    names = {posixpath.basename(p) for p in fs.ls(root, detail=False)}
-    if names & {"dataset_info.json", "state.json", "dataset_dict.json"}:
+    entries = folder_entries(spec.path)  # the top folder once, names only ("name/" for a folder)
+    if set(entries) & {"dataset_info.json", "state.json", "dataset_dict.json"}:
         return "hf"
-    if any(_scene_reader(fs, p) for p in fs.ls(root, detail=False) if fs.isdir(p)):
+    if any(_scene_reader(fs, posixpath.join(root, e[:-1])) for e in entries if e.endswith("/")):
         return "scenes"
     tars = tables = False
     for path in iter_files(spec.path):  # streamed: the first image decides, without listing the rest
