@@ -60,7 +60,9 @@ def test_sample_cli_writes_pngs(setup, checkpoints, tmp_path, task, conditions, 
 def test_sample_refuses_a_checkpoint_of_another_preset_in_one_line(setup, checkpoints, tmp_path, capsys):
     argv = ["sample", "--checkpoint", str(setup / "ema.pt"), "--preset", "small", "--task", "text2image",
             "--text-encoder", checkpoints["t5"], "--vae", checkpoints["vae"], "--out", str(tmp_path / "out")]
-    assert _run(argv) == 2
+    from onegen.pipelines.cli import main
+
+    assert main(argv) == 2  # through the command line's entry, which prints user errors as one line
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds preset 'tiny', not 'small'" in err
     assert not (tmp_path / "out").exists()
