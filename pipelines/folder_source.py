@@ -10,7 +10,9 @@ walk gives, since "-" < "." < "/").
 
 Captions: a sidecar `<stem>.txt` next to the image, else an imagefolder-style `metadata.jsonl` /
 `metadata.csv` (`file_name` relative to the metadata's folder, + `text`/`caption`/...) in the image's
-folder or any folder above it; the nearest metadata file naming the image wins.
+folder or any folder above it; the nearest metadata file naming the image wins (metadata before a
+sidecar). Metadata files are read while walking (one per folder); a sidecar is only named in the item
+(`caption_sidecar`) and read by the worker that reads the image.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 
 
 def iter_folder(path: str, image_extensions: tuple[str, ...], caption_columns: tuple[str, ...]) -> Iterator[dict]:
-    """Items `{"uri", "path", "size", "caption", "file_size", "file_mtime"}` of every image under
+    """Items `{"uri", "path", "size", "caption", "caption_sidecar", "file_size", "file_mtime"}` of every image under
     `path` (a name ending in one of `image_extensions`, any case), in uri order."""
     fs, root = fsspec.core.url_to_fs(path)
     walker = _LocalWalk() if isinstance(fs, LocalFileSystem) else _FsspecWalk(fs)
@@ -64,20 +66,29 @@ def _walk(fs, walker, folder: str, inherited: dict[str, str], image_extensions, 
     for name in METADATA_FILES:
         if _has(keys, name):
             captions = {**captions, **_metadata_captions(fs, folder, name, caption_columns)}
+    prefix = folder.rstrip("/") + "/"  # posixpath.join(folder, key) for the names of this folder, per item cheaper
     for key in keys:
         if key.endswith("/"):
-            yield from _walk(fs, walker, posixpath.join(folder, key[:-1]), captions, image_extensions, caption_columns)
+            yield from _walk(fs, walker, prefix + key[:-1], captions, image_extensions, caption_columns)
             continue
         if not key.lower().endswith(image_extensions):
             continue
-        path = posixpath.join(folder, key)
+        path = prefix + key
         caption = captions.get(path)
         sidecar = key.rsplit(".", 1)[0] + ".txt"
-        if caption is None and _has(keys, sidecar):
-            text = read_whole(fs, posixpath.join(folder, sidecar)).decode("utf-8")
-            caption = text.replace("\r\n", "\n").replace("\r", "\n").strip()  # as text mode read it
+        # a sidecar is read by the worker with the image (`read_caption_sidecar`), not here: a driver
+        # reading a million small files (a million GETs on an object store) would be the bottleneck
+        sidecar_path = prefix + sidecar if caption is None and _has(keys, sidecar) else None
         stamp = walker.stamp(path, infos)
-        yield {"uri": walker.uri(path), "path": path, "size": stamp["file_size"], "caption": caption, **stamp}
+        yield {"uri": walker.uri(path), "path": path, "size": stamp["file_size"], "caption": caption,
+               "caption_sidecar": sidecar_path, **stamp}
+
+
+def read_caption_sidecar(fs, item: dict) -> None:
+    """Set `item["caption"]` from its `caption_sidecar` file, if it has one (worker side)."""
+    if item.get("caption_sidecar"):
+        text = read_whole(fs, item["caption_sidecar"]).decode("utf-8")
+        item["caption"] = text.replace("\r\n", "\n").replace("\r", "\n").strip()  # as text mode read it
 
 
 def _has(sorted_keys: list[str], key: str) -> bool:

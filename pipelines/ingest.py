@@ -153,11 +153,12 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
     done = {p.rsplit("/", 1)[-1] for p in store.list_files(catalog, ".parquet")}
     parts = len(listing.part_sizes)
     units = [{"index": i, "listing": listing.spill} for i in range(parts) if part_name(i) not in done]
+    records = []
     if units:
         init_ray(ray_config)
-        run_unit_tasks(ingest_part, units, (spec, config.limits, config.images, config.out), config.num_cpus,
-                       f"ingest {source}", ray_config.progress_bars)
-    return summarise(layout, source, listing.items, parts, parts - len(units))
+        records = run_unit_tasks(ingest_part, units, (spec, config.limits, config.images, config.out),
+                                 config.num_cpus, f"ingest {source}", ray_config.progress_bars)
+    return summarise(layout, source, listing.items, parts, parts - len(units), records)
 
 
 def job_record(config: IngestConfig, listing: Listing) -> dict:
@@ -199,10 +200,20 @@ def _clean_debris(catalog: str, rejects: str) -> None:
             store.remove(path)
 
 
-def summarise(layout: DatasetLayout, source: str, items: int, parts: int, done_before: int) -> IngestSummary:
-    catalog_rows = sum(store.count_rows(p) for p in store.list_files(layout.catalog_dir(source), ".parquet"))
+def summarise(layout: DatasetLayout, source: str, items: int, parts: int, done_before: int,
+              records: list[dict]) -> IngestSummary:
+    """Totals of every committed part: this run's from its unit `records`, earlier runs' from their files."""
+    catalog_rows = sum(r["catalog_rows"] for r in records)
     reasons: dict[str, int] = {}
+    for record in records:
+        for reason, count in record["rejects"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    ran = {part_name(r["part"]) for r in records}
+    for path in store.list_files(layout.catalog_dir(source), ".parquet"):
+        if path.rsplit("/", 1)[-1] not in ran:
+            catalog_rows += store.count_rows(path)
     for path in store.list_files(layout.rejects_dir(source), ".parquet"):
-        for reason in store.read_table(path, ["reason"]).column("reason").to_pylist():
-            reasons[reason] = reasons.get(reason, 0) + 1
-    return IngestSummary(source, items, parts, done_before, catalog_rows, reasons)
+        if path.rsplit("/", 1)[-1] not in ran:
+            for reason in store.read_table(path, ["reason"]).column("reason").to_pylist():
+                reasons[reason] = reasons.get(reason, 0) + 1
+    return IngestSummary(source, items, parts, done_before, catalog_rows, dict(sorted(reasons.items())))

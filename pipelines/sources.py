@@ -39,7 +39,14 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from onegen.pipelines.folder_source import folder_entries, iter_files, iter_folder, read_whole, stamp_of
+from onegen.pipelines.folder_source import (
+    folder_entries,
+    iter_files,
+    iter_folder,
+    read_caption_sidecar,
+    read_whole,
+    stamp_of,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
@@ -151,9 +158,12 @@ def _read_files(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, byt
     fs, _ = fsspec.core.url_to_fs(spec.path)
     for item in items:
         try:
-            yield item, read_whole(fs, item["path"])
-        except OSError as error:
+            data = read_whole(fs, item["path"])
+            read_caption_sidecar(fs, item)
+        except (OSError, UnicodeDecodeError) as error:  # an unreadable image or caption: a recorded reject
             yield item, error
+            continue
+        yield item, data
 
 
 # --- multiview scenes and ID subjects -------------------------------------------------------------

@@ -137,8 +137,22 @@ def test_folder_is_walked_in_uri_order_and_the_nearest_metadata_names_the_captio
     listed = sorted(fs.unstrip_protocol(p) for p in fs.find(stripped) if p.lower().endswith(IMAGE_EXTENSIONS))
     assert [i["uri"] for i in items] == listed  # exactly the order of a sorted whole listing
     captions = {i["path"].split("photos/")[1]: i["caption"] for i in items}
-    assert captions == {"A.png": None, "a b/z.png": None, "a-b/y.png": "sidecar", "a.b/v.jpg": None, "a.png": None,
+    assert captions == {"A.png": None, "a b/z.png": None, "a-b/y.png": None, "a.b/v.jpg": None, "a.png": None,
                         "a/deep/w.PNG": "root, deep", "a/x.png": "from a/"}
+    # a sidecar is named by the listing and read with the image, by the worker
+    assert [i["caption_sidecar"] for i in items if i["caption_sidecar"]] == [str(root / "a-b" / "y.txt")]
+    read = {item["path"].split("photos/")[1]: item["caption"] for item, _ in read_items(SourceSpec(str(root)), [
+        {**i, "kind": "folder"} for i in items])}
+    assert read["a-b/y.png"] == "sidecar" and read["a/x.png"] == "from a/" and read["A.png"] is None
     first = items[0]
     assert first["size"] == first["file_size"] == (root / "A.png").stat().st_size
     assert first["file_mtime"] == str(fs.info(first["path"])["mtime"])  # what by-reference catalogs compare
+
+
+def test_an_unreadable_caption_sidecar_is_that_item_s_read_error(tmp_path):
+    write_photo_folder(tmp_path / "photos", count=2)
+    (tmp_path / "photos" / "nested" / "img000.txt").write_bytes(b"\xff\xfe not utf-8 \xc3")  # next to img000.png
+    spec = SourceSpec(str(tmp_path / "photos"))
+    read = {item["uri"].rsplit("/", 1)[1]: data for item, data in read_items(spec, list_items(spec))}
+    assert isinstance(read["img000.png"], UnicodeDecodeError)  # becomes a read_error reject, with the text
+    assert isinstance(read["img001.jpg"], bytes)
