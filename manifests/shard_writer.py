@@ -13,7 +13,9 @@ tar bytes on every run.
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -168,19 +170,22 @@ class ShardWriter:
 class _Pools:
     committer: ThreadPoolExecutor  # one thread: commits run in the order they were queued (shard order)
     hashers: ThreadPoolExecutor
+    pid: int  # threads do not survive a fork: a forked child makes its own
 
 
 _shared: list[_Pools] = []
+_shared_lock = threading.Lock()
 
 
 def _pools() -> _Pools:
     """The process's commit and hashing threads, made once and kept: a build worker runs many units,
     and pools made per writer (new threads per unit) grew the worker by ~5 MiB a unit, in
     pyarrow's mimalloc heaps that exited threads leave behind (bench/scale.py (iii))."""
-    if not _shared:
-        _shared.append(_Pools(ThreadPoolExecutor(max_workers=1, thread_name_prefix="onegen-shard-commit"),
-                              ThreadPoolExecutor(max_workers=2, thread_name_prefix="onegen-shard-md5")))
-    return _shared[0]
+    with _shared_lock:
+        if not _shared or _shared[0].pid != os.getpid():
+            _shared[:] = [_Pools(ThreadPoolExecutor(max_workers=1, thread_name_prefix="onegen-shard-commit"),
+                                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="onegen-shard-md5"), os.getpid())]
+        return _shared[0]
 
 
 def write_sample(handle: BinaryIO, sample: Sample) -> int:
