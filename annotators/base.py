@@ -279,18 +279,28 @@ def _prepare(row: dict[str, Any], decode_images: bool) -> dict[str, Any]:
     if row.get("image_error"):  # a by-reference catalog image whose source changed (pipelines/catalog_images)
         status, _, detail = row["image_error"].partition(": ")
         raise RowError(detail, status=status)
-    meta = row.get("meta")
-    row["meta"] = json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
+    row["meta"] = row_meta(row)
     if not decode_images:
         return row
+    if row.get("image") is not None:
+        row["image"] = decode_or_reject(row["image"])
+    if row.get("view_images") is not None:
+        row["view_images"] = [decode_or_reject(b) for b in row["view_images"]]
+    return row
+
+
+def row_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's meta as a dict (decoded rows carry a dict, raw catalog rows a JSON string)."""
+    meta = row.get("meta")
+    return json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
+
+
+def decode_or_reject(data: bytes) -> np.ndarray:
+    """Encoded image bytes as (H, W, 3) uint8 RGB; a decoder failure is the row's data problem (RowError)."""
     try:
-        if row.get("image") is not None:
-            row["image"] = decode_rgb(row["image"])
-        if row.get("view_images") is not None:
-            row["view_images"] = [decode_rgb(b) for b in row["view_images"]]
+        return decode_rgb(data)
     except Exception as error:  # noqa: BLE001 - any decoder failure is this row's data problem
         raise RowError(f"decode_error: {type(error).__name__}: {error}") from error
-    return row
 
 
 def _empty_cuda_cache() -> None:

@@ -41,14 +41,13 @@ ray.data.llm (pipelines/vllm_annotate.py): each row's prompt and image come from
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from onegen.annotators.base import Annotator, RowError, key_rng
+from onegen.annotators.base import Annotator, RowError, decode_or_reject, key_rng, row_meta
 from onegen.annotators.caption_text import (
     MAX_ENTITIES,
     clean_caption,
@@ -57,7 +56,6 @@ from onegen.annotators.caption_text import (
     view_phrases,
     word_count,
 )
-from onegen.annotators.image_codec import decode_rgb
 from onegen.annotators.loading import pick_device
 from onegen.annotators.vlm import GenerationSettings, LoadedVLM, VLMRequest, generate, load_vlm, require_vllm
 
@@ -97,22 +95,13 @@ class VLMInput:
     view: int | None = None
 
 
-def row_meta(row: dict[str, Any]) -> dict[str, Any]:
-    """The row's meta as a dict (decoded rows carry a dict, raw catalog rows a JSON string)."""
-    meta = row.get("meta")
-    return json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
-
-
 def _rgb(image: Any) -> np.ndarray:
     """(H, W, 3) uint8 RGB from encoded bytes or an already decoded array; RowError(decode_error)."""
     if isinstance(image, np.ndarray):
         return image
     if image is None:
         raise RowError("decode_error: the row has no image bytes")
-    try:
-        return decode_rgb(image)
-    except Exception as error:  # noqa: BLE001 - any decoder failure is this row's data problem
-        raise RowError(f"decode_error: {type(error).__name__}: {error}") from error
+    return decode_or_reject(image)
 
 
 @dataclass

@@ -67,12 +67,10 @@ def annotator_models(root: str, stores: list[str]) -> dict[str, list[str]]:
 
 def card_text(out: str, prefix: str) -> str:
     """The README.md of the module docstring for the shards folder `out`."""
-    from onegen.manifests.query import catalog_stats, count_manifest_rows
+    from onegen.manifests.query import catalog_stats, count_manifest_rows, sum_by
 
     per_source = count_manifest_rows(out, ["task", "source"])
-    per_task: Counter = Counter()
-    for (task, _), n in per_source.items():
-        per_task[task] += n
+    per_task = sum_by(per_source, 0)
     record = store.read_json(ShardLayout(out).record()) or {}
     root, stores = record.get("root", ""), list(record.get("stores", []))
     configs = "".join(f"- config_name: {json.dumps(task)}\n  data_files:\n  - split: train\n"

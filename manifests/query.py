@@ -63,8 +63,8 @@ def shard_stats(out: str) -> dict:
         "samples": sum(counts.values()),
         "shards": len({shard for _, _, shard in counts}),
         "bytes": shard_bytes(out),  # tar file sizes, as build reports them
-        "samples_per_task": dict(sorted(_sum_by(counts, 0).items())),
-        "samples_per_source": dict(sorted(_sum_by(counts, 1).items())),
+        "samples_per_task": dict(sorted(sum_by(counts, 0).items())),
+        "samples_per_source": dict(sorted(sum_by(counts, 1).items())),
         "skipped_per_reason": dict(sorted(skipped.items())),
     }
     record = store.read_json(ShardLayout(out).record()) or {}
@@ -73,7 +73,8 @@ def shard_stats(out: str) -> dict:
     return stats
 
 
-def _sum_by(counts: Counter, position: int) -> Counter:
+def sum_by(counts: Counter, position: int) -> Counter:
+    """Counts keyed by tuples (count_manifest_rows) summed by the value at `position` of the key."""
     summed: Counter = Counter()
     for values, n in counts.items():
         summed[values[position]] += n

@@ -35,20 +35,19 @@ def iter_folder(path: str, image_extensions: tuple[str, ...], caption_columns: t
     """Items `{"uri", "path", "size", "caption", "caption_sidecar", "file_size", "file_mtime"}` of every image under
     `path` (a name ending in one of `image_extensions`, any case), in uri order."""
     fs, root = fsspec.core.url_to_fs(path)
-    walker = _LocalWalk() if isinstance(fs, LocalFileSystem) else _FsspecWalk(fs)
-    yield from _walk(fs, walker, root, {}, image_extensions, caption_columns)
+    yield from _walk(fs, _walker(fs), root, {}, image_extensions, caption_columns)
 
 
 def folder_entries(path: str) -> list[str]:
     """The names in the folder `path`, sorted, a folder's with a trailing "/"."""
     fs, root = fsspec.core.url_to_fs(path)
-    return (_LocalWalk() if isinstance(fs, LocalFileSystem) else _FsspecWalk(fs)).entries(root)[0]
+    return _walker(fs).entries(root)[0]
 
 
 def iter_files(path: str) -> Iterator[str]:
     """Every file under `path` (any order within a directory): for telling a source's kind."""
     fs, root = fsspec.core.url_to_fs(path)
-    walker = _LocalWalk() if isinstance(fs, LocalFileSystem) else _FsspecWalk(fs)
+    walker = _walker(fs)
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -108,6 +107,11 @@ def _metadata_captions(fs, folder: str, name: str, caption_columns: tuple[str, .
         if "file_name" in row and caption:
             captions[posixpath.join(folder, row["file_name"])] = str(caption)
     return captions
+
+
+def _walker(fs) -> _LocalWalk | _FsspecWalk:
+    """How to list one folder of `fs`: os.scandir for local paths, `fs.ls` otherwise."""
+    return _LocalWalk() if isinstance(fs, LocalFileSystem) else _FsspecWalk(fs)
 
 
 class _LocalWalk:

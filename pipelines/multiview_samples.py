@@ -94,14 +94,23 @@ def choose_views(key: str, sample_index: int, n: int, config: MultiviewConfig) -
 
 
 def square_view(data: bytes, intrinsics: np.ndarray, resolution: int) -> _View:
-    """Decode one view, centre-crop it to a square, area-resize to `resolution`, adjust K to match.
+    """Decode one view, centre-crop it to a square, area-resize to `resolution`, adjust K to match."""
+    return crop_view(decode_view(data), intrinsics, resolution)
+
+
+def decode_view(data: bytes) -> np.ndarray:
+    """One view's stored bytes as (H, W, 3) uint8 RGB, alpha composited on white.
 
     EXIF orientation is deliberately ignored: the scene's K is in the stored pixel grid. Raises on
     undecodable bytes or an unsupported pixel mode (the caller turns that into a skip reason).
     """
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        rgb = to_rgb_array(image)  # (H, W, 3) uint8, alpha composited on white
+        return to_rgb_array(image)
+
+
+def crop_view(rgb: np.ndarray, intrinsics: np.ndarray, resolution: int) -> _View:
+    """A decoded (H, W, 3) view centre-cropped to a square and area-resized to `resolution`, K adjusted."""
     height, width = rgb.shape[:2]
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -185,9 +194,11 @@ def multiview_samples(
         for j in chosen:
             if j not in processed:
                 try:
-                    processed[j] = square_view(view_images[j], intrinsics[j], config.resolution)
+                    rgb = decode_view(view_images[j])
                 except Exception as error:  # noqa: BLE001 - any decoder failure is this view's data problem
                     processed[j] = f"decode_error:view{j}: {type(error).__name__}: {error}"
+                    continue
+                processed[j] = crop_view(rgb, intrinsics[j], config.resolution)  # a failure here is a bug
         failed = [processed[j] for j in chosen if isinstance(processed[j], str)]
         if failed:
             out.append(failed[0])

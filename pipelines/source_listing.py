@@ -102,11 +102,3 @@ class ListingDigest:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
-
-
-def fingerprint(items: Iterable[dict]) -> str:
-    """The fingerprint of a listing held as a list."""
-    digest = ListingDigest()
-    for item in items:
-        digest.add(item)
-    return digest.hexdigest()

@@ -107,6 +107,9 @@ def detect_kind(spec: SourceSpec) -> str:
     raise SourceError(f"source folder has no images, tars, tables or dataset: {spec.path}")
 
 
+STREAMED_KINDS = ("folder", "subjects")  # listed in uri order as they are walked
+
+
 def iter_items(spec: SourceSpec) -> Iterator[dict]:
     """All items of the source in uri order (the order that defines ingest parts), as a stream.
 
@@ -129,9 +132,6 @@ def iter_items(spec: SourceSpec) -> Iterator[dict]:
         yield item
     if empty:
         raise SourceError(f"source {spec.path} ({kind}) holds no items")
-
-
-STREAMED_KINDS = ("folder", "subjects")  # listed in uri order as they are walked
 
 
 def list_items(spec: SourceSpec) -> list[dict]:

@@ -27,7 +27,8 @@ the job.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from typing import Any
 
 import pyarrow as pa
@@ -102,19 +103,7 @@ def receive_records(batch: pa.Table, description: str) -> list[dict]:
 
 def collect_records(dataset, total: int, description: str, progress: bool) -> list[dict]:
     """Run `dataset` and return its unit records (driver side: small records only, as they finish)."""
-    from tqdm.auto import tqdm
-
-    from onegen.pipelines.job_log import progress_stream
-
-    records = []
-    with tqdm(total=total, desc=description, unit="unit", disable=not progress, file=progress_stream()) as bar:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            received = receive_records(batch, description)
-            records += received
-            bar.update(len(received))
-    if len(records) != total:
-        raise RuntimeError(f"{description}: {len(records)} unit records came back, expected {total}")
-    return records
+    return _gather(dataset.iter_batches(batch_format="pyarrow", batch_size=None), total, description, progress)
 
 
 def run_unit_tasks(fn: Callable[..., pa.Table], units: list[dict], fn_args: tuple, num_cpus: float,
@@ -132,30 +121,43 @@ def run_unit_tasks(fn: Callable[..., pa.Table], units: list[dict], fn_args: tupl
     its tasks.
     """
     import ray
-    from tqdm.auto import tqdm
-
-    from onegen.pipelines.job_log import progress_stream
 
     remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=RETRIES, retry_exceptions=False,
                                     scheduling_strategy="SPREAD")
     window = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / num_cpus))
-    queue, running, records = list(reversed(units)), [], []
-    try:
-        with tqdm(total=len(units), desc=description, unit="unit", disable=not progress,
-                  file=progress_stream()) as bar:
+
+    def finished() -> Iterator[pa.Table]:  # each task's record table, as tasks finish
+        queue, running = list(reversed(units)), []
+        try:
             while queue or running:
                 while queue and len(running) < window:
                     running.append(remote.remote(queue.pop(), *fn_args))
                 done, running = ray.wait(running, num_returns=1)
-                received = receive_records(ray.get(done[0]), description)
-                records += received
-                bar.update(len(received))
-    except BaseException:
-        for ref in running:
-            ray.cancel(ref)
-        raise
-    if len(records) != len(units):
-        raise RuntimeError(f"{description}: {len(records)} unit records came back, expected {len(units)}")
+                yield ray.get(done[0])
+        except BaseException:  # a failed task, or the driver stopped reading (closed): cancel the rest
+            for ref in running:
+                ray.cancel(ref)
+            raise
+
+    with closing(finished()) as tables:
+        return _gather(tables, len(units), description, progress)
+
+
+def _gather(tables: Iterable[pa.Table], total: int, description: str, progress: bool) -> list[dict]:
+    """The one funnel of unit records to the driver: one progress bar, `receive_records` on every
+    table, and the check that every unit sent its record."""
+    from tqdm.auto import tqdm
+
+    from onegen.pipelines.job_log import progress_stream
+
+    records = []
+    with tqdm(total=total, desc=description, unit="unit", disable=not progress, file=progress_stream()) as bar:
+        for table in tables:
+            received = receive_records(table, description)
+            records += received
+            bar.update(len(received))
+    if len(records) != total:
+        raise RuntimeError(f"{description}: {len(records)} unit records came back, expected {total}")
     return records
 
 

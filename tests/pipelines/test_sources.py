@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from onegen.pipelines.source_listing import fingerprint
+from onegen.pipelines.source_listing import list_parts
 from onegen.pipelines.sources import SourceError, SourceSpec, detect_kind, list_items, read_items
 from tests.conftest import encode, photo, write_photo_folder
 
@@ -97,10 +97,10 @@ def test_hf_dataset_on_disk(tmp_path):
 def test_fingerprint_changes_with_input(tmp_path):
     write_photo_folder(tmp_path / "p", count=3)
     spec = SourceSpec(str(tmp_path / "p"))
-    before = fingerprint(list_items(spec))
-    assert fingerprint(list_items(spec)) == before
+    before = list_parts(spec, 256).fingerprint  # what the ingest job record holds
+    assert list_parts(spec, 256).fingerprint == before
     (tmp_path / "p" / "extra.png").write_bytes(encode(photo("coins")[:64, :64]))
-    assert fingerprint(list_items(spec)) != before
+    assert list_parts(spec, 256).fingerprint != before
 
 
 @pytest.mark.parametrize(
