@@ -52,9 +52,10 @@ def _status(code: object) -> int:
 def exit_process(code: int) -> NoReturn:
     """Stop a Ray this process started or joined, flush logging and the standard streams, `os._exit`."""
     try:
-        ray = sys.modules.get("ray")
-        if ray is not None and ray.is_initialized():
-            ray.shutdown()
+        if "ray" in sys.modules:  # never import Ray only to stop it
+            from onegen.pipelines.ray_setup import shutdown_ray
+
+            shutdown_ray()
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()

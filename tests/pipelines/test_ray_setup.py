@@ -84,3 +84,38 @@ def test_jobs_of_plain_tasks_never_import_ray_data_on_the_driver(tmp_path):
                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "ray.data imported: False" in run.stdout
+
+
+@pytest.mark.timeout(300)
+def test_shutdown_stops_the_monitor_first_and_leaves_no_process_of_the_session(tmp_path):
+    """shutdown_ray SIGKILLs a local Ray's autoscaler monitor before Ray's own shutdown, which stops
+    the GCS first and would then wait out the monitor's one-second grace: Ray's shutdown is watched
+    (its per-process-type kill wrapped) and must find the monitor already dead, and every process
+    the local Ray started must be gone afterwards (nothing orphaned)."""
+    script = (
+        "import os, time\n"
+        "import ray, ray._private.node as n, ray._private.worker as w, ray._private.ray_constants as c\n"
+        "from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray\n"
+        "seen = []\n"
+        "kill = n.Node._kill_process_type\n"
+        "def watched(self, kind, *args, **kwargs):\n"
+        "    seen.append((kind, any(i.process.poll() is None for i in self.all_processes.get(kind, []))))\n"
+        "    return kill(self, kind, *args, **kwargs)\n"
+        "n.Node._kill_process_type = watched\n"
+        "init_ray(RayConfig(num_cpus=1, object_store_memory=100 << 20, progress_bars=False))\n"
+        "assert ray.get(ray.remote(lambda: 1).remote()) == 1\n"
+        "session = os.path.basename(w._global_node.get_session_dir_path())\n"
+        "shutdown_ray()\n"
+        "time.sleep(1)\n"
+        "def cmdline(pid):\n"
+        "    try:\n"
+        "        return open(f'/proc/{pid}/cmdline', errors='replace').read()\n"
+        "    except OSError:  # exited while we looked\n"
+        "        return ''\n"
+        "left = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid() and session in cmdline(p)]\n"
+        "print('monitor alive when Ray stopped it:', dict(seen)[c.PROCESS_TYPE_MONITOR], 'left:', left)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "monitor alive when Ray stopped it: False left: []" in run.stdout, run.stdout
