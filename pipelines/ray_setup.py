@@ -5,8 +5,8 @@ tests/pipelines/test_ray_setup.py):
 - Its dashboard process always loads the UsageStatsHead module, which probes cloud metadata
   services (http://169.254.169.254, metadata.google.internal) even with usage stats disabled. We
   start Ray's processes with `http_proxy` pointing at a closed loopback port, so those plain-HTTP
-  probes fail at once on 127.0.0.1; workers get `http_proxy` cleared again through the job's
-  runtime_env, so user code is unaffected (https traffic is never proxied).
+  probes fail at once on 127.0.0.1; every worker puts the user's own values back first thing
+  (pipelines/worker_setup.py), so user code is unaffected (https traffic is never proxied).
 - On Linux Ray picks the machine's outward IP as the node address (a UDP "connect" to 8.8.8.8)
   and binds its services there. A local Ray is pinned to 127.0.0.1 instead
   (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Ray's own switch for single-machine mode).
@@ -19,6 +19,7 @@ one for tests).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -51,43 +52,50 @@ def init_ray(config: RayConfig) -> None:
 
     if ray.is_initialized():
         return
+    hook = "onegen.pipelines.worker_setup.setup"
     if local:
         import ray._private.ray_constants as ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # when ray was imported before the variable was set
-    runtime_env = {
-        "env_vars": {name: os.environ.get(name, "") for name in _PROXY_VARIABLES},
-        # a task cancelled mid-import would poison its worker for good (pipelines/worker_guard.py)
-        "worker_process_setup_hook": "onegen.pipelines.worker_guard.install",
-    }
-    saved = {name: os.environ.get(name) for name in _PROXY_VARIABLES}
+        _start_local_ray(config, hook)
+    else:
+        ray.init(address=address, runtime_env={"worker_process_setup_hook": hook}, logging_level="WARNING")
+    from onegen.pipelines.job_log import route_ray_worker_logs
+
+    # worker lines into the job's log file unless -v. Ray Data is configured where a dataset is made
+    # (units.unit_dataset): ingest, build and stateless annotators never import it (0.8 s of a driver)
+    route_ray_worker_logs()
+
+
+def _start_local_ray(config: RayConfig, hook: str) -> None:
+    """ray.init of a local Ray whose processes inherit the closed proxy, the user's proxy values and
+    the worker set-up hook (pipelines/worker_setup.py); the driver's own environment is restored."""
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    from onegen.pipelines.worker_setup import SAVED_PROXIES_VARIABLE
+
+    spawned = {name: CLOSED_LOOPBACK_PROXY for name in _PROXY_VARIABLES}
+    spawned[SAVED_PROXIES_VARIABLE] = json.dumps({name: os.environ.get(name) for name in _PROXY_VARIABLES})
+    spawned[ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR] = hook
+    saved = {name: os.environ.get(name) for name in spawned}
     try:
-        for name in _PROXY_VARIABLES:
-            os.environ[name] = CLOSED_LOOPBACK_PROXY  # inherited by the processes ray.init spawns
-        if local:
-            ray.init(
-                num_cpus=config.num_cpus,
-                num_gpus=config.num_gpus,
-                object_store_memory=config.object_store_memory,
-                include_dashboard=False,
-                runtime_env=runtime_env,
-                log_to_driver=True,
-                configure_logging=True,
-                logging_level="WARNING",
-            )
-        else:
-            ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+        os.environ.update(spawned)
+        ray.init(
+            num_cpus=config.num_cpus,
+            num_gpus=config.num_gpus,
+            object_store_memory=config.object_store_memory,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=True,
+            logging_level="WARNING",
+        )
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    from onegen.pipelines.job_log import route_ray_worker_logs
-
-    # worker lines into the job's log file unless -v. Ray Data is configured where a dataset is made
-    # (units.unit_dataset): ingest, build and stateless annotators never import it (0.8 s of a driver)
-    route_ray_worker_logs()
 
 
 def shutdown_ray() -> None:

@@ -1,4 +1,4 @@
-"""Every Ray worker of a job runs `install` at start (ray.init's worker_process_setup_hook).
+"""Every Ray worker of a job runs `install` at start (pipelines/worker_setup.py).
 
 Why: Ray cancels a running task (`ray.cancel`, and Ray Data on a failed job or a finished limit)
 by raising KeyboardInterrupt in the worker's main thread. When that lands inside an import, the

@@ -119,3 +119,50 @@ def test_shutdown_stops_the_monitor_first_and_leaves_no_process_of_the_session(t
                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "monitor alive when Ray stopped it: False left: []" in run.stdout, run.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_local_ray_serves_the_job_from_its_prestarted_workers_with_the_users_environment():
+    """The workers Ray prestarts during init run the job's tasks (no job runtime_env, which would
+    make Ray boot a second set first), each already set up: the user's proxy variables back (the
+    closed loopback proxy was only for Ray's own processes) and the import-safe cancel handler in."""
+    script = (
+        "import os, signal\n"
+        "os.environ['http_proxy'] = 'http://users-proxy.invalid:3128'\n"
+        "os.environ.pop('HTTP_PROXY', None)\n"
+        "import ray, ray._private.worker as w\n"
+        "from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray\n"
+        "init_ray(RayConfig(num_cpus=2, object_store_memory=100 << 20, progress_bars=False))\n"
+        "raylet = str(w._global_node.all_processes['raylet'][0].process.pid)\n"
+        "def read(pid, name):\n"
+        "    try:\n"
+        "        return open(f'/proc/{pid}/{name}', errors='replace').read()\n"
+        "    except OSError:\n"
+        "        return ''\n"
+        "def workers():  # the raylet's children titled ray::IDLE / ray::<task> (not its agents)\n"
+        "    return {int(p) for p in os.listdir('/proc') if p.isdigit()\n"
+        "            and read(p, 'stat').rsplit(')', 1)[-1].split()[1:2] == [raylet]\n"
+        "            and read(p, 'cmdline').startswith('ray::') and 'Agent' not in read(p, 'cmdline')}\n"
+        "import time\n"
+        "deadline = time.monotonic() + 60\n"
+        "while len(workers()) < 2 and time.monotonic() < deadline:  # the raylet may still be forking them\n"
+        "    time.sleep(0.05)\n"
+        "prestarted = workers()  # before any task was submitted\n"
+        "def seen():\n"
+        "    import time\n"
+        "    time.sleep(0.5)  # both workers get a task\n"
+        "    return (os.getpid(), os.environ.get('http_proxy'), os.environ.get('HTTP_PROXY'),\n"
+        "            'ONEGEN_WORKER_PROXIES' in os.environ, signal.getsignal(signal.SIGINT).__module__)\n"
+        "views = ray.get([ray.remote(seen).remote() for _ in range(4)])\n"
+        "print('driver proxy:', os.environ.get('http_proxy'), os.environ.get('HTTP_PROXY'))\n"
+        "print('prestarted:', len(prestarted), 'served by them:', {v[0] for v in views} <= prestarted)\n"
+        "print('worker views:', sorted({v[1:] for v in views}))\n"
+        "shutdown_ray()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "driver proxy: http://users-proxy.invalid:3128 None" in run.stdout, run.stdout
+    assert "prestarted: 2 served by them: True" in run.stdout, run.stdout
+    assert ("worker views: [('http://users-proxy.invalid:3128', None, False, 'onegen.pipelines.worker_guard')]"
+            in run.stdout), run.stdout
