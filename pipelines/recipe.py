@@ -217,7 +217,8 @@ def _train(table: dict, shards: str, base: str) -> dict[str, Any]:
 
 
 def train_fields() -> set[str]:
-    """TrainConfig's field names (imports the trainer, so only when train.json is written)."""
-    from onegen.training.train import TrainConfig
+    """TrainConfig's field names. From the torch-free config module: importing the trainer for
+    them cost every `onegen run` 2.4 s of torch import (bench/results/startup.txt)."""
+    from onegen.training.train_config import TrainConfig
 
     return {f.name for f in dataclasses.fields(TrainConfig)}
