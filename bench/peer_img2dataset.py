@@ -12,7 +12,7 @@ Both read the same `--images` JPEGs (512 px, q95 crops of scikit-image photos, a
 - onegen: `onegen ingest` then `onegen build --tasks text2image` (1000 samples per shard, build units
   of 1000 rows: the default, 4 x samples per shard, would make 4,000 images one unit on one core), each a
   subprocess, start-up and shutdown included, as a user runs them; and "one Ray": the same two
-  jobs in one process sharing one `ray.init` (a recipe run).
+  jobs as one recipe, `onegen run recipe.toml` (one process, one `ray.init`).
 Each is run at `--images` and at a quarter of it; the marginal cost per image is the difference of
 the two walls over the difference of the counts (fixed costs cancel). Printed: walls, images/s end
 to end, marginal ms per image, and the ratio onegen / img2dataset of images/s (goal >= 1.0).
@@ -33,16 +33,16 @@ import time
 from pathlib import Path
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
-ONE_RAY = """
-import sys
-from onegen.pipelines.build import BuildConfig, run_build
-from onegen.pipelines.ingest import IngestConfig, run_ingest
-from onegen.pipelines.ray_setup import RayConfig
-from onegen.pipelines.sources import SourceSpec
-photos, root, shards = sys.argv[1:4]
-ray = RayConfig(progress_bars=False)
-run_ingest(IngestConfig(SourceSpec(photos), root), ray)
-run_build(BuildConfig(root, shards, tasks=("text2image",), samples_per_shard=1000, rows_per_unit=1000), ray)
+RECIPE = """root = "d"
+shards = "s"
+
+[[sources]]
+path = "{photos}"
+
+[build]
+tasks = ["text2image"]
+samples_per_shard = 1000
+rows_per_unit = 1000
 """
 
 
@@ -121,7 +121,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="onegen-peer-"))
     counts = (args.images // 4, args.images)
     walls: dict[str, dict[int, float]] = {"img2dataset": {}, "onegen ingest": {}, "onegen build": {},
-                                          "onegen one Ray": {}}
+                                          "onegen run (one Ray)": {}}
     try:
         megabytes = write_inputs(work / "photos", args.images) / 1e6
         for count in counts:
@@ -129,9 +129,13 @@ def main() -> None:
             url_list(photos, count, work / f"urls{count}.parquet")
             walls["img2dataset"][count] = run_img2dataset(venv, work / f"urls{count}.parquet", work / f"i2d{count}")
             walls["onegen ingest"][count], walls["onegen build"][count] = run_onegen(photos, work / f"og{count}")
-            walls["onegen one Ray"][count] = timed([sys.executable, "-c", ONE_RAY, str(photos),
-                                                    str(work / f"one{count}" / "d"), str(work / f"one{count}" / "s")])
-            assert len(list((work / f"i2d{count}").glob("*.tar"))) and len(list((work / f"og{count}" / "s").glob("*.tar")))
+            recipe = work / f"one{count}" / "recipe.toml"
+            recipe.parent.mkdir()
+            recipe.write_text(RECIPE.format(photos=photos))
+            walls["onegen run (one Ray)"][count] = timed([sys.executable, "-m", "onegen.pipelines.cli", "run", str(recipe),
+                                                    "--no-progress"])
+            assert all(len(list(folder.glob("*.tar"))) for folder in
+                       (work / f"i2d{count}", work / f"og{count}" / "s", work / f"one{count}" / "s"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     version = subprocess.run([str(venv / "bin" / "pip"), "show", "img2dataset"], capture_output=True,
@@ -147,7 +151,7 @@ def main() -> None:
         print(f"{name:22s} {wall[small]:9.1f}s {wall[large]:9.1f}s {large / wall[large]:9.1f} {marginal:9.2f}")
     peer = walls["img2dataset"][large]
     print(f"ratio onegen / img2dataset images/s at {large}: two CLI jobs {peer / walls['onegen ingest+build'][large]:.2f}, "
-          f"one Ray {peer / walls['onegen one Ray'][large]:.2f} (goal >= 1.0)")
+          f"onegen run {peer / walls['onegen run (one Ray)'][large]:.2f} (goal >= 1.0)")
 
 
 if __name__ == "__main__":

@@ -172,3 +172,18 @@ def test_a_local_ray_serves_the_job_from_its_prestarted_workers_with_the_users_e
     assert "prestarted: 2 served by them: True" in run.stdout, run.stdout
     assert ("worker views: [('http://users-proxy.invalid:3128', None, False, 'onegen.pipelines.worker_guard')]"
             in run.stdout), run.stdout
+
+
+def test_node_registration_is_seen_by_polling_and_rays_lookup_is_restored(ray_local):
+    """The fine-grained registration poll init uses finds a registered node, gives up on a node that
+    never registers, and Ray's own node lookup is back in place once init returned."""
+    import ray
+    import ray._private.services as services
+    import ray._private.worker as ray_worker
+
+    from onegen.pipelines.ray_local import wait_until_registered
+
+    gcs = ray_worker._global_node.gcs_address
+    assert wait_until_registered(gcs, ray.get_runtime_context().get_node_id(), seconds=10)
+    assert not wait_until_registered(gcs, "ab" * 28, seconds=0.3)
+    assert services.get_node.__module__ == "ray._private.services"
