@@ -11,6 +11,8 @@ a second `init_ray` (a recipe's later stages: must cost nothing), the first inge
 (one unit: the first-unit latency after ray.init returned), a build of them, a warm ingest + build
 (a later stage of the same run), and `shutdown_ray`. Printed: every phase, the ratio of the first-unit
 latency to `ray.init` in the same process, and the dataset/tasks ratio of first-unit latencies.
+Then, per repeat, the process walls a user meets: `python -c pass`, `onegen ingest` and `onegen run`
+(ingest + build in one process) of the same images.
 Results: bench/results/startup.txt.
 """
 
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PHASES = ("imports", "init_ray", "init_ray again", "first ingest (1 unit)", "first build (1 unit)",
+PHASES = ("imports", "init_ray", "  of it: raylet registration", "init_ray again", "first ingest (1 unit)", "first build (1 unit)",
           "warm ingest", "warm build", "shutdown")
 
 
@@ -54,12 +56,24 @@ def phases(work: Path, path: str) -> dict[str, float]:
         times[name], start = now - start, now
 
     import ray  # noqa: F401  - what a CLI job imports before it starts Ray
-    import ray.data  # noqa: F401
 
-    from onegen.pipelines import build, ingest
+    if path == "dataset":
+        import ray.data  # noqa: F401  - the old shape's driver imported it; plain-task jobs do not
+
+    from onegen.pipelines import build, ingest, ray_local
     from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray
     from onegen.pipelines.sources import SourceSpec
     lap("imports")
+    wait_until_registered = ray_local.wait_until_registered
+
+    def timed_wait(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return wait_until_registered(*args, **kwargs)
+        finally:
+            times["  of it: raylet registration"] = time.perf_counter() - started
+
+    ray_local.wait_until_registered = timed_wait
     config = RayConfig(num_cpus=2, progress_bars=False)
     init_ray(config)
     lap("init_ray")
@@ -100,6 +114,27 @@ def child(path: str, work: Path) -> dict[str, float]:
     return times
 
 
+def cli_walls(work: Path) -> dict[str, float]:
+    """Process walls as a user meets them: an empty interpreter, `onegen ingest`, `onegen run` (ingest +
+    build of the same images in one process, one Ray)."""
+    onegen = [sys.executable, "-m", "onegen.pipelines.cli"]
+    for old in work.glob("cli-*"):
+        shutil.rmtree(old)
+    recipe = work / "cli-recipe" / "recipe.toml"
+    recipe.parent.mkdir()
+    recipe.write_text(f'root = "d"\nshards = "s"\n[[sources]]\npath = "{work / "photos"}"\n'
+                      '[build]\ntasks = ["text2image"]\n')
+    walls = {}
+    for name, argv in (("python -c pass", [sys.executable, "-c", "pass"]),
+                       ("CLI onegen ingest", [*onegen, "ingest", str(work / "photos"), "--out", str(work / "cli-d"),
+                                              "--no-progress"]),
+                       ("CLI onegen run (ingest+build)", [*onegen, "run", str(recipe), "--no-progress"])):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        walls[name] = time.perf_counter() - started
+    return walls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=10)
@@ -112,6 +147,7 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="onegen-startup-"))
     runs: dict[str, list[dict[str, float]]] = {"tasks": [], "dataset": []}
+    cli: list[dict[str, float]] = []
     try:
         write_jpegs(work / "photos", args.images)
         for repeat in range(args.repeats):
@@ -119,6 +155,7 @@ def main() -> None:
                 for old in work.glob(f"{path}-*"):
                     shutil.rmtree(old)
                 runs[path].append(child(path, work))
+            cli.append(cli_walls(work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.images} JPEGs "
@@ -127,6 +164,8 @@ def main() -> None:
     print(f"{'phase':28s} {'tasks':>8s} {'dataset':>8s}")
     for name in (*PHASES, "process wall"):
         print(f"{name:28s} {median['tasks'][name]:7.2f}s {median['dataset'][name]:7.2f}s")
+    for name in cli[0]:
+        print(f"{name:28s} {sorted(c[name] for c in cli)[len(cli) // 2]:7.2f}s")
     first = {path: m["first ingest (1 unit)"] for path, m in median.items()}
     print(f"first-unit latency / ray.init (same process): tasks {first['tasks'] / median['tasks']['init_ray']:.2f}, "
           f"dataset {first['dataset'] / median['dataset']['init_ray']:.2f}")
