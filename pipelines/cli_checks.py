@@ -9,7 +9,9 @@ log file or output folder): it raises `PathError` (a user error: `onegen: error:
   shards folder (no build.json, no manifests/), e.g. a dataset root;
 - train gets no shards, a missing --config, a SHARDS that is not a shards folder, or an unknown --preset;
 - sample / export get a --checkpoint (or --condition / --cameras file) that does not exist, or sample an
-  unknown --preset.
+  unknown --preset;
+- any command that starts Ray gets an `--address` (or RAY_ADDRESS) HOST:PORT where nothing accepts a
+  connection: Ray itself would retry joining it for many minutes.
 
 Nothing is created on the way: the checks only read.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 
 from onegen.manifests import store
 from onegen.manifests.layout import DatasetLayout, ShardLayout
@@ -91,9 +95,24 @@ def _check_sample(args: argparse.Namespace) -> None:
     known_preset(args.preset)
 
 
+def ray_address(address: str, seconds: float = 5.0) -> None:
+    """Raise PathError when `address` is [ray://]HOST:PORT and nothing there accepts a TCP connection.
+    "auto", "local" and forms without a port are left to Ray."""
+    host, colon, port = address.split("://", 1)[-1].rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise PathError(f"--address {address}: no Ray cluster answers there ({error.strerror or error}); "
+                        "start one with `ray start --head`, or leave --address out for a local Ray") from None
+
+
 def check_paths(args: argparse.Namespace) -> None:
     """Raise PathError when a path `args` names cannot be what its command reads (module docstring)."""
     command = args.command
+    if hasattr(args, "address"):
+        ray_address(args.address or os.environ.get("RAY_ADDRESS", ""))
     if command in ("annotate", "dedup", "build"):
         dataset_root(args.root)
     elif command in ("manifest", "preview", "precompute"):

@@ -83,6 +83,34 @@ def test_every_command_refuses_a_wrong_folder_with_one_line_and_creates_nothing(
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # bound then closed: nothing listens there afterwards
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_address_where_no_ray_answers_is_refused_with_one_line_at_once(tmp_path, capsys, monkeypatch):
+    """Ray itself retries joining a dead address for many minutes; the check refuses it before anything
+    starts or is created, for --address and for RAY_ADDRESS, on every command that starts Ray."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    address = f"127.0.0.1:{_closed_port()}"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for argv in (["ingest", str(photos), "--out", str(tmp_path / "d"), "--address", address],
+                 ["run", str(tmp_path / "recipe.toml"), "--address", f"ray://{address}"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"onegen: error: --address {argv[-1]}: no Ray cluster answers there")
+        assert err.count("\n") == 1, err
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    assert main(["ingest", str(photos), "--out", str(tmp_path / "d")]) == 2
+    assert "no Ray cluster answers there" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
 def test_train_and_sample_refuse_an_unknown_preset_with_one_line(tmp_path, capsys):
     shards = _shards(tmp_path / "shards")
     assert main(["train", "--shards", shards, "--preset", "foo", "--out", str(tmp_path / "run")]) == 2
