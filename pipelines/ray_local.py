@@ -10,8 +10,8 @@ changed, each only for a Ray this process starts (a joined cluster is its operat
   Ray then boots a second set of workers for the job (0.8 s before the first task, and two more
   Python processes' start-up on the cores) while the prestarted ones stay idle.
 - After starting the raylet, `ray.init` asks the GCS whether it has registered, and when not yet,
-  asks again one second later (a fixed C++ sleep): init returned after 1.0 or 2.0 s of that wait,
-  for a raylet that registers 0.6-1.4 s after start. During our `ray.init` the same question is
+  asks again one second later: that lookup returned after 1.01 or 2.01 s, never in between, for a
+  raylet that registers 0.6-1.4 s after start. During our `ray.init` the same question is
   asked every 20 ms first (`_prompt_registration`); Ray's own call then finds the node at once.
 - `ray.shutdown()` stops the GCS before the autoscaler monitor, whose SIGTERM handler then tries to
   report its death to that GCS until Ray's one-second grace runs out (1.0 s of a 1.2 s shutdown).
