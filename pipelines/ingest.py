@@ -138,11 +138,21 @@ def _row_schema() -> pa.Schema:
     return pa.schema(relaxed + extra)
 
 
-def run_ingest(config: IngestConfig, ray_config: RayConfig) -> IngestSummary:
+def list_source(config: IngestConfig) -> Listing:
+    """The source's listing cut into parts, streamed into the spill file the workers read their parts
+    from (pipelines/source_listing.py): what a run of `config` ingests."""
+    spill = DatasetLayout(config.out).ingest_listing(config.source.source_name)
+    return list_parts(config.source, config.rows_per_part, spill)
+
+
+def run_ingest(config: IngestConfig, ray_config: RayConfig, listing: Listing | None = None) -> IngestSummary:
+    """Ingest `config.source`; `listing` is `list_source(config)` when the caller already made it (a
+    recipe run plans from it), so a source is listed once per run."""
     spec, layout = config.source, DatasetLayout(config.out)
     source = spec.source_name
-    # the listing streams into a spill file the workers read their parts from (pipelines/source_listing.py)
-    listing = list_parts(spec, config.rows_per_part, layout.ingest_listing(source))
+    listing = listing or list_source(config)
+    if listing.spill != layout.ingest_listing(source):
+        raise ValueError(f"ingest {source}: the listing was spilled to {listing.spill!r}, not this job's own")
     record = job_record(config, listing)
     catalog, rejects = layout.catalog_dir(source), layout.rejects_dir(source)
     hint = "Pass --overwrite to re-ingest this source from scratch, or --name to ingest it as another source."

@@ -35,11 +35,11 @@ from onegen.pipelines.build import BuildConfig, BuildInputError, cut_units
 from onegen.pipelines.build import job_record as build_record
 from onegen.pipelines.dedup import DONE_MARKER as DEDUP_DONE
 from onegen.pipelines.hygiene import dedup_table
-from onegen.pipelines.ingest import IngestConfig
+from onegen.pipelines.ingest import IngestConfig, list_source
 from onegen.pipelines.ingest import job_record as ingest_record
 from onegen.pipelines.ray_setup import RayConfig, init_ray
 from onegen.pipelines.recipe import Recipe, RecipeError, train_fields
-from onegen.pipelines.source_listing import list_parts
+from onegen.pipelines.source_listing import Listing, list_parts
 
 TRAIN_FILE = "train.json"
 
@@ -63,9 +63,10 @@ class StagePlan:
         return f"{self.stage:<24} {self.state:<8} {counts}" + (f" ({self.detail})" if self.detail else "")
 
 
-def plan_ingest(config: IngestConfig) -> StagePlan:
-    """Done / pending parts of one source (lists the source; reads nothing else of it)."""
-    listing = list_parts(config.source, config.rows_per_part)  # streamed; nothing is written
+def plan_ingest(config: IngestConfig, listing: Listing | None = None) -> StagePlan:
+    """Done / pending parts of one source, from `listing` or else a listing made here (streamed,
+    nothing written); reads nothing else of the source."""
+    listing = listing or list_parts(config.source, config.rows_per_part)
     parts = listing.part_sizes
     layout, source = DatasetLayout(config.out), config.source.source_name
     changes = job_state.recorded_changes(layout.ingest_record(source), ingest_record(config, listing))
@@ -155,9 +156,11 @@ def plan_train(recipe: Recipe, build: StagePlan) -> StagePlan:
     return StagePlan(TRAIN_FILE, state, 1, int(state == "done"), 0, 0, path)
 
 
-def plan_recipe(recipe: Recipe) -> list[StagePlan]:
-    """Every stage's plan, from the stores alone: no Ray is started, no model is loaded."""
-    plans = [plan_ingest(source) for source in recipe.sources]
+def plan_recipe(recipe: Recipe, listings: list[Listing] | None = None) -> list[StagePlan]:
+    """Every stage's plan, from the stores alone (and the sources' `listings` when given, one per
+    source): no Ray is started, no model is loaded."""
+    plans = [plan_ingest(source, listing)
+             for source, listing in zip(recipe.sources, listings or [None] * len(recipe.sources), strict=True)]
     not_ingested = sum(p.rows_pending for p in plans)
     plans += [plan_annotator(recipe.root, annotator, not_ingested) for annotator in recipe.annotators]
     dedup = plan_dedup(recipe, plans)
@@ -178,7 +181,8 @@ def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,
     unknown = sorted(set(recipe.train) - train_fields())
     if unknown:
         raise RecipeError(f"recipe: [train] has unknown field(s) {unknown}; fields: {', '.join(sorted(train_fields()))}")
-    plans = plan_recipe(recipe)
+    listings = [list_source(source) for source in recipe.sources]  # each source listed once: plan and ingest
+    plans = plan_recipe(recipe, listings)
     changed = [p for p in plans if p.state == "changed"]
     if changed and not redo:
         raise job_state.JobConflict(
@@ -190,8 +194,8 @@ def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,
         echo(plan.line())
     sources = plans[: len(recipe.sources)]
     annotators = plans[len(recipe.sources) : len(recipe.sources) + len(recipe.annotators)]
-    for source, plan in zip(recipe.sources, sources, strict=True):
-        summary = run_ingest(dataclasses.replace(source, overwrite=plan.state == "changed"), ray_config)
+    for source, plan, listing in zip(recipe.sources, sources, listings, strict=True):
+        summary = run_ingest(dataclasses.replace(source, overwrite=plan.state == "changed"), ray_config, listing)
         echo(f"ingested {summary.source}: {summary.catalog_rows} catalog rows in {summary.parts} parts "
              f"({summary.parts_done_before} already done)")
     reingested = any(p.state == "changed" for p in sources)  # its annotation parts are stale: redo them

@@ -68,7 +68,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 @pytest.mark.timeout(900)
-def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_local):
+def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_local, monkeypatch):
     write_photo_folder(tmp_path / "photos", count=8)
     path = tmp_path / "recipe.toml"
     path.write_text(RECIPE.format(sigma_max=5.0))
@@ -81,7 +81,14 @@ def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_loc
     assert "0/2 parts done, 8 of 8 rows pending" in before[0] and "8 of 8 rows pending" in before[1]
 
     recipe = load_recipe(str(path))
+    import onegen.pipelines.source_listing as source_listing
+
+    listed = []
+    iter_items = source_listing.iter_items
+    monkeypatch.setattr(source_listing, "iter_items", lambda spec: listed.append(spec.path) or iter_items(spec))
     run_recipe(recipe, TEST_RAY)
+    assert listed == [str(tmp_path / "photos")]  # the source is listed once: the plan and its ingest share it
+    monkeypatch.undo()
     rows = read_manifests(str(tmp_path / "shards")).to_pylist()
     assert {r["task"] for r in rows} == {"text2image", "canny2image", "deblurring"}
     assert (tmp_path / "data" / "dedup" / "phash-k4" / "_SUCCESS.json").exists()  # the dedup stage ran
