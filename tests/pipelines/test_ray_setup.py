@@ -23,6 +23,24 @@ def _is_loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
 
 
+# `read(pid, name)` for the scripts below: /proc/<pid>/<name>, "" for a process that exited meanwhile
+PROC_READ = (
+    "def read(pid, name):\n"
+    "    try:\n"
+    "        return open(f'/proc/{pid}/{name}', errors='replace').read()\n"
+    "    except OSError:\n"
+    "        return ''\n"
+)
+
+
+def _fresh_python(script: str) -> str:
+    """Run `script` in a new interpreter (its own Ray, usage stats off); its stdout, once it exited 0."""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (.ci/run installs it)")
 def test_a_job_connects_to_loopback_only(tmp_path):
@@ -86,10 +104,8 @@ def test_jobs_of_plain_tasks_never_import_ray_data_or_torch_on_the_driver(tmp_pa
         f"assert main(['run', {str(recipe)!r}, *ray]) == 0\n"
         "print('ray.data imported:', 'ray.data' in sys.modules, 'torch imported:', 'torch' in sys.modules)\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
-                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "ray.data imported: False torch imported: False" in run.stdout, run.stdout
+    stdout = _fresh_python(script)
+    assert "ray.data imported: False torch imported: False" in stdout, stdout
 
 
 @pytest.mark.timeout(300)
@@ -113,18 +129,13 @@ def test_shutdown_stops_the_monitor_first_and_leaves_no_process_of_the_session(t
         "session = os.path.basename(w._global_node.get_session_dir_path())\n"
         "shutdown_ray()\n"
         "time.sleep(1)\n"
-        "def cmdline(pid):\n"
-        "    try:\n"
-        "        return open(f'/proc/{pid}/cmdline', errors='replace').read()\n"
-        "    except OSError:  # exited while we looked\n"
-        "        return ''\n"
-        "left = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid() and session in cmdline(p)]\n"
+        f"{PROC_READ}"
+        "left = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()\n"
+        "        and session in read(p, 'cmdline')]\n"
         "print('monitor alive when Ray stopped it:', dict(seen)[c.PROCESS_TYPE_MONITOR], 'left:', left)\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
-                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "monitor alive when Ray stopped it: False left: []" in run.stdout, run.stdout
+    stdout = _fresh_python(script)
+    assert "monitor alive when Ray stopped it: False left: []" in stdout, stdout
 
 
 @pytest.mark.timeout(300)
@@ -140,11 +151,7 @@ def test_a_local_ray_serves_the_job_from_its_prestarted_workers_with_the_users_e
         "from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray\n"
         "init_ray(RayConfig(num_cpus=2, object_store_memory=100 << 20, progress_bars=False))\n"
         "raylet = str(w._global_node.all_processes['raylet'][0].process.pid)\n"
-        "def read(pid, name):\n"
-        "    try:\n"
-        "        return open(f'/proc/{pid}/{name}', errors='replace').read()\n"
-        "    except OSError:\n"
-        "        return ''\n"
+        f"{PROC_READ}"
         "def workers():  # the raylet's children titled ray::IDLE / ray::<task> (not its agents)\n"
         "    return {int(p) for p in os.listdir('/proc') if p.isdigit()\n"
         "            and read(p, 'stat').rsplit(')', 1)[-1].split()[1:2] == [raylet]\n"
@@ -165,13 +172,11 @@ def test_a_local_ray_serves_the_job_from_its_prestarted_workers_with_the_users_e
         "print('worker views:', sorted({v[1:] for v in views}))\n"
         "shutdown_ray()\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
-                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "driver proxy: http://users-proxy.invalid:3128 None" in run.stdout, run.stdout
-    assert "prestarted: 2 served by them: True" in run.stdout, run.stdout
+    stdout = _fresh_python(script)
+    assert "driver proxy: http://users-proxy.invalid:3128 None" in stdout, stdout
+    assert "prestarted: 2 served by them: True" in stdout, stdout
     assert ("worker views: [('http://users-proxy.invalid:3128', None, False, 'onegen.pipelines.worker_guard')]"
-            in run.stdout), run.stdout
+            in stdout), stdout
 
 
 def test_node_registration_is_seen_by_polling_and_rays_lookup_is_restored(ray_local):
