@@ -40,7 +40,7 @@ def start_local_ray(hook: str, **init_kwargs) -> None:
     import ray
     import ray._private.ray_constants as ray_constants
 
-    from onegen.pipelines.worker_setup import SAVED_PROXIES_VARIABLE
+    from onegen.pipelines.worker_setup import SAVED_PROXIES_VARIABLE, set_environment
 
     spawned = {name: CLOSED_LOOPBACK_PROXY for name in PROXY_VARIABLES}
     spawned[SAVED_PROXIES_VARIABLE] = json.dumps({name: os.environ.get(name) for name in PROXY_VARIABLES})
@@ -51,11 +51,7 @@ def start_local_ray(hook: str, **init_kwargs) -> None:
         with _prompt_registration():
             ray.init(**init_kwargs)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        set_environment(saved)
 
 
 @contextmanager

@@ -32,7 +32,12 @@ def restore_proxy_variables() -> None:
     saved = os.environ.pop(SAVED_PROXIES_VARIABLE, None)
     if saved is None:  # a worker of a joined cluster: its environment is its operator's
         return
-    for name, value in json.loads(saved).items():
+    set_environment(json.loads(saved))
+
+
+def set_environment(values: dict[str, str | None]) -> None:
+    """Set each variable of `values`; None unsets it."""
+    for name, value in values.items():
         if value is None:
             os.environ.pop(name, None)
         else:
