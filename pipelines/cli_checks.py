@@ -111,7 +111,7 @@ def ray_address(address: str, seconds: float = 5.0) -> None:
 def check_paths(args: argparse.Namespace) -> None:
     """Raise PathError when a path `args` names cannot be what its command reads (module docstring)."""
     command = args.command
-    if hasattr(args, "address"):
+    if hasattr(args, "address") and not getattr(args, "plan", False):  # `run --plan` starts no Ray
         ray_address(args.address or os.environ.get("RAY_ADDRESS", ""))
     if command in ("annotate", "dedup", "build"):
         dataset_root(args.root)
