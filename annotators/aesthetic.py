@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from onegen.annotators.base import Annotator, RowError
 from onegen.annotators.clip import decode_embedding
-from onegen.annotators.loading import Checkpoint, pick_device, resolve_checkpoint
+from onegen.core.weights import Checkpoint, pick_device, resolve_checkpoint
 
 CLIP_STORE = "clip"
 LAION_AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"

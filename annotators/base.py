@@ -2,7 +2,7 @@
 
 An annotator is called on a dict-of-columns batch of catalog rows and returns a dict-of-columns
 batch with exactly one output row per input row, in order. It never imports Ray: the runner in
-`onegen.pipelines.annotate` maps it onto Ray Data; tests call it directly.
+`onegen.pipelines.jobs.annotate` maps it onto Ray Data; tests call it directly.
 
 Input batch columns (catalog, DESIGN §2): key, kind, image (bytes or None), caption_original,
 meta (JSON string), width, height, subject, view_images (list of bytes or None), plus, for each
@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen import __version__ as ONEGEN_VERSION
-from onegen.annotators.image_codec import decode_rgb
+from onegen.core.image_codec import decode_rgb
 
 COMMON_FIELDS = [
     pa.field("key", pa.string(), nullable=False),
@@ -128,7 +128,7 @@ class Annotator:
 
     def preflight(self) -> None:
         """Raise MissingCheckpointError now if any checkpoint of `checkpoints()` is not on this machine."""
-        from onegen.annotators.loading import resolve_checkpoint
+        from onegen.core.weights import resolve_checkpoint
 
         for what, model_id in self.checkpoints():
             resolve_checkpoint(model_id, what)

@@ -2,19 +2,19 @@
 
 Input: a catalog row of kind "scene" whose meta (JSON) holds
   {"cameras": [{"c2w": 4x4 OpenCV camera-to-world, "K": 3x3 pixels, "width": int, "height": int}, ...]}
-(written by `onegen.pipelines.camera_readers`), one camera per entry of `view_images`.
+(written by `onegen.pipelines.sources.scene_cameras`), one camera per entry of `view_images`.
 
 Outputs (one row per scene):
 - cameras_json: JSON string {"cameras": [{"c2w", "K", "width", "height"}, ...] normalised,
   "normalization": Normalization.to_json() (how input world points map to the normalised world),
   "distance": the camera 0 - axes intersection distance (1.7), "ray_stride": 8, "ray_scale": 1.658,
   "convention": "opencv_c2w", "frame": "released"}. Since version 2 the normalised world is the
-  released OneDiffusion frame (`onegen.annotators.cameras`: camera 0's pytorch3d view frame, camera 0
+  released OneDiffusion frame (`onegen.core.camera_geometry`: camera 0's pytorch3d view frame, camera 0
   at the origin, view 0's moments 0); version 1 stores kept camera 0's OpenCV frame with the origin at
   the axes' intersection. Both stay readable: re-normalising any of them gives the released frame,
   and `distance` is camera 0's distance from the origin in version 1.
 - rays: one float16 .npy (np.save bytes) per view, shape (16, ray_height, ray_width), the
-  latent [d, m, d, m, d, m_x] * 1.658 of `onegen.annotators.cameras`.
+  latent [d, m, d, m, d, m_x] * 1.658 of `onegen.core.camera_geometry`.
 - ray_height, ray_width: height // 8, width // 8 (all views share one image size).
 No model: setup() is a no-op and model_id is "".
 """
@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, RowError
-from onegen.annotators.cameras import (
+from onegen.core.camera_geometry import (
     CAMERA0_DISTANCE,
     RAY_SCALE,
     RAY_STRIDE,

@@ -34,7 +34,7 @@ answer) in `error`; its output columns are null, as for every non-ok row. Infras
 raise: a missing checkpoint at `setup()`, OOM from `annotate` (the base class halves the batch).
 
 Backends: "hf" runs transformers in this process. "vllm" is run by the pipelines runner through
-ray.data.llm (pipelines/vllm_annotate.py): each row's prompt and image come from the same
+ray.data.llm (pipelines/jobs/vllm_annotate.py): each row's prompt and image come from the same
 `vlm_input`, its request from annotators.vlm's `vllm_request`, its answer goes through the same
 `parse_answer`; calling such an annotator directly is refused at setup.
 """
@@ -56,8 +56,8 @@ from onegen.annotators.caption_text import (
     view_phrases,
     word_count,
 )
-from onegen.annotators.loading import pick_device
 from onegen.annotators.vlm import GenerationSettings, LoadedVLM, VLMRequest, generate, load_vlm, require_vllm
+from onegen.core.weights import pick_device
 
 CAPTION_PROMPT = (
     "Describe this image in detail in one paragraph of 100 to 150 words. Mention the main subjects, "
@@ -136,7 +136,7 @@ class _VLMAnnotator(Annotator):
             require_vllm()
             raise RuntimeError(
                 f"{self.name}: backend='vllm' runs through ray.data.llm in the pipelines runner "
-                "(pipelines/vllm_annotate.py), not by calling the annotator"
+                "(pipelines/jobs/vllm_annotate.py), not by calling the annotator"
             )
         self._vlm = load_vlm(self.model, pick_device(self.num_gpus), trust_remote_code=self.trust_remote_code)
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, RowError
-from onegen.annotators.loading import Checkpoint, pick_device, resolve_checkpoint
+from onegen.core.weights import Checkpoint, pick_device, resolve_checkpoint
 
 EMBEDDING_DTYPE = np.dtype("<f2")
 CAPTION_STORE = "caption"

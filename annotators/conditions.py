@@ -3,7 +3,7 @@
 Each produces view 1 of a two-view sample at the source resolution (view 0 is the image itself).
 Every random parameter is drawn from `key_rng(key, "<name>@<version>")`, so a rerun writes
 identical bytes. Task tokens follow the released OneDiffusion code; `lowres` has no released token
-and uses `[[super_resolution]]` (our choice: docs/decisions.md, the task table in pipelines/tasks.py).
+and uses `[[super_resolution]]` (our choice: docs/decisions.md, the task table in core/tasks.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError, key_rng
-from onegen.annotators.image_codec import encode_jpeg, encode_png
+from onegen.core.image_codec import encode_jpeg, encode_png
 
 BLACK = 0  # fill value of masked pixels: black, as the released demo's inpainting input
 

@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
-from onegen.annotators.image_codec import encode_png
-from onegen.annotators.loading import Checkpoint, MissingCheckpointError, pick_device, resolve_checkpoint
+from onegen.core.image_codec import encode_png
+from onegen.core.weights import Checkpoint, MissingCheckpointError, pick_device, resolve_checkpoint
 
 WEIGHTS_FILE = "ControlNetHED.pth"
 

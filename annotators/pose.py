@@ -35,15 +35,15 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
-from onegen.annotators.image_codec import encode_png
-from onegen.annotators.loading import (
+from onegen.annotators.render_pose import STYLES, render_pose
+from onegen.core.image_codec import encode_png
+from onegen.core.weights import (
     Checkpoint,
     MissingCheckpointError,
     import_yolo,
     pick_device,
     resolve_checkpoint,
 )
-from onegen.annotators.render_pose import STYLES, render_pose
 
 
 @dataclass(frozen=True)

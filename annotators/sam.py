@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onegen.annotators.loading import MissingCheckpointError
+from onegen.core.weights import MissingCheckpointError
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,6 @@ import torch
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
 from onegen.annotators.box_map import BOX_STYLES, draw_box, label_text, pixel_box, render_box_map  # noqa: F401
-from onegen.annotators.image_codec import encode_png
-from onegen.annotators.loading import pick_device, resolve_checkpoint
 from onegen.annotators.palette import MAX_CLASSES, box_tag, choose_colours, clean_class_name, mask_tag
 from onegen.annotators.sam import (  # noqa: F401
     SAM_ARCHS,
@@ -51,6 +49,8 @@ from onegen.annotators.sam import (  # noqa: F401
     sam_mask_logits,
     sam_masks,
 )
+from onegen.core.image_codec import encode_png
+from onegen.core.weights import pick_device, resolve_checkpoint
 
 # --- Open-vocabulary detection and its batched post-processing ---------------------------------
 

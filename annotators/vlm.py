@@ -16,7 +16,7 @@ sampling is seeded per batch from `seed` and the request keys, so a rerun with t
 gives the same text. Weights run in bf16 on GPU and fp32 on CPU.
 
 The vLLM backend is not driven from here: `vllm_request` builds the per-row request that the runner in
-pipelines/ (which owns Ray; pipelines/vllm_annotate.py) hands to `ray.data.llm`.
+pipelines/ (which owns Ray; pipelines/jobs/vllm_annotate.py) hands to `ray.data.llm`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from onegen.annotators.loading import Checkpoint, MissingCheckpointError, resolve_checkpoint
+from onegen.core.weights import Checkpoint, MissingCheckpointError, resolve_checkpoint
 
 FAMILIES = {"llava_next": "llava_next", "molmo2": "molmo2", "molmo": "molmo"}
 

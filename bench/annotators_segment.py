@@ -28,9 +28,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from onegen.annotators.image_codec import encode_png  # noqa: E402
 from onegen.annotators.segment import SegmentAnnotator, detect, render_outputs  # noqa: E402
-from onegen.annotators.tiny_models import tiny_owlv2, tiny_sam  # noqa: E402
+from onegen.core.image_codec import encode_png  # noqa: E402
+from onegen.pipelines.demo.tiny_models import tiny_owlv2, tiny_sam  # noqa: E402
 
 NAMES = ["person", "cat", "cup", "rocket"]
 

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from onegen.annotators.image_codec import encode_png  # noqa: E402
+from onegen.core.image_codec import encode_png  # noqa: E402
 
 
 def images_for(n: int, side: int) -> list[np.ndarray]:
@@ -172,8 +172,8 @@ def bench_hed(model: str, images: list[np.ndarray], args) -> None:
 
 
 def build_tiny(root: str) -> dict[str, str]:
-    """Tiny random checkpoints (the ones the tests use, from onegen.annotators.tiny_models) under root."""
-    from onegen.annotators.tiny_models import tiny_depth, tiny_hed, tiny_vitpose, tiny_yolo
+    """Tiny random checkpoints (the ones the tests use, from onegen.pipelines.demo.tiny_models) under root."""
+    from onegen.pipelines.demo.tiny_models import tiny_depth, tiny_hed, tiny_vitpose, tiny_yolo
 
     return {"depth": tiny_depth(f"{root}/depth"), "pose": tiny_vitpose(f"{root}/vitpose"),
             "detector": tiny_yolo(f"{root}/yolo"), "hed": tiny_hed(f"{root}/hed")}

@@ -21,13 +21,13 @@ from pathlib import Path
 
 COMMANDS = {
     "python -c pass (baseline)": ["-c", "pass"],
-    "onegen --help": ["-m", "onegen.pipelines.cli", "--help"],
-    "onegen build --help": ["-m", "onegen.pipelines.cli", "build", "--help"],
-    "onegen annotate --help": ["-m", "onegen.pipelines.cli", "annotate", "--help"],
-    "onegen train --help": ["-m", "onegen.pipelines.cli", "train", "--help"],
-    "onegen sample --help": ["-m", "onegen.pipelines.cli", "sample", "--help"],
-    "onegen build (argument error)": ["-m", "onegen.pipelines.cli", "build"],
-    "onegen train --bf16 x (argument error)": ["-m", "onegen.pipelines.cli", "train", "--bf16", "x"],
+    "onegen --help": ["-m", "onegen.pipelines.cli.main", "--help"],
+    "onegen build --help": ["-m", "onegen.pipelines.cli.main", "build", "--help"],
+    "onegen annotate --help": ["-m", "onegen.pipelines.cli.main", "annotate", "--help"],
+    "onegen train --help": ["-m", "onegen.pipelines.cli.main", "train", "--help"],
+    "onegen sample --help": ["-m", "onegen.pipelines.cli.main", "sample", "--help"],
+    "onegen build (argument error)": ["-m", "onegen.pipelines.cli.main", "build"],
+    "onegen train --bf16 x (argument error)": ["-m", "onegen.pipelines.cli.main", "train", "--bf16", "x"],
 }
 
 

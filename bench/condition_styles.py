@@ -31,7 +31,7 @@ from onegen.annotators.box_map import render_box_map
 from onegen.annotators.conditions import InpaintAnnotator
 from onegen.annotators.depth import normalise_depth
 from onegen.annotators.render_pose import render_pose
-from onegen.pipelines.synthetic_scene import SceneConfig, make_scene, render
+from onegen.pipelines.demo.synthetic_scene import SceneConfig, make_scene, render
 
 ROW_HEIGHT = 300
 REFERENCE_CROPS = {  # file -> (left, top, right, bottom) of one panel, below its caption

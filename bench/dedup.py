@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onegen.pipelines.dedup_groups import (
+from onegen.pipelines.hygiene.dedup_groups import (
     DedupConfig,
     band_layout,
     brute_force_pairs,

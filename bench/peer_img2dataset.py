@@ -96,7 +96,7 @@ def run_img2dataset(venv: Path, urls: Path, out: Path) -> float:
 
 
 def run_onegen(photos: Path, work: Path) -> tuple[float, float]:
-    onegen = [sys.executable, "-m", "onegen.pipelines.cli"]
+    onegen = [sys.executable, "-m", "onegen.pipelines.cli.main"]
     ingest = timed([*onegen, "ingest", str(photos), "--out", str(work / "d"), "--no-progress"])
     build = timed([*onegen, "build", str(work / "d"), "--out", str(work / "s"), "--tasks", "text2image",
                    "--samples-per-shard", "1000", "--rows-per-unit", "1000", "--no-progress"])
@@ -132,7 +132,7 @@ def main() -> None:
             recipe = work / f"one{count}" / "recipe.toml"
             recipe.parent.mkdir()
             recipe.write_text(RECIPE.format(photos=photos))
-            walls["onegen run (one Ray)"][count] = timed([sys.executable, "-m", "onegen.pipelines.cli", "run", str(recipe),
+            walls["onegen run (one Ray)"][count] = timed([sys.executable, "-m", "onegen.pipelines.cli.main", "run", str(recipe),
                                                     "--no-progress"])
             assert all(len(list(folder.glob("*.tar"))) for folder in
                        (work / f"i2d{count}", work / f"og{count}" / "s", work / f"one{count}" / "s"))

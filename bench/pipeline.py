@@ -24,8 +24,8 @@ from PIL import Image
 
 from onegen.annotators.base import RowError
 from onegen.annotators.conditions import BlurAnnotator, CannyAnnotator, InpaintAnnotator, LowresAnnotator
-from onegen.annotators.image_codec import decode_rgb
-from onegen.pipelines.image_checks import ImageLimits, normalise_image
+from onegen.core.image_codec import decode_rgb
+from onegen.pipelines.sources.image_checks import ImageLimits, normalise_image
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 
@@ -67,7 +67,7 @@ def plain_loop(folder: Path, out: Path) -> float:
 
 
 def pipeline(folder: Path, work: Path, num_cpus: int) -> float:
-    from onegen.pipelines.cli import main
+    from onegen.pipelines.cli.main import main
 
     ray = ["--num-cpus", str(num_cpus), "--object-store-mb", "500", "--no-progress"]
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Benchmark: Plücker ray latents for one scene of 12 views at 512 px (64 x 64 rays per view).
 
-Times the vectorised `onegen.annotators.cameras` path (plucker_rays + rays_to_latent, all views in
+Times the vectorised `onegen.core.camera_geometry` path (plucker_rays + rays_to_latent, all views in
 one call) against a plain per-pixel numpy reference (a Python loop over views and cells), checks
 that both agree, prints both times and the ratio, and writes bench/results/rays.txt with the machine.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onegen.annotators.cameras import RAY_SCALE, normalize_cameras, plucker_rays, rays_to_latent
-from onegen.pipelines.synthetic_scene import look_at
+from onegen.core.camera_geometry import RAY_SCALE, normalize_cameras, plucker_rays, rays_to_latent
+from onegen.pipelines.demo.synthetic_scene import look_at
 
 VIEWS, SIZE, STRIDE = 12, 512, 8
 

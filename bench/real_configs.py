@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from onegen.annotators.tiny_models import LLAVA_TEMPLATE, tiny_hed, vlm_tokenizer
+from onegen.pipelines.demo.tiny_models import LLAVA_TEMPLATE, tiny_hed, vlm_tokenizer
 
 LLAVA_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 
@@ -49,7 +49,7 @@ def real_vitpose(folder: str) -> str:
 
 
 def real_yolo(folder: str) -> str:
-    from onegen.annotators.loading import import_yolo
+    from onegen.core.weights import import_yolo
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = os.path.join(folder, "yolo11n_random.pt")

@@ -38,12 +38,12 @@ from PIL import Image
 
 from onegen.annotators.base import Annotator
 from onegen.annotators.conditions import BlurAnnotator, CannyAnnotator, InpaintAnnotator, LowresAnnotator
-from onegen.pipelines.annotate import run_annotators
-from onegen.pipelines.build import BuildConfig, run_build
-from onegen.pipelines.ingest import IngestConfig, run_ingest
-from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray
-from onegen.pipelines.source_listing import cut_parts
-from onegen.pipelines.sources import SourceSpec, list_items, read_items
+from onegen.pipelines.jobs.annotate import run_annotators
+from onegen.pipelines.jobs.build import BuildConfig, run_build
+from onegen.pipelines.jobs.ingest import IngestConfig, run_ingest
+from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray, shutdown_ray
+from onegen.pipelines.sources.kinds import SourceSpec, list_items, read_items
+from onegen.pipelines.sources.listing import cut_parts
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 

@@ -3,7 +3,7 @@
     python bench/startup.py [--images 10] [--repeats 2]
 
 Each repeat runs two fresh Python processes (the order alternates, the machine is shared):
-- "tasks": the job path of pipelines/units.py `run_unit_tasks` (ingest and build as plain Ray tasks);
+- "tasks": the job path of pipelines/runtime/units.py `run_unit_tasks` (ingest and build as plain Ray tasks);
 - "dataset": the same ingest unit through a one-block Ray Data `map_batches` (the shape ingest and
   build had before; annotate's reads still use it).
 In each process the phases are timed one after the other: importing ray + the job modules, `init_ray`,
@@ -60,9 +60,10 @@ def phases(work: Path, path: str) -> dict[str, float]:
     if path == "dataset":
         import ray.data  # noqa: F401  - the old shape's driver imported it; plain-task jobs do not
 
-    from onegen.pipelines import build, ingest, ray_local
-    from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray
-    from onegen.pipelines.sources import SourceSpec
+    from onegen.pipelines.jobs import build, ingest
+    from onegen.pipelines.runtime import ray_local
+    from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray, shutdown_ray
+    from onegen.pipelines.sources.kinds import SourceSpec
     lap("imports")
     wait_until_registered = ray_local.wait_until_registered
 
@@ -95,7 +96,7 @@ def phases(work: Path, path: str) -> dict[str, float]:
 
 def _dataset_runner(fn, units, fn_args, num_cpus, description, progress):
     """ingest's units through a one-block-per-unit Ray Data map (as before run_unit_tasks)."""
-    from onegen.pipelines.units import collect_records, unit_dataset, unit_of
+    from onegen.pipelines.runtime.units import collect_records, unit_dataset, unit_of
 
     def step(batch, *args):
         return fn(unit_of(batch), *args)
@@ -117,7 +118,7 @@ def child(path: str, work: Path) -> dict[str, float]:
 def cli_walls(work: Path) -> dict[str, float]:
     """Process walls as a user meets them: an empty interpreter, `onegen ingest`, `onegen run` (ingest +
     build of the same images in one process, one Ray)."""
-    onegen = [sys.executable, "-m", "onegen.pipelines.cli"]
+    onegen = [sys.executable, "-m", "onegen.pipelines.cli.main"]
     for old in work.glob("cli-*"):
         shutil.rmtree(old)
     recipe = work / "cli-recipe" / "recipe.toml"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, ShardLayout
 
 CARD = "README.md"
@@ -36,8 +36,8 @@ TEXT2IMAGE = "text2image"
 def skipped_counts(out: str) -> Counter:
     """Skipped candidates per (task, reason) of a shards folder."""
     counts: Counter = Counter()
-    for path in store.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
-        for row in store.read_table(path, ["task", "reason"]).to_pylist():
+    for path in files.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
+        for row in files.read_table(path, ["task", "reason"]).to_pylist():
             counts[(row["task"], row["reason"].split(":", 1)[0])] += 1
     return counts
 
@@ -57,8 +57,8 @@ def annotator_models(root: str, stores: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for name in stores:
         models = set()
-        for path in store.list_files(layout.store_dir(name), ".parquet"):
-            table = store.read_table(path, ["model_id", "model_revision"])
+        for path in files.list_files(layout.store_dir(name), ".parquet"):
+            table = files.read_table(path, ["model_id", "model_revision"])
             models.update((m or "", r or "") for m, r in zip(table.column("model_id").to_pylist(),
                                                               table.column("model_revision").to_pylist(), strict=True))
         found[name] = sorted(f"{m}@{r}" if r else m for m, r in models if m) or ["(no model)"]
@@ -71,7 +71,7 @@ def card_text(out: str, prefix: str) -> str:
 
     per_source = count_manifest_rows(out, ["task", "source"])
     per_task = sum_by(per_source, 0)
-    record = store.read_json(ShardLayout(out).record()) or {}
+    record = files.read_json(ShardLayout(out).record()) or {}
     root, stores = record.get("root", ""), list(record.get("stores", []))
     configs = "".join(f"- config_name: {json.dumps(task)}\n  data_files:\n  - split: train\n"
                       f"    path: {json.dumps(f'{prefix}-{task}-*.tar')}\n" for task in sorted(per_task))
@@ -97,6 +97,6 @@ def card_text(out: str, prefix: str) -> str:
 
 def write_dataset_card(out: str, prefix: str) -> str:
     """Commit OUT/README.md (module docstring); returns its path."""
-    path = store.join(out, CARD)
-    store.commit_bytes(path, card_text(out, prefix).encode("utf-8"))
+    path = files.join(out, CARD)
+    files.commit_bytes(path, card_text(out, prefix).encode("utf-8"))
     return path

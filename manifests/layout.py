@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onegen.manifests import store
+from onegen.manifests import files
 
 PART_SUFFIX = ".parquet"
 JOB_RECORD = "_job.json"
@@ -52,53 +52,53 @@ class DatasetLayout:
 
     # catalog and rejects ---------------------------------------------------------------------------
     def catalog(self) -> str:
-        return store.join(self.root, "catalog")
+        return files.join(self.root, "catalog")
 
     def catalog_dir(self, source: str) -> str:
-        return store.join(self.root, "catalog", source)
+        return files.join(self.root, "catalog", source)
 
     def catalog_part(self, source: str, index: int) -> str:
-        return store.join(self.catalog_dir(source), part_name(index))
+        return files.join(self.catalog_dir(source), part_name(index))
 
     def rejects(self) -> str:
-        return store.join(self.root, "rejects")
+        return files.join(self.root, "rejects")
 
     def rejects_dir(self, source: str) -> str:
-        return store.join(self.root, "rejects", source)
+        return files.join(self.root, "rejects", source)
 
     def rejects_part(self, source: str, index: int) -> str:
-        return store.join(self.rejects_dir(source), part_name(index))
+        return files.join(self.rejects_dir(source), part_name(index))
 
     def ingest_record(self, source: str) -> str:
-        return store.join(self.root, "jobs", f"ingest-{source}.json")
+        return files.join(self.root, "jobs", f"ingest-{source}.json")
 
     def ingest_listing(self, source: str) -> str:
-        """The source's listing as the last ingest run cut it into parts (pipelines/source_listing.py)."""
-        return store.join(self.root, "jobs", f"ingest-{source}.listing.parquet")
+        """The source's listing as the last ingest run cut it into parts (pipelines/sources/listing.py)."""
+        return files.join(self.root, "jobs", f"ingest-{source}.listing.parquet")
 
     def catalog_parts(self) -> list[tuple[str, str]]:
         """(source, part path) of every committed catalog part, sorted by path."""
-        return [(path.rsplit("/", 2)[-2], path) for path in store.list_files(self.catalog(), PART_SUFFIX)]
+        return [(path.rsplit("/", 2)[-2], path) for path in files.list_files(self.catalog(), PART_SUFFIX)]
 
     # annotation stores -----------------------------------------------------------------------------
     def annotations(self) -> str:
-        return store.join(self.root, "annotations")
+        return files.join(self.root, "annotations")
 
     def store_dir(self, store_name: str) -> str:
         """The folder of annotation store "<name>@<version>"."""
-        return store.join(self.root, "annotations", store_name)
+        return files.join(self.root, "annotations", store_name)
 
     def store_record(self, store_name: str) -> str:
-        return store.join(self.store_dir(store_name), JOB_RECORD)
+        return files.join(self.store_dir(store_name), JOB_RECORD)
 
     def store_part(self, store_name: str, catalog_part: str) -> str:
         """The annotation part aligned with the catalog part at path `catalog_part`."""
         source, part = catalog_part.rsplit("/", 2)[-2:]
-        return store.join(self.store_dir(store_name), source, part)
+        return files.join(self.store_dir(store_name), source, part)
 
     def store_names(self) -> list[str]:
         """Every "<name>@<version>" folder under annotations/, sorted."""
-        fs, base = store.filesystem(self.annotations())
+        fs, base = files.filesystem(self.annotations())
         if not fs.exists(base):
             return []
         return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False) if "@" in p.rsplit("/", 1)[-1])
@@ -116,22 +116,22 @@ class ShardLayout:
     out: str
 
     def record(self) -> str:
-        return store.join(self.out, "build.json")
+        return files.join(self.out, "build.json")
 
     def done_marker(self) -> str:
-        return store.join(self.out, DONE_MARKER)
+        return files.join(self.out, DONE_MARKER)
 
     def index(self) -> str:
-        return store.join(self.out, "index.json")
+        return files.join(self.out, "index.json")
 
     def manifests(self) -> str:
-        return store.join(self.out, "manifests")
+        return files.join(self.out, "manifests")
 
     def skipped_dir(self) -> str:
-        return store.join(self.out, "skipped")
+        return files.join(self.out, "skipped")
 
     def units(self) -> str:
-        return store.join(self.out, "units")
+        return files.join(self.out, "units")
 
     @staticmethod
     def shard_stem(prefix: str, task: str, unit: int) -> str:
@@ -143,16 +143,16 @@ class ShardLayout:
         return f"{ShardLayout.shard_stem(prefix, task, unit)}-{index:06d}"
 
     def tar(self, shard: str) -> str:
-        return store.join(self.out, f"{shard}.tar")
+        return files.join(self.out, f"{shard}.tar")
 
     def manifest(self, shard: str) -> str:
-        return store.join(self.manifests(), f"{shard}.parquet")
+        return files.join(self.manifests(), f"{shard}.parquet")
 
     def skipped(self, shard: str) -> str:
-        return store.join(self.skipped_dir(), f"{shard}.parquet")
+        return files.join(self.skipped_dir(), f"{shard}.parquet")
 
     def unit_marker(self, unit: int) -> str:
-        return store.join(self.units(), f"unit-{unit:05d}.json")
+        return files.join(self.units(), f"unit-{unit:05d}.json")
 
     def manifest_paths(self) -> list[str]:
-        return store.list_files(self.manifests(), PART_SUFFIX)
+        return files.list_files(self.manifests(), PART_SUFFIX)

@@ -6,14 +6,14 @@ from collections import Counter
 
 import pyarrow as pa
 
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.manifests.shard_index import shard_bytes
 
 
 def read_manifests(out: str, columns: list[str] | None = None) -> pa.Table:
     paths = ShardLayout(out).manifest_paths()
-    tables = [store.read_table(p, columns) for p in paths]
+    tables = [files.read_table(p, columns) for p in paths]
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
@@ -22,7 +22,7 @@ def count_manifest_rows(out: str, columns: list[str]) -> Counter:
     (Arrow group-by): what a summary needs, without holding a row per sample."""
     counts: Counter = Counter()
     for path in ShardLayout(out).manifest_paths():
-        table = store.read_table(path, columns)
+        table = files.read_table(path, columns)
         if table.num_rows == 0:
             continue
         grouped = table.group_by(columns).aggregate([([], "count_all")]).to_pydict()
@@ -38,7 +38,7 @@ def select_shards(out: str, tasks: list[str] | None = None, sources: list[str] |
         return []
     rows = table.to_pylist()
     chosen = sorted({r["shard"] for r in rows if (not tasks or r["task"] in tasks) and (not sources or r["source"] in sources)})
-    return [store.join(out, shard) for shard in chosen]
+    return [files.join(out, shard) for shard in chosen]
 
 
 def reason_key(reason: str) -> str:
@@ -56,8 +56,8 @@ def shard_stats(out: str) -> dict:
     build record's catalog root — ingest rejects per reason and annotation statuses per store."""
     counts = count_manifest_rows(out, ["task", "source", "shard"])
     skipped = Counter()
-    for path in store.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
-        for row in store.read_table(path, ["task", "reason"]).to_pylist():
+    for path in files.list_files(ShardLayout(out).skipped_dir(), ".parquet"):
+        for row in files.read_table(path, ["task", "reason"]).to_pylist():
             skipped[f"{row['task']}: {reason_key(row['reason'])}"] += 1
     stats = {
         "samples": sum(counts.values()),
@@ -67,7 +67,7 @@ def shard_stats(out: str) -> dict:
         "samples_per_source": dict(sorted(sum_by(counts, 1).items())),
         "skipped_per_reason": dict(sorted(skipped.items())),
     }
-    record = store.read_json(ShardLayout(out).record()) or {}
+    record = files.read_json(ShardLayout(out).record()) or {}
     if record.get("root"):
         stats.update(catalog_stats(record["root"]))
     return stats
@@ -85,17 +85,17 @@ def catalog_stats(root: str) -> dict:
     """Ingest rejects per reason and annotation statuses per store under a dataset root."""
     rejects = Counter()
     layout = DatasetLayout(root)
-    for path in store.list_files(layout.rejects(), ".parquet"):
-        rejects.update(store.read_table(path, ["reason"]).column("reason").to_pylist())
+    for path in files.list_files(layout.rejects(), ".parquet"):
+        rejects.update(files.read_table(path, ["reason"]).column("reason").to_pylist())
     annotations: dict[str, dict[str, int]] = {}
     errors: dict[str, dict[str, dict]] = {}
     nsfw: dict[str, str] = {}
     for name in layout.store_names():
         counts, checked = Counter(), 0
         is_faces = name.startswith("faces@")
-        for path in store.list_files(layout.store_dir(name), ".parquet"):
+        for path in files.list_files(layout.store_dir(name), ".parquet"):
             # only the small columns: annotation parts also hold images and maps
-            table = store.read_table(path, ["key", "status", "error"] + (["nsfw_checked"] if is_faces else []))
+            table = files.read_table(path, ["key", "status", "error"] + (["nsfw_checked"] if is_faces else []))
             counts.update(table.column("status").to_pylist())
             _add_errors(errors.setdefault(name, {}), table)
             if is_faces:
@@ -103,7 +103,7 @@ def catalog_stats(root: str) -> dict:
         annotations[name] = dict(sorted(counts.items()))
         if is_faces:
             nsfw[name] = f"on: {checked} images checked" if checked else "off: no NSFW classifier configured"
-    catalog_rows = sum(store.count_rows(p) for p in store.list_files(layout.catalog(), ".parquet"))
+    catalog_rows = sum(files.count_rows(p) for p in files.list_files(layout.catalog(), ".parquet"))
     stats = {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
              "annotation_statuses": annotations,
              "annotation_errors": {name: dict(sorted(found.items())) for name, found in errors.items() if found}}

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.layout import ShardLayout
 from onegen.manifests.schemas import SHARD_MANIFEST_SCHEMA, SKIPPED_SCHEMA
 from onegen.manifests.shard_index import file_md5
@@ -75,7 +75,7 @@ class ShardWriter:
     _rows: list[dict] = field(default_factory=list)
     _skipped: list[dict] = field(default_factory=list)
     _bytes: int = 0
-    _open: tuple[store.PendingFile, BinaryIO] | None = None
+    _open: tuple[files.PendingFile, BinaryIO] | None = None
     _commits: list[Future] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -91,7 +91,7 @@ class ShardWriter:
         if self._rows and self._bytes + size + 2 * TAR_BLOCK > self.max_shard_bytes:
             self.flush()
         if self._open is None:
-            pending = store.begin_commit(ShardLayout(self.out).tar(self.shard))
+            pending = files.begin_commit(ShardLayout(self.out).tar(self.shard))
             self._open = (pending, open(pending.scratch, "wb"))
         try:
             self._bytes += write_sample(self._open[1], sample)
@@ -139,23 +139,23 @@ class ShardWriter:
             future.result()  # every queued commit done (re-raises a failed one)
         self._commits = []
         if self._skipped:
-            store.commit_table(ShardLayout(self.out).skipped(f"{self.stem}-tail"), pa.Table.from_pylist(self._skipped, schema=SKIPPED_SCHEMA))
+            files.commit_table(ShardLayout(self.out).skipped(f"{self.stem}-tail"), pa.Table.from_pylist(self._skipped, schema=SKIPPED_SCHEMA))
             self._skipped = []
 
     def _abort(self) -> None:
         if self._open is not None:
             pending, handle = self._open
             handle.close()
-            store.abort_commit(pending)
+            files.abort_commit(pending)
             self._open = None
 
-    def _commit(self, name: str, pending: store.PendingFile, rows: list[dict], skipped: list[dict],
+    def _commit(self, name: str, pending: files.PendingFile, rows: list[dict], skipped: list[dict],
                 filesize: int, md5: Future) -> None:
         digest = md5.result()  # before the rename: the scratch file is gone after it
-        store.end_commit(pending)
+        files.end_commit(pending)
         layout = ShardLayout(self.out)
-        store.commit_table(layout.skipped(name), pa.Table.from_pylist(skipped, schema=SKIPPED_SCHEMA))
-        store.commit_table(layout.manifest(name),
+        files.commit_table(layout.skipped(name), pa.Table.from_pylist(skipped, schema=SKIPPED_SCHEMA))
+        files.commit_table(layout.manifest(name),
                            pa.Table.from_pylist(rows, schema=SHARD_MANIFEST_SCHEMA),
                            {"onegen.shard_bytes": str(filesize), "onegen.shard_md5": digest})
 

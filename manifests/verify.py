@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import tarfile
 
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.layout import ShardLayout
 
 
@@ -24,14 +24,14 @@ def verify_shards(out: str) -> tuple[int, list[str]]:
     manifests = ShardLayout(out).manifest_paths()
     if not manifests:
         return 0, [f"{out}: no shard manifests found"]
-    index = store.read_json(ShardLayout(out).index()) or {}
+    index = files.read_json(ShardLayout(out).index()) or {}
     md5s = {entry["url"]: entry.get("md5") for entry in index.get("shardlist", [])}
     for manifest_path in manifests:
-        table = store.read_table(manifest_path)
-        meta = store.read_metadata(manifest_path)
+        table = files.read_table(manifest_path)
+        meta = files.read_metadata(manifest_path)
         name = manifest_path.rsplit("/", 1)[-1][: -len(".parquet")] + ".tar"
-        tar_path = store.join(out, name)
-        if not store.exists(tar_path):
+        tar_path = files.join(out, name)
+        if not files.exists(tar_path):
             problems.append(f"{name}: missing shard (its manifest exists)")
             continue
         expected = {}
@@ -49,7 +49,7 @@ def verify_shards(out: str) -> tuple[int, list[str]]:
 def _check_tar(name: str, tar_path: str, expected: dict[str, tuple[int, str]], meta: dict[str, str],
                indexed_md5: str | None) -> list[str]:
     problems = []
-    fs, path = store.filesystem(tar_path)
+    fs, path = files.filesystem(tar_path)
     md5 = hashlib.md5()
     found: set[str] = set()
     with fs.open(path, "rb") as raw:

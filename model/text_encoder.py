@@ -1,7 +1,7 @@
 """T5 text encoder wrapper (DESIGN §6): prompts -> (states, mask) for the Next-DiT caption input.
 
 `TextEncoder.load(model_id)` takes a hub id (from the offline HF cache) or a local folder through
-`onegen.annotators.loading.resolve_checkpoint`. The folder is either a plain T5 checkpoint (config +
+`onegen.core.weights.resolve_checkpoint`. The folder is either a plain T5 checkpoint (config +
 weights + tokenizer files) or a diffusers-style repo with `text_encoder/` and `tokenizer/` subfolders
 (the OneDiffusion release layout).
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from onegen.annotators.loading import repo_subfolder, resolve_checkpoint
+from onegen.core.weights import repo_subfolder, resolve_checkpoint
 
 MAX_TOKENS = 300
 

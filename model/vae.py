@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from onegen.annotators.loading import repo_subfolder, resolve_checkpoint
+from onegen.core.weights import repo_subfolder, resolve_checkpoint
 
 LATENT_CHANNELS = 16
 

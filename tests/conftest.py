@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from onegen.pipelines.ray_setup import RayConfig  # noqa: E402
+from onegen.pipelines.runtime.ray_setup import RayConfig  # noqa: E402
 
 TEST_RAY = RayConfig(num_cpus=2, object_store_memory=300 * 2**20, progress_bars=False)
 
@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray for the whole session (2 CPUs, 300 MiB object store), loopback only."""
-    from onegen.pipelines.ray_setup import init_ray, shutdown_ray
+    from onegen.pipelines.runtime.ray_setup import init_ray, shutdown_ray
 
     init_ray(TEST_RAY)
     yield TEST_RAY
@@ -58,7 +58,7 @@ def photo(name: str) -> np.ndarray:
 
 def weights_cached(model_id: str) -> bool:
     """True when `model_id` resolves offline (local path or HF cache): gates the `weights` tests."""
-    from onegen.annotators.loading import MissingCheckpointError, resolve_checkpoint
+    from onegen.core.weights import MissingCheckpointError, resolve_checkpoint
 
     try:
         resolve_checkpoint(model_id)

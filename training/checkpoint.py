@@ -36,7 +36,6 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from onegen.model.flow import ScheduleConfig
 from onegen.model.nextdit import PRESETS, build_model
-from onegen.training.commands import add_export_command  # noqa: F401 (the parser, torch-free)
 
 log = logging.getLogger(__name__)
 MARKER = "COMPLETE"

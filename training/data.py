@@ -53,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from onegen.core.tasks import FAMILIES as TASK_FAMILIES
+from onegen.core.tasks import family_of as task_family
 from onegen.manifests.query import read_manifests, select_shards
-from onegen.pipelines.tasks import FAMILIES as TASK_FAMILIES
-from onegen.pipelines.tasks import family_of as task_family
 from onegen.training.streams import ShardStream
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class DataConfig:
     num_workers: int = 0
 
 
-family_of = task_family  # token -> family (None for a token without a row in pipelines/tasks.py)
+family_of = task_family  # token -> family (None for a token without a row in core/tasks.py)
 
 
 def family_shards(config: DataConfig) -> dict[str, list[str]]:

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from onegen.core.task_prompts import faceid_prompt
+from onegen.core.tasks import condition_tasks, sampler_tasks, swapped_tasks
 from onegen.model.flow import ScheduleConfig, fixed_sigmas, release_schedule, sample_euler
 from onegen.model.nextdit import (
     CheckpointMismatch,
@@ -44,12 +46,9 @@ from onegen.model.nextdit import (
     checkpoint_info,
     load_model_checkpoint,
 )
-from onegen.pipelines.task_prompts import faceid_prompt
-from onegen.pipelines.tasks import condition_tasks, sampler_tasks, swapped_tasks
-from onegen.training.commands import add_sample_command  # noqa: F401 (the parser, torch-free)
 from onegen.training.data import fit_to_bucket
 
-# from the task table (pipelines/tasks.py): reverse tasks -> their token, two-view tasks, every --task name
+# from the task table (core/tasks.py): reverse tasks -> their token, two-view tasks, every --task name
 SWAPPED = swapped_tasks()
 CONDITION_TASKS = condition_tasks()
 TASKS = sampler_tasks()
@@ -109,7 +108,7 @@ def _ray_latents(request: SampleRequest, n: int) -> torch.Tensor:
     (`sampling_cameras`: OpenCV / OpenGL c2w + K, or the released azimuth/elevation orbit) moved into
     camera 0's pytorch3d view frame without rescaling (`first_camera_frame`); "normalize": true applies
     the training data's normalisation (camera 0 1.7 from the axes' intersection) instead."""
-    from onegen.annotators.cameras import (
+    from onegen.core.camera_geometry import (
         first_camera_frame,
         normalize_cameras,
         plucker_rays,
@@ -204,7 +203,7 @@ def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], va
         images.append(pixels)
     Image.fromarray(np.concatenate(images, axis=1)).save(os.path.join(out, "grid.png"))
     if task == "camera_pose":
-        from onegen.annotators.cameras import camera0_c2w, cameras_from_rays, latent_to_rays
+        from onegen.core.camera_geometry import camera0_c2w, cameras_from_rays, latent_to_rays
 
         rays = latent_to_rays(latents[0, :, 1::2].permute(1, 0, 2, 3).numpy().astype(np.float64))  # (n, h, w, 6)
         cams = cameras_from_rays(rays)  # OpenCV c2w in the released frame (camera 0's pytorch3d view frame)
@@ -226,7 +225,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     try:
         model, info = load_denoiser(args.checkpoint, device, args.preset)
     except CheckpointMismatch as error:  # a user error: cli.main prints its one line on the terminal
-        from onegen.pipelines.cli_checks import PathError
+        from onegen.core.errors import PathError
 
         raise PathError(str(error)) from None
     config = info.get("train_config") or {}
@@ -234,7 +233,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 "--vae": args.vae or config.get("vae", "")}
     missing = [flag for flag, value in encoders.items() if not value]
     if missing:  # a .pt of save_checkpoint, or a run trained without them, names none
-        from onegen.pipelines.cli_checks import PathError
+        from onegen.core.errors import PathError
 
         raise PathError(f"{args.checkpoint} names no {' / '.join(m[2:] for m in missing)} (its training config has "
                         f"none): pass {' and '.join(f'{m} ID' for m in missing)}")

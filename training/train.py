@@ -30,12 +30,11 @@ import torch.distributed as dist
 from onegen.model.flow import clean_conditions, flow_loss
 from onegen.model.nextdit import NextDiT, build_model
 from onegen.training.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from onegen.training.commands import add_train_command  # noqa: F401 (the parser, torch-free)
 from onegen.training.data import batch_caption, batch_latents, make_loader
 from onegen.training.train_config import TrainConfig, config_from_args
 from onegen.training.train_logs import family_samples, log_data, sample_grid, unwrap
 
-__all__ = ["TrainConfig", "add_train_command", "config_from_args", "train", "train_step"]
+__all__ = ["TrainConfig", "config_from_args", "train", "train_step"]
 
 
 # --------------------------------------------------------------------------- setup
@@ -97,7 +96,7 @@ def train(config: TrainConfig) -> dict:
     """Run (or resume) training to config.steps; returns {"step", "losses", "checkpoint"}."""
     from tqdm import tqdm
 
-    from onegen.pipelines.job_log import progress_stream
+    from onegen.core.job_output import progress_stream
 
     rank, world, device = setup_distributed()
     torch.manual_seed(config.seed)

@@ -14,7 +14,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from onegen.pipelines.tasks import FAMILIES
+from onegen.core.tasks import FAMILIES
 
 DEFAULT_WEIGHTS = tuple((family, 1.0) for family in FAMILIES)
 PRESET_NAMES = ("onediffusion-2.8b", "small", "tiny")  # model.nextdit.PRESETS

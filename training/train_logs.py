@@ -42,7 +42,7 @@ def _view_pictures(view: torch.Tensor, kind: str, vae) -> list[np.ndarray]:
     """One view of n samples -> n (H, W, 3) uint8 pictures at pixel size (latents are 8x upsampled)."""
     from PIL import Image
 
-    from onegen.pipelines.preview_render import ray_false_colour
+    from onegen.core.ray_pictures import ray_false_colour
 
     if kind == "ray":
         return [np.asarray(ray_false_colour(latent.float().numpy())) for latent in view]  # (8h, 8w, 3)

@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 
-from onegen.annotators.cameras import (  # noqa: E402
+from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
+from onegen.core.camera_geometry import (  # noqa: E402
     RAY_SCALE,
     camera0_c2w,
     camera_centre_accuracy,
@@ -27,9 +28,8 @@ from onegen.annotators.cameras import (  # noqa: E402
     rays_to_latent,
     rotation_angle_deg,
 )
-from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
-from onegen.pipelines.camera_readers import read_transforms_json  # noqa: E402
-from onegen.pipelines.synthetic_scene import SceneConfig, look_at, write_scene  # noqa: E402
+from onegen.pipelines.demo.synthetic_scene import SceneConfig, look_at, write_scene  # noqa: E402
+from onegen.pipelines.sources.scene_cameras import read_transforms_json  # noqa: E402
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 from onegen.annotators.base import Annotator, RowError
 from onegen.annotators.conditions import BlurAnnotator, CannyAnnotator, InpaintAnnotator, LowresAnnotator
-from onegen.annotators.image_codec import decode_rgb
+from onegen.core.image_codec import decode_rgb
 from tests.conftest import encode, photo
 
 

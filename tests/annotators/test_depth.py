@@ -16,8 +16,8 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.depth import DepthAnnotator, ResizeSpec  # noqa: E402
-from onegen.annotators.image_codec import decode_png16, decode_rgb  # noqa: E402
-from onegen.annotators.tiny_models import tiny_depth  # noqa: E402
+from onegen.core.image_codec import decode_png16, decode_rgb  # noqa: E402
+from onegen.pipelines.demo.tiny_models import tiny_depth  # noqa: E402
 from tests.conftest import image_batch as _batch  # noqa: E402
 from tests.conftest import weights_cached  # noqa: E402
 
@@ -136,7 +136,7 @@ def test_missing_checkpoint_fails_at_setup_with_one_line():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("onegen.annotators.loading.MissingCheckpointError")
+    assert last.startswith("onegen.core.weights.MissingCheckpointError")
     assert "nobody-here/no-such-depth-model" in last
 
 

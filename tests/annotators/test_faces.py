@@ -17,8 +17,8 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.faces import FacesAnnotator, group_windows  # noqa: E402
-from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
-from onegen.annotators.tiny_models import tiny_face_detector, tiny_nsfw  # noqa: E402
+from onegen.core.weights import MissingCheckpointError  # noqa: E402
+from onegen.pipelines.demo.tiny_models import tiny_face_detector, tiny_nsfw  # noqa: E402
 from tests.conftest import image_batch, weights_cached  # noqa: E402
 
 # Where her face is in the 512 x 512 astronaut photo (checked by eye on a saved crop: the region

@@ -13,9 +13,9 @@ import torch  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from onegen.annotators.hed import HedAnnotator, detect_size  # noqa: E402
-from onegen.annotators.image_codec import decode_rgb  # noqa: E402
-from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
-from onegen.annotators.tiny_models import tiny_hed  # noqa: E402
+from onegen.core.image_codec import decode_rgb  # noqa: E402
+from onegen.core.weights import MissingCheckpointError  # noqa: E402
+from onegen.pipelines.demo.tiny_models import tiny_hed  # noqa: E402
 from tests.conftest import image_batch as _batch  # noqa: E402
 
 

@@ -13,7 +13,12 @@ import torch
 from onegen.annotators.aesthetic import AestheticAnnotator
 from onegen.annotators.clip import ClipAnnotator, decode_embedding, embedding_matrix
 from onegen.annotators.image_scores import NsfwAnnotator, WatermarkAnnotator
-from onegen.annotators.tiny_hygiene_models import CLIP_DIM, tiny_aesthetic, tiny_clip, tiny_image_classifier
+from onegen.pipelines.demo.tiny_hygiene_models import (
+    CLIP_DIM,
+    tiny_aesthetic,
+    tiny_clip,
+    tiny_image_classifier,
+)
 from tests.conftest import encode, image_batch, photo
 
 CAPTIONS = ["a photo of the astronaut", "a red cup of coffee", "", "a cat"]
@@ -133,7 +138,7 @@ def test_missing_checkpoints_fail_at_setup_with_one_line():
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0
     assert any(line.startswith("MissingCheckpointError") and "nobody-here/no-clip" in line for line in lines)
-    assert lines[-1].startswith("onegen.annotators.loading.MissingCheckpointError")
+    assert lines[-1].startswith("onegen.core.weights.MissingCheckpointError")
     assert "no watermark classifier checkpoint configured" in lines[-1]
 
 

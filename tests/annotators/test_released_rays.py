@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from onegen.annotators.cameras import (  # noqa: E402
+from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
+from onegen.core.camera_geometry import (  # noqa: E402
     camera0_c2w,
     cameras_from_rays,
     latent_to_rays,
@@ -31,10 +32,9 @@ from onegen.annotators.cameras import (  # noqa: E402
     opengl_to_opencv,
     plucker_rays,
 )
-from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
-from onegen.pipelines.camera_readers import co3d_camera, read_transforms_json  # noqa: E402
-from onegen.pipelines.multiview_samples import square_view  # noqa: E402
-from onegen.pipelines.synthetic_scene import SceneConfig, write_scene  # noqa: E402
+from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene  # noqa: E402
+from onegen.pipelines.samples.multiview import square_view  # noqa: E402
+from onegen.pipelines.sources.scene_cameras import co3d_camera, read_transforms_json  # noqa: E402
 
 TOL = 1e-5
 

@@ -21,8 +21,6 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from onegen.annotators.image_codec import decode_rgb, encode_png  # noqa: E402
-from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
 from onegen.annotators.palette import MAX_CLASSES, PALETTE, parse_tags  # noqa: E402
 from onegen.annotators.segment import (  # noqa: E402
     SAM_ARCHS,
@@ -38,7 +36,9 @@ from onegen.annotators.segment import (  # noqa: E402
     sam_mask_logits,
     sam_masks,
 )
-from onegen.annotators.tiny_models import tiny_grounding_dino, tiny_owlv2, tiny_sam  # noqa: E402
+from onegen.core.image_codec import decode_rgb, encode_png  # noqa: E402
+from onegen.core.weights import MissingCheckpointError  # noqa: E402
+from onegen.pipelines.demo.tiny_models import tiny_grounding_dino, tiny_owlv2, tiny_sam  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from onegen.annotators import tiny_models  # noqa: E402
-from onegen.pipelines.annotator_choices import make_annotators  # noqa: E402
+from onegen.pipelines.demo import tiny_models  # noqa: E402
+from onegen.pipelines.jobs.annotator_choices import make_annotators  # noqa: E402
 from tests.conftest import image_batch  # noqa: E402
 
 DEMO_ANNOTATORS = {"depth", "pose", "hed", "segment", "caption", "entities"}

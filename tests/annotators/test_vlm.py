@@ -1,7 +1,7 @@
 """VLM loading + batched generation, and the caption / entities annotators, on tiny random models.
 
 The tiny LLaVA-NeXT (Mistral text + CLIP vision) and Molmo2 checkpoints come from
-`onegen.annotators.tiny_models` (configs + an in-memory-trained BPE tokenizer, save_pretrained) and
+`onegen.pipelines.demo.tiny_models` (configs + an in-memory-trained BPE tokenizer, save_pretrained) and
 load through the same `load_vlm` that real hub ids use. bench/vlm.py --tiny builds `BUILDERS`.
 """
 
@@ -27,9 +27,6 @@ from skimage import data as skdata  # noqa: E402
 from onegen.annotators.base import RowError  # noqa: E402
 from onegen.annotators.caption import CaptionAnnotator, EntitiesAnnotator, scene_caption_view  # noqa: E402
 from onegen.annotators.caption_text import length_reason, parse_entities  # noqa: E402
-from onegen.annotators.image_codec import encode_png  # noqa: E402
-from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
-from onegen.annotators.tiny_models import tiny_llava_next, tiny_molmo2  # noqa: E402
 from onegen.annotators.vlm import (  # noqa: E402
     GenerationSettings,
     VLMRequest,
@@ -40,6 +37,9 @@ from onegen.annotators.vlm import (  # noqa: E402
     plan_batches,
     vllm_request,
 )
+from onegen.core.image_codec import encode_png  # noqa: E402
+from onegen.core.weights import MissingCheckpointError  # noqa: E402
+from onegen.pipelines.demo.tiny_models import tiny_llava_next, tiny_molmo2  # noqa: E402
 
 BUILDERS = {"llava_next": tiny_llava_next, "molmo2": tiny_molmo2}  # bench/vlm.py --tiny reads this too
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.dataset_card import caption_note, write_dataset_card
 from onegen.manifests.shard_writer import Sample, ShardWriter
 
@@ -36,10 +36,10 @@ def _shards(tmp_path) -> str:
         if task == "text2image":
             writer.skip("photos-k9", "no_caption", 9)
         writer.finish()
-    store.commit_table(str(root / "annotations" / "depth@1" / "photos" / "part-00000.parquet"),
+    files.commit_table(str(root / "annotations" / "depth@1" / "photos" / "part-00000.parquet"),
                        pa.table({"key": ["k0"], "status": ["ok"], "error": pa.array([None], pa.string()), "model_id": ["depth-anything/Depth-Anything-V2-Small-hf"],
                                  "model_revision": ["abc123"]}))
-    store.commit_json(str(out / "build.json"), {"job": "build", "root": str(root), "stores": ["depth@1"]})
+    files.commit_json(str(out / "build.json"), {"job": "build", "root": str(root), "stores": ["depth@1"]})
     return str(out)
 
 
@@ -71,7 +71,7 @@ def test_build_finish_writes_the_card_and_agrees_with_stats_on_bytes(tmp_path):
     from pathlib import Path
 
     from onegen.manifests.query import shard_stats
-    from onegen.pipelines.build import BuildConfig, _finish
+    from onegen.pipelines.jobs.build import BuildConfig, _finish
 
     shards = _shards(tmp_path)
     built = _finish(BuildConfig(str(tmp_path / "dataset"), shards))

@@ -7,28 +7,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import TAR_BLOCK, Sample, ShardWriter
 from onegen.manifests.verify import verify_shards
-from onegen.pipelines.job_state import JobConflict, check_and_record
+from onegen.pipelines.runtime.job_state import JobConflict, check_and_record
 
 
 def test_commit_is_atomic_and_debris_is_cleaned(tmp_path):
     target = str(tmp_path / "a" / "part-00000.parquet")
-    store.commit_table(target, pa.table({"x": [1, 2]}), {"note": "hello"})
-    (tmp_path / "a" / f"part-00001.parquet.abcd{store.TEMP_SUFFIX}").write_bytes(b"half a file")
-    assert store.list_files(str(tmp_path / "a"), ".parquet") == [target]
-    assert store.read_metadata(target)["note"] == "hello"
-    assert store.clean_temporaries(str(tmp_path)) == 1
+    files.commit_table(target, pa.table({"x": [1, 2]}), {"note": "hello"})
+    (tmp_path / "a" / f"part-00001.parquet.abcd{files.TEMP_SUFFIX}").write_bytes(b"half a file")
+    assert files.list_files(str(tmp_path / "a"), ".parquet") == [target]
+    assert files.read_metadata(target)["note"] == "hello"
+    assert files.clean_temporaries(str(tmp_path)) == 1
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["part-00000.parquet"]
 
 
 def test_store_works_through_fsspec_urls():
     root = "memory://onegen-test/store"
-    store.commit_table(store.join(root, "p.parquet"), pa.table({"x": [3]}))
-    assert store.list_files(root, ".parquet") == [store.join(root, "p.parquet")]
-    assert store.read_table(store.join(root, "p.parquet")).column("x").to_pylist() == [3]
+    files.commit_table(files.join(root, "p.parquet"), pa.table({"x": [3]}))
+    assert files.list_files(root, ".parquet") == [files.join(root, "p.parquet")]
+    assert files.read_table(files.join(root, "p.parquet")).column("x").to_pylist() == [3]
 
 
 def test_job_record_refuses_changes_and_names_them(tmp_path):

@@ -7,9 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from onegen.annotators.loading import MissingCheckpointError  # noqa: E402
+from onegen.core.weights import MissingCheckpointError  # noqa: E402
 from onegen.model.text_encoder import TextEncoder  # noqa: E402
-from onegen.training.demo_step import build_tiny_text_encoder  # noqa: E402
+from onegen.pipelines.demo.train_step import build_tiny_text_encoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")

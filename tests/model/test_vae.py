@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from onegen.model.vae import Vae  # noqa: E402
-from onegen.training.demo_step import build_tiny_vae  # noqa: E402
+from onegen.pipelines.demo.train_step import build_tiny_vae  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from onegen.annotators.tiny_hygiene_models import tiny_image_classifier
 from onegen.manifests.query import read_manifests, shard_stats
-from onegen.pipelines.cli import main
+from onegen.pipelines.cli.main import main
+from onegen.pipelines.demo.tiny_hygiene_models import tiny_image_classifier
 from tests.conftest import write_photo_folder
 
 pytestmark = pytest.mark.timeout(600)

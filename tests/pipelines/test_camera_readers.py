@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 
 from onegen.manifests.schemas import CATALOG_SCHEMA
-from onegen.pipelines.camera_readers import read_co3d, read_colmap, read_transforms_json, scene_sha256
-from onegen.pipelines.synthetic_scene import SceneConfig, write_scene
+from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene
+from onegen.pipelines.sources.scene_cameras import read_co3d, read_colmap, read_transforms_json, scene_sha256
 
 WIDTH, HEIGHT = 64, 48
 

@@ -13,7 +13,7 @@ import pytest
 
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
-from onegen.pipelines.cli import main
+from onegen.pipelines.cli.main import main
 
 HEAVY = ("torch", "ray", "transformers", "pyarrow")
 
@@ -33,7 +33,7 @@ def _shards(folder) -> str:
 
 
 def _onegen(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onegen.pipelines.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "onegen.pipelines.cli.main", *args], capture_output=True, text=True,
                           timeout=120, **kwargs)
 
 
@@ -123,7 +123,7 @@ def test_train_and_sample_refuse_an_unknown_preset_with_one_line(tmp_path, capsy
                                   ["preview", "--help"], ["demo", "--help"], ["manifest", "stats", "--help"],
                                   ["train", "--bf16", "yes"], ["build"]])
 def test_help_and_argument_errors_import_nothing_heavy(argv):
-    code = ("import sys\nfrom onegen.pipelines.cli import build_parser\n"
+    code = ("import sys\nfrom onegen.pipelines.cli.main import build_parser\n"
             f"try:\n    build_parser().parse_args({argv!r})\nexcept SystemExit:\n    pass\n"
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -131,7 +131,7 @@ def test_help_and_argument_errors_import_nothing_heavy(argv):
 
 
 def test_every_flag_has_help():
-    from onegen.pipelines.cli import build_parser
+    from onegen.pipelines.cli.main import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
@@ -141,7 +141,7 @@ def test_every_flag_has_help():
 
 
 def test_train_bf16_is_a_flag_and_family_names_are_explained(capsys):
-    from onegen.pipelines.cli import build_parser
+    from onegen.pipelines.cli.main import build_parser
     from onegen.training.train_config import config_from_args
 
     assert config_from_args(build_parser().parse_args(["train", "--no-bf16"])).bf16 is False
@@ -161,9 +161,9 @@ def test_preset_names_match_the_model_presets():
 
 
 def test_annotate_help_lists_every_annotator_as_its_dataclass_defines_it(capsys):
-    from onegen.pipelines.annotator_choices import ANNOTATOR_CLASSES
-    from onegen.pipelines.annotator_help import annotator_table
-    from onegen.pipelines.cli import build_parser
+    from onegen.pipelines.cli.annotator_help import annotator_table
+    from onegen.pipelines.cli.main import build_parser
+    from onegen.pipelines.jobs.annotator_choices import ANNOTATOR_CLASSES
 
     table = annotator_table()
     assert [info.name for info in table] == list(ANNOTATOR_CLASSES)
@@ -182,7 +182,7 @@ def test_annotate_help_lists_every_annotator_as_its_dataclass_defines_it(capsys)
 
 
 def test_missing_weights_recommend_hf_download():
-    from onegen.annotators.loading import MissingCheckpointError, resolve_checkpoint
+    from onegen.core.weights import MissingCheckpointError, resolve_checkpoint
 
     with pytest.raises(MissingCheckpointError) as missing:
         resolve_checkpoint("onegen-tests/not-in-the-cache", "depth")
@@ -196,7 +196,7 @@ def test_every_docs_path_named_in_the_code_exists():
 
     repo = Path(__file__).resolve().parents[2]
     named = set()
-    for folder in ("pipelines", "annotators", "model", "training", "manifests", "bench", "tests"):
+    for folder in ("onegen", "core", "pipelines", "annotators", "model", "training", "manifests", "bench", "tests"):
         for path in (repo / folder).rglob("*.py"):
             named.update(re.findall(r"\bdocs/[A-Za-z0-9_.-]+\.(?:md|png)", path.read_text(encoding="utf-8")))
     assert named and [name for name in sorted(named) if not (repo / name).exists()] == []

@@ -25,7 +25,7 @@ ray start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 \
   --object-store-memory=150000000 > {temp}/worker.log 2>&1
 {python} -c "import ray; ray.init(address='127.0.0.1:{port}'); \
 print('NODES', sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']))"
-{python} -m onegen.pipelines.cli ingest {photos} --out {out} --address 127.0.0.1:{port} --rows-per-part 1 --no-progress
+{python} -m onegen.pipelines.cli.main ingest {photos} --out {out} --address 127.0.0.1:{port} --rows-per-part 1 --no-progress
 """
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from onegen.annotators.phash import phash64
-from onegen.pipelines.dedup_groups import (
+from onegen.pipelines.hygiene.dedup_groups import (
     DedupConfig,
     band_layout,
     brute_force_pairs,

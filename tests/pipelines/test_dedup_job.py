@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from onegen.annotators.phash import PhashAnnotator
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.schemas import CATALOG_SCHEMA
-from onegen.pipelines.dedup import (
+from onegen.pipelines.hygiene.dedup_groups import find_duplicates
+from onegen.pipelines.hygiene.semdedup import SemDedupConfig, semantic_duplicates
+from onegen.pipelines.jobs.dedup import (
     DONE_MARKER,
     DedupJobConfig,
     bucket_part,
@@ -24,9 +26,7 @@ from onegen.pipelines.dedup import (
     resolve_duplicates,
     run_phash_dedup,
 )
-from onegen.pipelines.dedup_groups import find_duplicates
-from onegen.pipelines.semdedup import SemDedupConfig, semantic_duplicates
-from onegen.pipelines.semdedup_job import semantic_dedup_parts, semantic_dir
+from onegen.pipelines.jobs.semdedup import semantic_dedup_parts, semantic_dir
 from tests.conftest import PHOTOS, photo
 
 pytestmark = pytest.mark.timeout(300)
@@ -57,9 +57,9 @@ def _write_root(root: str) -> list[dict]:
     phash = PhashAnnotator()
     for source, part, rows in (("laion", 0, laion), ("coyo", 0, coyo_0), ("coyo", 1, coyo_1)):
         name = f"part-{part:05d}.parquet"
-        store.commit_table(store.join(root, "catalog", source, name), pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA))
+        files.commit_table(files.join(root, "catalog", source, name), pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA))
         columns = phash({k: [r[k] for r in rows] for k in ("key", "kind", "image", "meta")})
-        store.commit_table(store.join(root, "annotations", "phash@1", source, name),
+        files.commit_table(files.join(root, "annotations", "phash@1", source, name),
                            pa.Table.from_pydict(columns, schema=phash.schema()))
     return laion + coyo_0 + coyo_1
 
@@ -92,12 +92,12 @@ def test_ray_job_commits_one_table_per_part(tmp_path, ray_local):
     stats = run_phash_dedup(DedupJobConfig(root=str(tmp_path), partitions=2), ray_local)
     assert stats["duplicates"] == 2 and stats["parts"] == 3
     out = dedup_dir(str(tmp_path))
-    assert store.read_json(store.join(out, DONE_MARKER))["dedup"] == {"max_distance": 4}
+    assert files.read_json(files.join(out, DONE_MARKER))["dedup"] == {"max_distance": 4}
     sha = hashlib.sha256("\n".join(r["key"] for r in rows[:3]).encode()).hexdigest()
     assert read_part_duplicates(out, "laion", "part-00000.parquet", sha) == {"laion-a": "coyo-a", "laion-b": "coyo-b"}
     assert read_part_duplicates(out, "coyo", "part-00000.parquet") == {}
     assert read_part_duplicates(out, "coyo", "part-00001.parquet") == {}
-    table = store.read_table(store.join(out, "laion", "part-00000.parquet"))
+    table = files.read_table(files.join(out, "laion", "part-00000.parquet"))
     assert table.column("reason").to_pylist() == ["duplicate_of:coyo-a", "duplicate_of:coyo-b"]
     with pytest.raises(RuntimeError, match="another version"):
         read_part_duplicates(out, "laion", "part-00000.parquet", "0" * 64)
@@ -105,15 +105,15 @@ def test_ray_job_commits_one_table_per_part(tmp_path, ray_local):
 
 def test_semantic_dedup_table_has_the_same_layout_and_reasons(tmp_path):
     from onegen.annotators.clip import ClipAnnotator, embedding_matrix
-    from onegen.annotators.tiny_hygiene_models import tiny_clip
+    from onegen.pipelines.demo.tiny_hygiene_models import tiny_clip
 
     rows = _write_root(str(tmp_path))
     clip = ClipAnnotator(model=tiny_clip(tmp_path / "clip"), num_gpus=0)
     for source, part in (("laion", 0), ("coyo", 0), ("coyo", 1)):
         name = f"part-{part:05d}.parquet"
-        catalog = store.read_table(store.join(str(tmp_path), "catalog", source, name)).to_pylist()
+        catalog = files.read_table(files.join(str(tmp_path), "catalog", source, name)).to_pylist()
         columns = clip({k: [r[k] for r in catalog] for k in ("key", "kind", "image", "meta", "caption_original")})
-        store.commit_table(store.join(str(tmp_path), "annotations", "clip@1", source, name),
+        files.commit_table(files.join(str(tmp_path), "annotations", "clip@1", source, name),
                            pa.Table.from_pydict(columns, schema=clip.schema()))
     config = SemDedupConfig(n_clusters=2, threshold=0.9999)
     out = semantic_dir(str(tmp_path), config.threshold)

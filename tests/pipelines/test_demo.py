@@ -16,7 +16,7 @@ from onegen.manifests.verify import verify_shards
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    result = subprocess.run([sys.executable, "-m", "onegen.pipelines.cli", "demo", "--out", str(out),
+    result = subprocess.run([sys.executable, "-m", "onegen.pipelines.cli.main", "demo", "--out", str(out),
                              "--num-cpus", "2", "--object-store-mb", "400", "--no-progress"],
                             env=env, capture_output=True, text=True, timeout=1100)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -37,8 +37,8 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_demo_overwrite_starts_over_on_its_own_folders_only(tmp_path, monkeypatch):
-    from onegen.pipelines import demo
-    from onegen.pipelines.cli import build_parser, main
+    from onegen.pipelines.cli.main import build_parser, main
+    from onegen.pipelines.demo import command as demo
 
     for name in demo.DEMO_FOLDERS:
         (tmp_path / name / "sub").mkdir(parents=True)

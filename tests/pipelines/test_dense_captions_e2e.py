@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from onegen.annotators.tiny_models import tiny_llava_next
+from onegen.core.task_prompts import faceid_prompt, multiview_prompt
 from onegen.manifests.query import read_manifests
-from onegen.pipelines.cli import main
-from onegen.pipelines.synthetic_scene import SceneConfig, write_scene
-from onegen.pipelines.task_prompts import faceid_prompt, multiview_prompt
+from onegen.pipelines.cli.main import main
+from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene
+from onegen.pipelines.demo.tiny_models import tiny_llava_next
 from tests.conftest import photo
 
 pytestmark = pytest.mark.timeout(900)

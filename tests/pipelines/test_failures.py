@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from onegen.annotators.base import Annotator
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.query import catalog_stats
-from onegen.pipelines.annotate import run_annotators
-from onegen.pipelines.cli import main, report_failure
+from onegen.pipelines.cli.main import main, report_failure
+from onegen.pipelines.jobs.annotate import run_annotators
 from tests.conftest import TEST_RAY, write_photo_folder
 
 pytestmark = pytest.mark.timeout(600)
@@ -140,8 +140,8 @@ def test_an_fsync_error_aborts_the_commit(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", failing_fsync)
     target = tmp_path / "part-00000.parquet"
     with pytest.raises(OSError, match="Input/output error"):
-        store.commit_table(str(target), pa.table({"key": ["a"]}))
+        files.commit_table(str(target), pa.table({"key": ["a"]}))
     assert list(tmp_path.iterdir()) == []  # no file, no temporary left behind
     with pytest.raises(OSError):
-        store.commit_bytes(str(tmp_path / "_job.json"), b"{}")
+        files.commit_bytes(str(tmp_path / "_job.json"), b"{}")
     assert not (tmp_path / "_job.json").exists()

@@ -9,8 +9,7 @@ from collections import Counter
 
 import pytest
 
-from onegen.pipelines.faceid_samples import FaceidConfig, faceid_samples
-from onegen.pipelines.filters import (
+from onegen.pipelines.hygiene.filters import (
     FilterError,
     apply_filters,
     filter_stores,
@@ -18,12 +17,13 @@ from onegen.pipelines.filters import (
     parse_filters,
     reason_family,
 )
-from onegen.pipelines.task_selection import (
+from onegen.pipelines.hygiene.task_selection import (
     PoseSelection,
     largest_person_fraction,
     nsfw_exclusions,
     person_area_reason,
 )
+from onegen.pipelines.samples.faceid import FaceidConfig, faceid_samples
 
 
 def _row(value, status="ok", column="score"):
@@ -85,7 +85,7 @@ def test_apply_filters_reports_the_first_failure_and_counts_per_filter():
 
 
 def test_filter_modules_import_no_model_or_ray():
-    code = ("import sys, onegen.pipelines.filters, onegen.pipelines.task_selection, onegen.pipelines.hygiene; "
+    code = ("import sys, onegen.pipelines.hygiene.filters, onegen.pipelines.hygiene.task_selection, onegen.pipelines.hygiene.build_hygiene; "
             "bad = {'ray', 'torch', 'transformers'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from onegen.manifests import store
-from onegen.pipelines.dedup import DedupPart, dedup_dir, write_dedup
-from onegen.pipelines.faceid_samples import FaceidConfig, faceid_samples
-from onegen.pipelines.filters import FilterError, parse_filters
-from onegen.pipelines.hygiene import (
+from onegen.manifests import files
+from onegen.pipelines.hygiene.build_hygiene import (
     HygieneConfig,
     check_hygiene_inputs,
     faceid_exclusions,
@@ -16,6 +13,9 @@ from onegen.pipelines.hygiene import (
     row_skip_reason,
     unit_duplicates,
 )
+from onegen.pipelines.hygiene.filters import FilterError, parse_filters
+from onegen.pipelines.jobs.dedup import DedupPart, dedup_dir, write_dedup
+from onegen.pipelines.samples.faceid import FaceidConfig, faceid_samples
 
 
 def _score(value, status="ok"):
@@ -56,7 +56,7 @@ def test_unit_reads_its_own_part_and_reasons_come_in_order(tmp_path):
     assert row_skip_reason("laion-a", {"aesthetic": _score(3.0)}, duplicates, filters) == "duplicate_of:coyo-a"
     assert row_skip_reason("laion-c", {"aesthetic": _score(3.0)}, duplicates, filters) == "filtered:aesthetic=3<5"
     assert row_skip_reason("laion-d", {"aesthetic": _score(6.0)}, duplicates, filters) is None
-    assert store.exists(f"{dedup_dir(root)}/_SUCCESS.json")
+    assert files.exists(f"{dedup_dir(root)}/_SUCCESS.json")
 
 
 def test_faceid_exclusions_combine_duplicates_filters_and_nsfw_before_the_rule():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onegen.annotators.image_codec import decode_rgb
-from onegen.pipelines.image_checks import ImageLimits, Rejected, normalise_image
+from onegen.core.image_codec import decode_rgb
+from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
 from tests.conftest import encode, photo
 
 LIMITS = ImageLimits(min_side=32, max_pixels=4_000_000)
@@ -103,7 +103,7 @@ def test_rejections_have_reasons(data, reason):
 
 def test_importing_ultralytics_leaves_pillow_alone():
     """ultralytics patches Image.open to pip-install pi-heif on unknown bytes; our import undoes it."""
-    from onegen.annotators.loading import import_yolo
+    from onegen.core.weights import import_yolo
 
     import_yolo()
     with pytest.raises(Rejected) as refused:

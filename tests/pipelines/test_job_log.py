@@ -10,7 +10,7 @@ import sys
 
 SCRIPT = """
 import logging, os, sys, warnings
-from onegen.pipelines.job_log import current_log, job_output, terminal_stderr
+from onegen.core.job_output import current_log, job_output, terminal_stderr
 handler_made_before = logging.StreamHandler()  # as libraries make theirs at import time
 logging.getLogger("some.library").addHandler(handler_made_before)
 with job_output(sys.argv[1], "ingest", verbose=sys.argv[2] == "-v") as path:

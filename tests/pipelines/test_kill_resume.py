@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from onegen.annotators.conditions import CannyAnnotator, InpaintAnnotator
+from onegen.manifests.files import CRASH_COUNTER_ENV, CRASH_ENV
 from onegen.manifests.query import read_manifests
-from onegen.manifests.store import CRASH_COUNTER_ENV, CRASH_ENV
 from onegen.manifests.verify import verify_shards
-from onegen.pipelines.cli import main
+from onegen.pipelines.cli.main import main
 from tests.conftest import write_photo_folder
 
 pytestmark = pytest.mark.timeout(900)
@@ -34,7 +34,7 @@ def _run(argv: list[str], crash_at: str | None = None, counter: Path | None = No
         env[CRASH_ENV] = crash_at
         env[CRASH_COUNTER_ENV] = str(counter)
     before = {p.pid for p in psutil.process_iter()}
-    process = subprocess.run([sys.executable, "-m", "onegen.pipelines.cli", *argv, *RAY], env=env,
+    process = subprocess.run([sys.executable, "-m", "onegen.pipelines.cli.main", *argv, *RAY], env=env,
                              capture_output=True, text=True, timeout=300)
     for leftover in psutil.process_iter(["pid", "cmdline"]):
         if leftover.pid not in before and "ray" in " ".join(leftover.info["cmdline"] or []):

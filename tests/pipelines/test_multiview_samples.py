@@ -15,18 +15,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from onegen.annotators.cameras import (  # noqa: E402
+from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
+from onegen.core.camera_geometry import (  # noqa: E402
     camera_from_rays,
     latent_to_rays,
     normalize_cameras,
     rotation_angle_deg,
 )
-from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
-from onegen.annotators.image_codec import decode_rgb  # noqa: E402
+from onegen.core.image_codec import decode_rgb  # noqa: E402
 from onegen.manifests.shard_writer import Sample  # noqa: E402
-from onegen.pipelines.camera_readers import read_transforms_json  # noqa: E402
-from onegen.pipelines.multiview_samples import MultiviewConfig, multiview_samples  # noqa: E402
-from onegen.pipelines.synthetic_scene import Scene, SceneConfig, render, write_scene  # noqa: E402
+from onegen.pipelines.demo.synthetic_scene import Scene, SceneConfig, render, write_scene  # noqa: E402
+from onegen.pipelines.samples.multiview import MultiviewConfig, multiview_samples  # noqa: E402
+from onegen.pipelines.sources.scene_cameras import read_transforms_json  # noqa: E402
 
 # Non-square views, so the centre crop matters: 128 x 96 -> crop 96 x 96 from column 16 -> 48 x 48.
 SCENE = SceneConfig(n_views=7, width=128, height=96, seed=3)

@@ -9,7 +9,7 @@ import pytest
 
 from onegen.manifests.query import read_manifests, select_shards, shard_stats
 from onegen.manifests.verify import verify_shards
-from onegen.pipelines.cli import main
+from onegen.pipelines.cli.main import main
 from tests.conftest import encode, photo, write_photo_folder
 
 pytestmark = pytest.mark.timeout(600)
@@ -163,7 +163,7 @@ def test_no_output_escapes_the_output_folder(built):
 
 def test_worker_side_user_errors_become_one_line():
     """Ray re-raises an actor's MissingCheckpointError as its own error type; the CLI finds it by name."""
-    from onegen.pipelines.cli import remote_user_error
+    from onegen.pipelines.cli.main import remote_user_error
 
     wrapped = RuntimeError("The actor died because of an error raised in its creation task, \x1b[36mray::Map\x1b[39m\n"
                            "  File annotate.py, line 144\nonegen.annotators.loading.MissingCheckpointError: "

@@ -21,11 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from onegen.annotators.cameras import plucker_rays, rays_to_latent
-from onegen.manifests import store
+from onegen.core.camera_geometry import plucker_rays, rays_to_latent
+from onegen.manifests import files
 from onegen.manifests.schemas import REJECTS_SCHEMA
 from onegen.manifests.shard_writer import Sample, ShardWriter
-from onegen.pipelines import preview, preview_render
+from onegen.pipelines.cli import preview_command
+from onegen.pipelines.preview import render as preview_render
+from onegen.pipelines.preview import report as preview
 
 TAGS = [("#00FFFF", "cyan", "dragon"), ("#FF0000", "red", "bird")]
 SCRIPT_PROMPT = '[[text2image]] a sign that reads <script>alert("x")</script> & more'
@@ -119,15 +121,15 @@ def write_fixture_shards(base: Path) -> tuple[Path, dict[str, list[Sample]]]:
         if task == "canny2image":
             writer.skip("photos-bad", "canny:error", 99)
         writer.finish()
-    store.commit_json(str(shards / "build.json"), {"root": str(root)})
+    files.commit_json(str(shards / "build.json"), {"root": str(root)})
     rejects = [{"source": "photos", "uri": f"u{i}", "key": None, "reason": r, "error": "", "stage": "ingest"}
                for i, r in enumerate(["decode_error", "decode_error", "too_small"])]
-    store.commit_table(str(root / "rejects" / "photos" / "part-00000.parquet"),
+    files.commit_table(str(root / "rejects" / "photos" / "part-00000.parquet"),
                        pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA))
-    store.commit_table(str(root / "annotations" / "canny@1" / "photos" / "part-00000.parquet"),
+    files.commit_table(str(root / "annotations" / "canny@1" / "photos" / "part-00000.parquet"),
                        pa.table({"key": ["a", "b", "c"], "status": ["ok", "ok", "error"],
                                  "error": [None, None, "image too dark\ntraceback line"]}))
-    store.commit_table(str(root / "catalog" / "photos" / "part-00000.parquet"), pa.table({"key": ["a", "b", "c"]}))
+    files.commit_table(str(root / "catalog" / "photos" / "part-00000.parquet"), pa.table({"key": ["a", "b", "c"]}))
     return shards, samples
 
 
@@ -299,7 +301,7 @@ def test_view_roles_fall_back_for_image_only_role_lists():
 def test_cli_command_filters_tasks(built, tmp_path):
     shards = built[0]
     parser = argparse.ArgumentParser()
-    preview.add_commands(parser.add_subparsers(dest="command"))
+    preview_command.add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["preview", str(shards), "--out", str(tmp_path), "--per-task", "1",
                               "--task", "canny2image,faceid"])
     assert args.run(args) == 0

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onegen.pipelines import preview
+from onegen.pipelines.preview import report as preview
 
 CHROMIUM = Path("/usr/bin/chromium")
 OFFLINE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

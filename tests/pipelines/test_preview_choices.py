@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from onegen.manifests import store
-from onegen.pipelines.preview import annotation_outcomes, choose_samples
+from onegen.manifests import files
+from onegen.pipelines.preview.report import annotation_outcomes, choose_samples
 
 
 def _rows() -> list[dict]:
@@ -32,7 +32,7 @@ def test_expected_skips_are_apart_from_errors(tmp_path):
     statuses = ["ok", "skipped", "skipped", "error", "no_face"]
     errors = [None, "blur does not annotate rows of kind 'scene'", "blur does not annotate rows of kind 'scene'",
               "cv2.error: bad image\ntraceback", "no face found"]
-    store.commit_table(str(tmp_path / "annotations" / "blur@1" / "photos" / "part-00000.parquet"),
+    files.commit_table(str(tmp_path / "annotations" / "blur@1" / "photos" / "part-00000.parquet"),
                        pa.table({"key": list("abcde"), "status": statuses, "error": errors}))
     found_errors, skips = annotation_outcomes(str(tmp_path))
     assert found_errors == {"blur@1: error: cv2.error: bad image": 1}

@@ -19,7 +19,7 @@ ERRORISH = re.compile(r"error|warning|traceback|core_worker|\bE \d|\(pid=", re.I
 
 
 def _onegen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onegen.pipelines.cli", *args, "--num-cpus", "2"],
+    return subprocess.run([sys.executable, "-m", "onegen.pipelines.cli.main", *args, "--num-cpus", "2"],
                           capture_output=True, text=True, timeout=300)
 
 

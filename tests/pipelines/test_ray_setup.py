@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from onegen.annotators.base import Annotator
-from onegen.pipelines.annotate import build_annotation_dataset
+from onegen.pipelines.jobs.annotate import build_annotation_dataset
 from tests.conftest import write_photo_folder
 
 INET = re.compile(r'connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\), (?:sin_addr=inet_addr\("([^"]+)"\)|.*?inet_pton\(AF_INET6, "([^"]+)")')
@@ -48,7 +48,7 @@ def test_a_job_connects_to_loopback_only(tmp_path):
     trace = tmp_path / "connect.trace"
     env = {k: v for k, v in os.environ.items() if k not in ("http_proxy", "HTTP_PROXY")}
     command = ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(trace), sys.executable, "-m",
-               "onegen.pipelines.cli", "ingest", str(tmp_path / "photos"), "--out", str(tmp_path / "d"),
+               "onegen.pipelines.cli.main", "ingest", str(tmp_path / "photos"), "--out", str(tmp_path / "d"),
                "--num-cpus", "1", "--object-store-mb", "100", "--no-progress"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -95,7 +95,7 @@ def test_jobs_of_plain_tasks_never_import_ray_data_or_torch_on_the_driver(tmp_pa
                       '[train]\nsteps = 10\n')
     script = (
         "import sys\n"
-        "from onegen.pipelines.cli import main\n"
+        "from onegen.pipelines.cli.main import main\n"
         f"root, photos = {str(tmp_path / 'd')!r}, {str(tmp_path / 'photos')!r}\n"
         "ray = ['--num-cpus', '2', '--object-store-mb', '300', '--no-progress']\n"
         "assert main(['ingest', photos, '--out', root, *ray]) == 0\n"
@@ -117,7 +117,7 @@ def test_shutdown_stops_the_monitor_first_and_leaves_no_process_of_the_session(t
     script = (
         "import os, time\n"
         "import ray, ray._private.node as n, ray._private.worker as w, ray._private.ray_constants as c\n"
-        "from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray\n"
+        "from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray, shutdown_ray\n"
         "seen = []\n"
         "kill = n.Node._kill_process_type\n"
         "def watched(self, kind, *args, **kwargs):\n"
@@ -148,7 +148,7 @@ def test_a_local_ray_serves_the_job_from_its_prestarted_workers_with_the_users_e
         "os.environ['http_proxy'] = 'http://users-proxy.invalid:3128'\n"
         "os.environ.pop('HTTP_PROXY', None)\n"
         "import ray, ray._private.worker as w\n"
-        "from onegen.pipelines.ray_setup import RayConfig, init_ray, shutdown_ray\n"
+        "from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray, shutdown_ray\n"
         "init_ray(RayConfig(num_cpus=2, object_store_memory=100 << 20, progress_bars=False))\n"
         "raylet = str(w._global_node.all_processes['raylet'][0].process.pid)\n"
         f"{PROC_READ}"
@@ -175,7 +175,7 @@ def test_a_local_ray_serves_the_job_from_its_prestarted_workers_with_the_users_e
     stdout = _fresh_python(script)
     assert "driver proxy: http://users-proxy.invalid:3128 None" in stdout, stdout
     assert "prestarted: 2 served by them: True" in stdout, stdout
-    assert ("worker views: [('http://users-proxy.invalid:3128', None, False, 'onegen.pipelines.worker_guard')]"
+    assert ("worker views: [('http://users-proxy.invalid:3128', None, False, 'onegen.pipelines.runtime.worker_guard')]"
             in stdout), stdout
 
 
@@ -186,7 +186,7 @@ def test_node_registration_is_seen_by_polling_and_rays_lookup_is_restored(ray_lo
     import ray._private.services as services
     import ray._private.worker as ray_worker
 
-    from onegen.pipelines.ray_local import wait_until_registered
+    from onegen.pipelines.runtime.ray_local import wait_until_registered
 
     gcs = ray_worker._global_node.gcs_address
     assert wait_until_registered(gcs, ray.get_runtime_context().get_node_id(), seconds=10)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from onegen.core.tasks import FAMILY_NAMES, TASKS
 from onegen.manifests.query import read_manifests
-from onegen.pipelines.annotator_choices import ANNOTATOR_CLASSES
-from onegen.pipelines.job_state import JobConflict
-from onegen.pipelines.recipe import RecipeError, bundled_recipe, load_recipe, train_fields
-from onegen.pipelines.recipe_run import plan_recipe, run_recipe
-from onegen.pipelines.tasks import FAMILY_NAMES, TASKS
+from onegen.pipelines.jobs.annotator_choices import ANNOTATOR_CLASSES
+from onegen.pipelines.recipe.parse import RecipeError, bundled_recipe, load_recipe, train_fields
+from onegen.pipelines.recipe.run import plan_recipe, run_recipe
+from onegen.pipelines.runtime.job_state import JobConflict
 from tests.conftest import TEST_RAY, write_photo_folder
 
 RECIPE = """
@@ -51,9 +51,9 @@ steps = 10
 
 def _plan_in_fresh_process(recipe: Path) -> tuple[list[str], str]:
     """`onegen run RECIPE --plan` in a new interpreter; (plan lines, whether Ray got initialised there)."""
-    # os._exit after the flush, as the console script ends (pipelines/process_exit.py): no interpreter
+    # os._exit after the flush, as the console script ends (pipelines/cli/process_exit.py): no interpreter
     # teardown racing pyarrow's native threads
-    code = ("import os, sys; from onegen.pipelines.cli import main; code = main(['run', sys.argv[1], '--plan']); "
+    code = ("import os, sys; from onegen.pipelines.cli.main import main; code = main(['run', sys.argv[1], '--plan']); "
             "ray = sys.modules.get('ray'); print('RAY_STARTED', bool(ray and ray.is_initialized()), flush=True); "
             "os._exit(code)")
     result = subprocess.run([sys.executable, "-c", code, str(recipe)], capture_output=True, text=True, timeout=300,
@@ -81,7 +81,7 @@ def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_loc
     assert "0/2 parts done, 8 of 8 rows pending" in before[0] and "8 of 8 rows pending" in before[1]
 
     recipe = load_recipe(str(path))
-    import onegen.pipelines.source_listing as source_listing
+    import onegen.pipelines.sources.listing as source_listing
 
     listed = []
     iter_items = source_listing.iter_items
@@ -94,7 +94,7 @@ def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_loc
     assert (tmp_path / "data" / "dedup" / "phash-k4" / "_SUCCESS.json").exists()  # the dedup stage ran
     train = json.loads((tmp_path / "shards" / "train.json").read_text())
     assert train["task_weights"] == [["text2image", 2.0], ["image2image", 1.0]] and train["steps"] == 10
-    from onegen.pipelines.cli import build_parser
+    from onegen.pipelines.cli.main import build_parser
     from onegen.training.train import config_from_args
 
     config = config_from_args(build_parser().parse_args(["train", "--config", str(tmp_path / "shards" / "train.json")]))
@@ -154,7 +154,7 @@ def test_shipped_recipes_name_only_known_annotators_tasks_and_families():
     ('root = "d"\n[[sources]]\npath = "p"\n', "shards"),
 ])
 def test_bad_recipes_are_one_line_user_errors(tmp_path, capsys, text, message):
-    from onegen.pipelines.cli import main
+    from onegen.pipelines.cli.main import main
 
     path = tmp_path / "bad.toml"
     path.write_text(text)

@@ -12,8 +12,8 @@ from PIL import Image
 
 from onegen.manifests.query import read_manifests, shard_stats
 from onegen.manifests.verify import verify_shards
-from onegen.pipelines.cli import main
-from onegen.pipelines.synthetic_scene import SceneConfig, write_scene
+from onegen.pipelines.cli.main import main
+from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene
 from tests.conftest import photo
 
 pytestmark = pytest.mark.timeout(600)
@@ -90,9 +90,9 @@ def test_co3d_category_folder_is_one_scene_per_sequence(tmp_path):
     import gzip
     import importlib.util
 
-    from onegen.pipelines.image_checks import ImageLimits
-    from onegen.pipelines.ingest import ingest_rows
-    from onegen.pipelines.sources import SourceSpec, list_items
+    from onegen.pipelines.jobs.ingest import ingest_rows
+    from onegen.pipelines.sources.image_checks import ImageLimits
+    from onegen.pipelines.sources.kinds import SourceSpec, list_items
 
     spec = importlib.util.spec_from_file_location("readers", Path(__file__).with_name("test_camera_readers.py"))
     readers = importlib.util.module_from_spec(spec)

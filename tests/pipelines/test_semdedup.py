@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from onegen.pipelines.semdedup import SemDedupConfig, kmeans, normalise, semantic_duplicates, similar_pairs
+from onegen.pipelines.hygiene.semdedup import (
+    SemDedupConfig,
+    kmeans,
+    normalise,
+    semantic_duplicates,
+    similar_pairs,
+)
 
 
 def _planted(seed: int = 0):

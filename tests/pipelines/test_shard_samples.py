@@ -3,7 +3,7 @@
 import json
 
 from onegen.annotators.base import ConditionSpec
-from onegen.pipelines.shard_samples import TaskSource, candidates, choose_caption
+from onegen.pipelines.samples.common import TaskSource, candidates, choose_caption
 
 ROW = {"key": "src-0001", "kind": "image", "source": "src", "image": b"JPEG", "image_format": "jpg",
        "caption_original": "a red bird on a branch", "width": 64, "height": 48}

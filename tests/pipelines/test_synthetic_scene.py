@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onegen.annotators.cameras import camera_centre_accuracy, camera_from_rays, plucker_rays
-from onegen.pipelines.camera_readers import read_transforms_json
-from onegen.pipelines.synthetic_scene import SceneConfig, write_scene
+from onegen.core.camera_geometry import camera_centre_accuracy, camera_from_rays, plucker_rays
+from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene
+from onegen.pipelines.sources.scene_cameras import read_transforms_json
 
 
 @pytest.fixture(scope="module")

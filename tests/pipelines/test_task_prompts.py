@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from onegen.pipelines import faceid_samples, multiview_samples
-from onegen.pipelines.task_prompts import faceid_prompt, multiview_prompt
+from onegen.core.task_prompts import faceid_prompt, multiview_prompt
+from onegen.pipelines.samples import faceid as faceid_samples
+from onegen.pipelines.samples import multiview as multiview_samples
 
 
 def test_faceid_prompt_carries_every_views_caption():
@@ -46,7 +47,7 @@ def test_sampler_faceid_prompt_keeps_reference_captions():
 def test_sample_cli_reads_reference_prompts():
     import argparse
 
-    from onegen.training.sample import add_sample_command
+    from onegen.pipelines.cli.train_commands import add_sample_command
 
     parser = argparse.ArgumentParser()
     add_sample_command(parser.add_subparsers())
@@ -57,12 +58,12 @@ def test_sample_cli_reads_reference_prompts():
 
 
 def test_prompt_module_imports_no_ray():
-    code = "import sys, onegen.pipelines.task_prompts; assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules"
+    code = "import sys, onegen.core.task_prompts; assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_faceid_samples_put_each_photos_caption_after_its_marker():
-    from onegen.pipelines.faceid_samples import FaceidConfig
+    from onegen.pipelines.samples.faceid import FaceidConfig
 
     rows = [{"key": f"ids-{i}", "source": "ids", "image": b"JPEG%d" % i, "image_format": "jpg", "width": 8,
              "height": 8} for i in range(5)]
@@ -80,7 +81,7 @@ def test_faceid_samples_put_each_photos_caption_after_its_marker():
 
 
 def test_caption_modes_for_scenes_and_a_token_only_co3d_scene():
-    from onegen.pipelines.shard_samples import choose_caption
+    from onegen.pipelines.samples.common import choose_caption
 
     scene = {"key": "dl3dv-0", "kind": "scene", "caption_original": "from caption.txt"}
     dense = {"caption": {"key": "dl3dv-0", "status": "ok", "caption": "A courtyard with a fountain."}}
@@ -93,7 +94,7 @@ def test_caption_modes_for_scenes_and_a_token_only_co3d_scene():
 
 
 def test_caption_switches_are_cli_settings():
-    from onegen.pipelines.annotator_choices import make_annotators
+    from onegen.pipelines.jobs.annotator_choices import make_annotators
 
     (caption,) = make_annotators(["caption"], ["caption.token_only_scenes=co3d,mvimgnet", "caption.scene_view=2",
                                                "caption.subject_max_words=60"])

@@ -1,4 +1,4 @@
-"""The task table (pipelines/tasks.py) is the one place tasks are defined: the annotators that feed its
+"""The task table (core/tasks.py) is the one place tasks are defined: the annotators that feed its
 rows declare those tokens, the trainer's families, the sampler's --task names and the builder read it;
 an annotator outside the package loads by import path, runs on Ray workers and feeds the build, and a
 condition token without a row is refused at build."""
@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
+from onegen.core import tasks
 from onegen.manifests.query import read_manifests
-from onegen.pipelines import tasks
-from onegen.pipelines.annotator_choices import AnnotatorChoiceError, annotator_class, make_annotators
+from onegen.pipelines.jobs.annotator_choices import AnnotatorChoiceError, annotator_class, make_annotators
 from tests.conftest import TEST_RAY, write_photo_folder
 
 
@@ -25,7 +25,7 @@ def test_rows_match_the_annotators_that_feed_them():
         else:
             assert row.annotator is None
     # every condition an in-package annotator declares has a row
-    from onegen.pipelines.annotator_choices import ANNOTATOR_CLASSES
+    from onegen.pipelines.jobs.annotator_choices import ANNOTATOR_CLASSES
 
     declared = {spec.task for name in ANNOTATOR_CLASSES for spec in annotator_class(name).conditions}
     assert tasks.unknown_condition_tasks(sorted(declared)) == []
@@ -54,7 +54,7 @@ import numpy as np
 import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec
-from onegen.annotators.image_codec import encode_png
+from onegen.core.image_codec import encode_png
 
 
 @dataclass
@@ -106,10 +106,10 @@ def test_bad_import_paths_are_one_line_errors(external_module):
 
 @pytest.mark.timeout(600)
 def test_external_annotator_feeds_the_build_through_ray(tmp_path, ray_local, external_module):
-    from onegen.pipelines.annotate import run_annotators
-    from onegen.pipelines.build import BuildConfig, BuildInputError, run_build
-    from onegen.pipelines.ingest import IngestConfig, run_ingest
-    from onegen.pipelines.sources import SourceSpec
+    from onegen.pipelines.jobs.annotate import run_annotators
+    from onegen.pipelines.jobs.build import BuildConfig, BuildInputError, run_build
+    from onegen.pipelines.jobs.ingest import IngestConfig, run_ingest
+    from onegen.pipelines.sources.kinds import SourceSpec
 
     write_photo_folder(tmp_path / "photos", count=6)
     root = str(tmp_path / "data")
@@ -128,7 +128,7 @@ def test_external_annotator_feeds_the_build_through_ray(tmp_path, ray_local, ext
 
 
 def test_recipes_load_annotators_by_import_path(tmp_path, external_module):
-    from onegen.pipelines.recipe import load_recipe
+    from onegen.pipelines.recipe.parse import load_recipe
 
     path = tmp_path / "recipe.toml"
     path.write_text('root = "d"\nshards = "s"\n[[sources]]\npath = "p"\n'

@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from onegen.annotators.caption import CaptionAnnotator, EntitiesAnnotator, scene_caption_view
-from onegen.pipelines.units import UNIT_COLUMN
-from onegen.pipelines.vllm_annotate import vllm_row_request, vllm_row_result
+from onegen.pipelines.jobs.vllm_annotate import vllm_row_request, vllm_row_result
+from onegen.pipelines.runtime.units import UNIT_COLUMN
 
 VIEWS = [b"\x89PNG-view-%d" % i for i in range(5)]
 ROWS = {

@@ -20,10 +20,10 @@ from PIL import Image
 from onegen.annotators.base import Annotator
 from onegen.manifests.query import read_manifests
 from onegen.manifests.verify import verify_shards
-from onegen.pipelines.annotate import run_annotators
-from onegen.pipelines.cli import main
-from onegen.pipelines.sources import SourceSpec, list_items, read_items
-from onegen.pipelines.units import RECORD_SCHEMA
+from onegen.pipelines.cli.main import main
+from onegen.pipelines.jobs.annotate import run_annotators
+from onegen.pipelines.runtime.units import RECORD_SCHEMA
+from onegen.pipelines.sources.kinds import SourceSpec, list_items, read_items
 from tests.conftest import TEST_RAY, photo, write_photo_folder
 
 pytestmark = pytest.mark.timeout(600)
@@ -44,7 +44,7 @@ def _crops(count: int, size: int = 80) -> list[np.ndarray]:
 def test_the_driver_iterates_unit_records_only(tmp_path, ray_local, monkeypatch):
     """Everything a job's workers hand the driver (Ray Data batches for annotate, task results for ingest
     and build) passes units.receive_records: only record tables, one row per unit."""
-    from onegen.pipelines import units as unit_module
+    from onegen.pipelines.runtime import units as unit_module
 
     seen: list[tuple[list[str], int]] = []
     original = unit_module.receive_records
@@ -98,7 +98,7 @@ class SlowOnKeyWithSetup(SlowOnKey):
 def test_a_slow_unit_holds_back_nobody(tmp_path, ray_local, kind, path):
     from ray import cloudpickle
 
-    from onegen.pipelines.annotate_tasks import stateless
+    from onegen.pipelines.jobs.annotate_units import stateless
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
     write_photo_folder(tmp_path / "photos", count=12)
@@ -121,7 +121,7 @@ def test_parquet_parts_read_only_their_row_groups(tmp_path, monkeypatch):
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=3)
     spec = SourceSpec(str(tmp_path / "t.parquet"))
     items = list_items(spec)
-    from onegen.pipelines.source_listing import cut_parts
+    from onegen.pipelines.sources.listing import cut_parts
 
     parts = cut_parts(items, 2)  # asked for 2 rows a part: parts keep whole row groups of 3
     assert [len(p) for p in parts] == [3, 3, 3]
@@ -222,7 +222,7 @@ def test_workers_record_the_node_that_committed(tmp_path, ray_local):
 
 def _unit_task(unit: dict) -> pa.Table:
     """A one-step unit job's task: fails on the unit that asks for it, else returns its record."""
-    from onegen.pipelines.units import record_table
+    from onegen.pipelines.runtime.units import record_table
 
     if unit["fail"]:
         raise ValueError(f"unit {unit['n']} is broken")
@@ -234,7 +234,7 @@ def test_unit_tasks_return_every_record_and_fail_loudly(ray_local):
     committing node named; an exception of our code fails the job with its own type and text."""
     from ray import cloudpickle
 
-    from onegen.pipelines.units import run_unit_tasks
+    from onegen.pipelines.runtime.units import run_unit_tasks
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
     records = run_unit_tasks(_unit_task, [{"n": n, "fail": False} for n in range(20)], (), 0.5, "ok", False)
@@ -246,8 +246,8 @@ def test_unit_tasks_return_every_record_and_fail_loudly(ray_local):
 def test_ingest_units_carry_a_part_index_and_the_spilled_listing(tmp_path, ray_local, monkeypatch):
     """The driver streams the listing into jobs/ingest-<source>.listing.parquet (a row group per part);
     an ingest unit carries no items, the worker reads its own row group."""
-    from onegen.pipelines import ingest
-    from onegen.pipelines.source_listing import cut_parts, read_part
+    from onegen.pipelines.jobs import ingest
+    from onegen.pipelines.sources.listing import cut_parts, read_part
 
     units_sent = []
     original = ingest.run_unit_tasks

@@ -55,7 +55,7 @@ def write_shards(out: str, n: int = 4) -> str:
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory):
-    from onegen.training.demo_step import build_tiny_text_encoder, build_tiny_vae
+    from onegen.pipelines.demo.train_step import build_tiny_text_encoder, build_tiny_vae
 
     root = tmp_path_factory.mktemp("checkpoints")
     return {"t5": build_tiny_text_encoder(root / "t5"), "vae": build_tiny_vae(root / "vae")}

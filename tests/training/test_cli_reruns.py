@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from onegen.pipelines.cli import main
+from onegen.pipelines.cli.main import main
 
 TRAIN = ["--preset", "tiny", "--steps", "2", "--batch-size", "2", "--num-workers", "0", "--no-progress",
          "--buckets", "[[64, 64]]", "--task-weights", '[["text2image", 1.0], ["image2image", 1.0]]',
@@ -64,8 +64,8 @@ def test_sample_from_a_pt_without_encoders_is_one_line(tmp_path, capsys):
 def test_the_demo_training_leg_reruns_honestly(raw_shards, tmp_path):
     from pathlib import Path
 
-    from onegen.pipelines.demo import demo_summary
-    from onegen.training.demo_step import run_training_demo
+    from onegen.pipelines.demo.command import demo_summary
+    from onegen.pipelines.demo.train_step import run_training_demo
 
     torch.manual_seed(0)
     first = run_training_demo(raw_shards, str(tmp_path), steps=2)

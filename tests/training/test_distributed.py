@@ -2,7 +2,7 @@
 checkpoint written by both ranks, exact resume under DDP and FSDP2, FSDP2 `fully_shard` training the same
 model, and `onegen export` of a 2-rank checkpoint sampling the same as the in-memory EMA.
 
-Every run goes through the real entry point (`python -m torch.distributed.run ... -m onegen.pipelines.cli
+Every run goes through the real entry point (`python -m torch.distributed.run ... -m onegen.pipelines.cli.main
 train`) with `--data-log true`, which makes each rank write OUT/data_log/rank{N}.jsonl: per step the keys
 it trained on, a sha256 of the full parameters and of the EMA, and the wrapper's class name.
 """
@@ -67,7 +67,7 @@ def torchrun_train(shards: str, out: Path, steps: int, fsdp: bool) -> subprocess
              "caption-dropout": "0.5", "buckets": "[[64, 64]]", "data-log": True, "fsdp": fsdp,
              "task-weights": '[["text2image", 1.0], ["image2image", 1.0]]'}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "onegen.pipelines.cli", "train"] + [
+               "-m", "onegen.pipelines.cli.main", "train"] + [
         (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k}={v}" for k, v in flags.items()]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                             "MASTER_PORT")}
@@ -177,7 +177,7 @@ def test_fsdp2_trains_on_cpu_gloo_like_ddp(ddp_run, fsdp_run):
 def test_fsdp2_checkpoint_exports_to_one_file_that_samples_like_the_in_memory_ema(fsdp_run, tmp_path):
     from onegen.model.flow import sample_euler
     from onegen.model.nextdit import load_model_checkpoint
-    from onegen.pipelines.cli import main
+    from onegen.pipelines.cli.main import main
     from onegen.training.sample import load_denoiser
     from onegen.training.train_logs import param_digest
 

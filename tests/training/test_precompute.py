@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from onegen.manifests import store
+from onegen.manifests import files
 from onegen.manifests.query import read_manifests
 from onegen.model.text_encoder import TextEncoder
 from onegen.model.vae import Vae
@@ -25,7 +25,7 @@ def test_precompute_keeps_keys_and_updates_manifests(raw_shards, latent_shards, 
     rows = {r["key"]: r for r in after}
     row = rows["s1-canny2image"]
     assert row["members"] == ["views.npy", "kinds.txt", "txt", "json", "t5.npy", "t5mask.npy"]
-    members = _members(store.join(latent_shards, row["shard"]))
+    members = _members(files.join(latent_shards, row["shard"]))
     assert [len(members[f"s1-canny2image.{m}"]) for m in row["members"]] == row["member_bytes"]
     names = {tuple(r["members"]) for r in after}  # one- and two-view samples: the same member names
     assert names == {("views.npy", "kinds.txt", "txt", "json", "t5.npy", "t5mask.npy")}
@@ -33,7 +33,7 @@ def test_precompute_keeps_keys_and_updates_manifests(raw_shards, latent_shards, 
     views = np.load(io.BytesIO(members["s1-canny2image.views.npy"]))
     assert views.dtype == np.float16 and views.shape == (2, 16, 8, 8)
     assert members["s1-canny2image.kinds.txt"] == b"latent latent"
-    raw = _members(store.join(raw_shards, row["shard"]))
+    raw = _members(files.join(raw_shards, row["shard"]))
     vae = Vae.load(checkpoints["vae"])
     for view, member in enumerate(("img0.png", "img1.png")):
         image = np.asarray(Image.open(io.BytesIO(raw[f"s1-canny2image.{member}"])), dtype=np.float32)
@@ -46,9 +46,9 @@ def test_precompute_keeps_keys_and_updates_manifests(raw_shards, latent_shards, 
     assert mask.all() and mask.shape[0] == int(want_mask.sum()) == states.shape[0]
     np.testing.assert_allclose(states.astype(np.float32), want[0].numpy(), atol=1e-2, rtol=1e-2)
 
-    index = store.read_json(store.join(latent_shards, "index.json"))
+    index = files.read_json(files.join(latent_shards, "index.json"))
     assert sorted(s["url"] for s in index["shardlist"]) == sorted({r["shard"] for r in before})
-    assert store.read_json(store.join(latent_shards, "build.json"))["precomputed"]["vae"] == checkpoints["vae"]
+    assert files.read_json(files.join(latent_shards, "build.json"))["precomputed"]["vae"] == checkpoints["vae"]
 
 
 def test_precompute_rerun_skips_done_shards(raw_shards, latent_shards, checkpoints):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from onegen.model.nextdit import build_model, save_checkpoint
-from onegen.training.commands import add_commands
+from onegen.pipelines.cli.train_commands import add_commands
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_sample_cli_writes_pngs(setup, checkpoints, tmp_path, task, conditions, 
 def test_sample_refuses_a_checkpoint_of_another_preset_in_one_line(setup, checkpoints, tmp_path, capsys):
     argv = ["sample", "--checkpoint", str(setup / "ema.pt"), "--preset", "small", "--task", "text2image",
             "--text-encoder", checkpoints["t5"], "--vae", checkpoints["vae"], "--out", str(tmp_path / "out")]
-    from onegen.pipelines.cli import main
+    from onegen.pipelines.cli.main import main
 
     assert main(argv) == 2  # through the command line's entry, which prints user errors as one line
     err = capsys.readouterr().err.strip()

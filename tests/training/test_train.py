@@ -6,7 +6,8 @@ import json
 import numpy as np
 import torch
 
-from onegen.training.train import TrainConfig, add_train_command, config_from_args, train
+from onegen.pipelines.cli.train_commands import add_train_command
+from onegen.training.train import TrainConfig, config_from_args, train
 
 
 def _config(shards: str, out: str, **changes) -> TrainConfig:
@@ -86,7 +87,7 @@ def test_checkpoints_log_a_sample_grid_per_family(latent_shards, checkpoints, tm
 
 
 def test_sample_grid_shows_views_side_by_side_with_ray_false_colour():
-    from onegen.pipelines.preview_render import RAY_SCALE
+    from onegen.core.camera_geometry import RAY_SCALE
     from onegen.training.train_logs import sample_grid
 
     pixels = torch.zeros(2, 3, 64, 64)  # (n, 3, H, W) in [-1, 1]: mid grey

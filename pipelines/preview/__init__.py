@@ -1,0 +1,1 @@
+"""onegen.pipelines.preview: the static HTML report over a shards folder (`onegen preview`)."""

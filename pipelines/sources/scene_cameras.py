@@ -1,0 +1,357 @@
+"""Readers that turn one multiview scene folder into ONE catalog row (CATALOG_SCHEMA, kind "scene").
+
+Every reader converts its format's cameras once, here, to the project convention: OpenCV
+camera-to-world `c2w` (4, 4) (camera x right, y down, z forward) and pinhole `K` (3, 3) in pixels
+of the stored image. The row's `meta` is a JSON string
+  {"cameras": [{"c2w", "K", "width", "height"}, ...], "convention": "opencv_c2w", "reader": <name>, ...}
+with one camera per entry of `view_images` (the image files' bytes, unchanged) and `view_uris`.
+`width`/`height` are view 0's; `sha256` is `scene_sha256(view bytes)`; `key` is
+`<source>-<first 20 hex of sha256>` (the caller may replace it). No ray code is imported here.
+
+Formats: nerfstudio / instant-ngp transforms.json (`read_transforms_json`), COLMAP sparse models in
+text or binary (`read_colmap`), CO3D frame annotations (`read_co3d`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from onegen.core.camera_geometry import opengl_to_opencv
+
+CONVENTION = "opencv_c2w"
+
+
+def scene_sha256(view_bytes: list[bytes]) -> str:
+    """sha256 over all views: the hash of the concatenated per-view sha256 digests, in view order."""
+    outer = hashlib.sha256()
+    for data in view_bytes:
+        outer.update(hashlib.sha256(data).digest())
+    return outer.hexdigest()
+
+
+def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def scene_row(
+    source: str,
+    uri: str,
+    reader: str,
+    image_paths: list[Path],
+    c2w: list[np.ndarray],
+    intrinsics: list[np.ndarray],
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the catalog row from per-view image files and their cameras (K already in the
+    stored image's pixels: readers pass K through `_fit_intrinsics`); width/height are read from
+    the image headers."""
+    if not image_paths:
+        raise ValueError(f"{uri}: no views")
+    views = [path.read_bytes() for path in image_paths]
+    cameras = []
+    for path, pose, k in zip(image_paths, c2w, intrinsics, strict=True):
+        with Image.open(path) as im:
+            width, height = im.size
+        cameras.append(
+            {"c2w": np.asarray(pose).tolist(), "K": np.asarray(k).tolist(), "width": width, "height": height}
+        )
+    sha = scene_sha256(views)
+    fmt = image_paths[0].suffix.lower().lstrip(".")
+    meta = {"cameras": cameras, "convention": CONVENTION, "reader": reader, **(extra_meta or {})}
+    return {
+        "key": f"{source}-{sha[:20]}",
+        "source": source,
+        "uri": uri,
+        "kind": "scene",
+        "image": None,
+        "image_format": "jpg" if fmt == "jpeg" else fmt,
+        "width": cameras[0]["width"],
+        "height": cameras[0]["height"],
+        "sha256": sha,
+        "caption_original": None,
+        "meta": json.dumps(meta),
+        "subject": None,
+        "view_images": views,
+        "view_uris": [str(path) for path in image_paths],
+    }
+
+
+def _fit_intrinsics(k: np.ndarray, calibrated: tuple[float, float], path: Path) -> np.ndarray:
+    """Rescale K from the calibrated (width, height) to the stored image's size (same aspect only)."""
+    with Image.open(path) as im:
+        width, height = im.size
+    sx, sy = width / calibrated[0], height / calibrated[1]
+    if abs(sx - sy) > 0.01 * max(sx, sy):
+        raise ValueError(f"{path}: image {width}x{height} does not match calibration {calibrated}")
+    return np.diag([sx, sy, 1.0]) @ k
+
+
+def _pick_views(n: int, max_views: int | None) -> list[int]:
+    """Indices of at most `max_views` views spread evenly over n (all when None)."""
+    if max_views is None or n <= max_views:
+        return list(range(n))
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, max_views)})
+
+
+# --- nerfstudio / instant-ngp -----------------------------------------------------------------
+def _frame_intrinsics(frame: dict, top: dict, path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """K and calibrated (w, h) of one frame: per-frame keys override top-level ones."""
+
+    def get(name: str) -> Any:
+        return frame.get(name, top.get(name))
+
+    w, h = get("w"), get("h")
+    if w is None or h is None:
+        with Image.open(path) as im:
+            w, h = im.size
+    fx, fy = get("fl_x"), get("fl_y")
+    if fx is None:
+        angle_x = get("camera_angle_x")
+        if angle_x is None:
+            raise ValueError(f"{path}: transforms.json has neither fl_x nor camera_angle_x")
+        fx = 0.5 * w / np.tan(0.5 * angle_x)
+    if fy is None:
+        angle_y = get("camera_angle_y")
+        fy = 0.5 * h / np.tan(0.5 * angle_y) if angle_y is not None else fx
+    cx, cy = get("cx"), get("cy")
+    return intrinsics_matrix(fx, fy, w / 2 if cx is None else cx, h / 2 if cy is None else cy), (w, h)
+
+
+def _frame_image(folder: Path, file_path: str) -> Path:
+    path = folder / file_path
+    if not path.exists() and not path.suffix and path.with_suffix(".png").exists():
+        path = path.with_suffix(".png")  # Blender-synthetic style "./train/r_0" without extension
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: image named in transforms.json is missing")
+    return path
+
+
+def read_transforms_json(
+    folder: str | Path,
+    source: str = "nerfstudio",
+    filename: str = "transforms.json",
+    max_views: int | None = None,
+) -> dict[str, Any]:
+    """nerfstudio / instant-ngp `transforms.json` -> catalog row.
+
+    Input convention: each frame's `transform_matrix` is an OpenGL c2w (camera x right, y up,
+    z backward); intrinsics fl_x, fl_y, cx, cy, w, h at top level or per frame, or `camera_angle_x`
+    (horizontal field of view in radians; fl_y = fl_x unless camera_angle_y is given); cx, cy default
+    to the image centre; distortion keys (k1, k2, p1, p2) are dropped. Frames keep the file's order.
+    Converted to OpenCV by flipping the camera's y and z axes.
+    """
+    folder = Path(folder)
+    top = json.loads((folder / filename).read_text())
+    frames = top.get("frames") or []
+    frames = [frames[i] for i in _pick_views(len(frames), max_views)]
+    paths, poses, ks = [], [], []
+    for frame in frames:
+        path = _frame_image(folder, frame["file_path"])
+        k, calibrated = _frame_intrinsics(frame, top, path)
+        paths.append(path)
+        ks.append(_fit_intrinsics(k, calibrated, path))
+        poses.append(opengl_to_opencv(np.asarray(frame["transform_matrix"], dtype=np.float64)))
+    return scene_row(source, str(folder / filename), "transforms_json", paths, poses, ks)
+
+
+# --- COLMAP -----------------------------------------------------------------------------------
+# model id -> (name, number of params), as in COLMAP's src/colmap/sensor/models.h
+COLMAP_MODELS = {
+    0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
+    4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
+    8: ("SIMPLE_RADIAL_FISHEYE", 4), 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12),
+    11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16),
+}  # fmt: skip
+
+
+def _read_colmap_text(sparse: Path) -> tuple[dict[int, dict], list[dict]]:
+    cameras = {}
+    for line in (sparse / "cameras.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            elems = line.split()
+            cameras[int(elems[0])] = {
+                "model": elems[1], "width": int(elems[2]), "height": int(elems[3]),
+                "params": [float(x) for x in elems[4:]],
+            }  # fmt: skip
+    images = []
+    lines = iter((sparse / "images.txt").read_text().splitlines())
+    for line in lines:
+        if line.strip() and not line.startswith("#"):
+            elems = line.split()
+            images.append(
+                {"qvec": [float(x) for x in elems[1:5]], "tvec": [float(x) for x in elems[5:8]],
+                 "camera_id": int(elems[8]), "name": " ".join(elems[9:])}
+            )  # fmt: skip
+            next(lines, None)  # the POINTS2D line that follows every image line (may be empty)
+    return cameras, images
+
+
+def _read_colmap_binary(sparse: Path) -> tuple[dict[int, dict], list[dict]]:
+    cameras = {}
+    with open(sparse / "cameras.bin", "rb") as f:
+        for _ in range(struct.unpack("<Q", f.read(8))[0]):
+            camera_id, model_id, width, height = struct.unpack("<iiQQ", f.read(24))
+            name, n_params = COLMAP_MODELS[model_id]
+            params = list(struct.unpack(f"<{n_params}d", f.read(8 * n_params)))
+            cameras[camera_id] = {"model": name, "width": width, "height": height, "params": params}
+    images = []
+    with open(sparse / "images.bin", "rb") as f:
+        for _ in range(struct.unpack("<Q", f.read(8))[0]):
+            values = struct.unpack("<idddddddi", f.read(64))
+            name = b""
+            while (char := f.read(1)) != b"\x00":
+                name += char
+            n_points = struct.unpack("<Q", f.read(8))[0]
+            f.seek(24 * n_points, 1)  # (x, y, point3D_id) per 2-D point: not needed
+            images.append(
+                {
+                    "qvec": list(values[1:5]),
+                    "tvec": list(values[5:8]),
+                    "camera_id": values[8],
+                    "name": name.decode(),
+                }
+            )
+    return cameras, images
+
+
+def read_colmap_model(sparse: str | Path) -> tuple[dict[int, dict], list[dict]]:
+    """(cameras by id {"model", "width", "height", "params"}, images [{"qvec", "tvec", "camera_id", "name"}])
+    from a sparse model folder, binary (`cameras.bin`, `images.bin`) when present, else text."""
+    sparse = Path(sparse)
+    if (sparse / "cameras.bin").exists() and (sparse / "images.bin").exists():
+        return _read_colmap_binary(sparse)
+    if (sparse / "cameras.txt").exists() and (sparse / "images.txt").exists():
+        return _read_colmap_text(sparse)
+    raise FileNotFoundError(f"{sparse}: no COLMAP model (cameras/images .bin or .txt)")
+
+
+def quaternion_to_rotation(qvec: np.ndarray) -> np.ndarray:
+    """COLMAP / Hamilton unit quaternion (w, x, y, z) -> rotation matrix (3, 3)."""
+    w, x, y, z = np.asarray(qvec, dtype=np.float64) / np.linalg.norm(qvec)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def colmap_intrinsics(model: str, params: list[float]) -> tuple[np.ndarray, bool]:
+    """K from COLMAP camera params and whether distortion was dropped (non-zero coefficients)."""
+    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+        f, cx, cy = params[:3]
+        return intrinsics_matrix(f, f, cx, cy), any(p != 0 for p in params[3:])
+    if model in ("PINHOLE", "OPENCV", "FULL_OPENCV"):
+        fx, fy, cx, cy = params[:4]
+        return intrinsics_matrix(fx, fy, cx, cy), any(p != 0 for p in params[4:])
+    raise ValueError(f"COLMAP camera model {model} is not supported (pinhole/radial/OpenCV only)")
+
+
+def read_colmap(
+    folder: str | Path,
+    sparse_dir: str = "sparse/0",
+    images_dir: str = "images",
+    source: str = "colmap",
+    max_views: int | None = None,
+) -> dict[str, Any]:
+    """COLMAP sparse model (cameras + images, `.bin` preferred over `.txt`) -> catalog row.
+
+    Input convention: an image's qvec (w, x, y, z) and tvec are world-to-camera in OpenCV axes,
+    x_cam = R(q) x_world + t, so c2w = [R^T | -R^T t]. Intrinsics: SIMPLE_PINHOLE, PINHOLE,
+    SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV reduce to K (distortion dropped; meta records
+    `distortion_dropped`); fisheye models raise ValueError. Views are ordered by image name.
+    """
+    folder = Path(folder)
+    cameras, images = read_colmap_model(folder / sparse_dir)
+    images = sorted(images, key=lambda image: image["name"])
+    images = [images[i] for i in _pick_views(len(images), max_views)]
+    paths, poses, ks, dropped = [], [], [], False
+    for image in images:
+        camera = cameras[image["camera_id"]]
+        k, has_distortion = colmap_intrinsics(camera["model"], camera["params"])
+        dropped |= has_distortion
+        path = folder / images_dir / image["name"]
+        rotation = quaternion_to_rotation(image["qvec"])
+        c2w = np.eye(4)
+        c2w[:3, :3] = rotation.T
+        c2w[:3, 3] = -rotation.T @ np.asarray(image["tvec"], dtype=np.float64)
+        paths.append(path)
+        poses.append(c2w)
+        ks.append(_fit_intrinsics(k, (camera["width"], camera["height"]), path))
+    extra = {"distortion_dropped": dropped}
+    return scene_row(source, str(folder / sparse_dir), "colmap", paths, poses, ks, extra)
+
+
+# --- CO3D -------------------------------------------------------------------------------------
+def co3d_camera(viewpoint: dict, image_size_hw: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """CO3D viewpoint -> (OpenCV c2w (4, 4), K (3, 3)).
+
+    CO3D stores PyTorch3D cameras: row-vector world-to-view X_cam = X_world @ R + T with camera
+    axes x left, y up, z forward, so the OpenCV world-to-camera is R_cv = F R^T, t_cv = F T with
+    F = diag(-1, -1, 1). Intrinsics are NDC: with half = (W/2, H/2) for "ndc_norm_image_bounds"
+    (CO3Dv2) or min(W, H)/2 on both axes for "ndc_isotropic" (CO3Dv1), focal_px = focal * half and
+    principal_px = (W/2, H/2) - principal_point * half (PyTorch3D NDC x, y point left and up).
+    """
+    flip = np.diag([-1.0, -1.0, 1.0])
+    rotation = flip @ np.asarray(viewpoint["R"], dtype=np.float64).T
+    translation = flip @ np.asarray(viewpoint["T"], dtype=np.float64)
+    height, width = image_size_hw
+    half_wh = np.array([width, height], dtype=np.float64) / 2
+    fmt = viewpoint.get("intrinsics_format", "ndc_norm_image_bounds").lower()
+    if fmt == "ndc_norm_image_bounds":
+        rescale = half_wh
+    elif fmt == "ndc_isotropic":
+        rescale = np.full(2, half_wh.min())
+    else:
+        raise ValueError(f"unknown CO3D intrinsics_format {fmt!r}")
+    focal = np.asarray(viewpoint["focal_length"], dtype=np.float64) * rescale
+    principal = half_wh - np.asarray(viewpoint["principal_point"], dtype=np.float64) * rescale
+    c2w = np.eye(4)
+    c2w[:3, :3] = rotation.T
+    c2w[:3, 3] = -rotation.T @ translation
+    return c2w, intrinsics_matrix(focal[0], focal[1], principal[0], principal[1])
+
+
+def read_co3d(
+    frame_annotations: str | Path,
+    dataset_root: str | Path,
+    sequence_name: str | None = None,
+    source: str = "co3d",
+    max_views: int | None = None,
+) -> dict[str, Any]:
+    """One CO3D sequence (from a frame_annotations .json or .jgz list) -> catalog row.
+
+    `sequence_name` picks the sequence (required when the file holds several); frames are ordered
+    by frame_number; image paths are relative to `dataset_root`. Conventions: see `co3d_camera`.
+    """
+    raw = Path(frame_annotations).read_bytes()
+    frames = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    names = sorted({frame["sequence_name"] for frame in frames})
+    if sequence_name is None:
+        if len(names) != 1:
+            raise ValueError(f"{frame_annotations}: {len(names)} sequences; pass sequence_name")
+        sequence_name = names[0]
+    frames = sorted(
+        (f for f in frames if f["sequence_name"] == sequence_name), key=lambda f: f["frame_number"]
+    )
+    if not frames:
+        raise ValueError(f"{frame_annotations}: no frames of sequence {sequence_name!r}")
+    frames = [frames[i] for i in _pick_views(len(frames), max_views)]
+    paths, poses, ks = [], [], []
+    for frame in frames:
+        path = Path(dataset_root) / frame["image"]["path"]
+        c2w, k = co3d_camera(frame["viewpoint"], frame["image"]["size"])
+        paths.append(path)
+        poses.append(c2w)
+        ks.append(_fit_intrinsics(k, tuple(reversed(frame["image"]["size"])), path))
+    uri = f"{frame_annotations}#{sequence_name}"
+    return scene_row(source, uri, "co3d", paths, poses, ks, {"sequence_name": sequence_name})
