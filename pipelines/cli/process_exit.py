@@ -6,7 +6,7 @@ be running or joinable; a `std::thread` destroyed while joinable calls `std::ter
 `terminate called without an active exception` and aborts (rc 134) after everything was already
 printed (seen in ~3 of 19 `onegen manifest stats` runs). Nothing the CLI still needs happens after
 its output is flushed and Ray is stopped, so the process ends there with `os._exit(code)`: no module
-teardown, no static destructors, no race. tests/pipelines/test_cli_exit.py runs `manifest stats`
+teardown, no static destructors, no race. tests/pipelines/test_cli_entry.py runs `manifest stats`
 100 times in subprocesses and expects rc 0 every time.
 
 Only the process entry point (`cli.main()` without argv: the console script, `python -m`) exits this
