@@ -22,6 +22,8 @@ tokens, base/max values from the checkpoint's scheduler config (else `flow.Sched
 CFG is text-only: the negative prompt (no task token) replaces the caption; an empty negative prompt
 means "no caption" (all-False mask), which is what caption dropout trains. Writes view_<i>.png per image
 view (generated and given) and grid.png.
+`--prompts FILE.jsonl` (GenEval, `write_geneval`): text2image for every line of GenEval's prompt file, in
+GenEval's folder layout, 4 images a prompt; there --steps and --cfg-scale default to the paper's 100 and 5.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -52,6 +54,7 @@ from onegen.training.data import fit_to_bucket
 SWAPPED = swapped_tasks()
 CONDITION_TASKS = condition_tasks()
 TASKS = sampler_tasks()
+GENEVAL_STEPS, GENEVAL_CFG = 100, 5.0  # the paper's GenEval settings (Euler), the defaults of --prompts
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,11 @@ def generate(model: NextDiT, request: SampleRequest, vae, text_encoder,
     return latents.cpu(), kinds, flags
 
 
+def to_uint8(view: torch.Tensor) -> np.ndarray:
+    """A decoded view (3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    return ((view.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+
+
 def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], vae, out: str, task: str,
                   conditions: tuple[str, ...] = ()) -> list[str]:
     """view_<i>.png per image view, grid.png, and cameras.json for camera_pose; returns the PNG paths.
@@ -197,7 +205,7 @@ def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], va
             continue
         path = None if flags[i] else next(given, None)
         view = fit_to_bucket(Image.open(path), size) if path else vae.decode(latents[:, :, i])[0]  # (3, H, W)
-        pixels = ((view.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()  # (H, W, 3)
+        pixels = to_uint8(view)  # (H, W, 3)
         paths.append(os.path.join(out, f"view_{i}{'_generated' if flags[i] else ''}.png"))
         Image.fromarray(pixels).save(paths[-1])
         images.append(pixels)
@@ -217,10 +225,59 @@ def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], va
     return paths
 
 
+def read_prompt_file(path: str) -> list[dict]:
+    """GenEval's prompt file (prompts/evaluation_metadata.jsonl): one JSON object with a "prompt" a line,
+    kept whole; a missing file or a line that is not one is a PathError (one `onegen: error:` line) naming it."""
+    from onegen.core.errors import PathError  # the file named by --prompts is not one cli.main can read
+
+    if not os.path.isfile(path):
+        raise PathError(f"{path}: no such --prompts file (GenEval's evaluation_metadata.jsonl)")
+    prompts = []
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                metadata = json.loads(line)
+            except ValueError as error:
+                raise PathError(f"{path}:{number}: not a JSON line ({error})") from None
+            if not isinstance(metadata, dict) or not isinstance(metadata.get("prompt"), str):
+                raise PathError(f"{path}:{number}: no \"prompt\" string")
+            prompts.append(metadata)
+    return prompts
+
+
+def write_geneval(model: NextDiT, request: SampleRequest, prompts: list[dict], out: str, images: int, vae,
+                  text_encoder, scheduler: ScheduleConfig | None = None) -> int:
+    """GenEval's folder layout, as its generation/diffusers_generate.py writes it and its
+    evaluation/evaluate_images.py reads it (djghosh13/geneval): `<out>/<index:05d>/metadata.jsonl` (the prompt
+    file's line) and `<out>/<index:05d>/samples/<n:05d>.png`, `images` text2image samples a prompt, the n-th
+    with seed `request.seed + index * images + n`. Returns the number of images written."""
+    for index, metadata in enumerate(prompts):
+        folder = os.path.join(out, f"{index:05d}")
+        os.makedirs(os.path.join(folder, "samples"), exist_ok=True)
+        with open(os.path.join(folder, "metadata.jsonl"), "w") as handle:
+            json.dump(metadata, handle)
+        for n in range(images):
+            one = replace(request, prompt=metadata["prompt"], seed=request.seed + index * images + n)
+            latents, _, _ = generate(model, one, vae, text_encoder, scheduler)
+            Image.fromarray(to_uint8(vae.decode(latents[:, :, 0])[0])).save(
+                os.path.join(folder, "samples", f"{n:05d}.png"))
+    return len(prompts) * images
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from onegen.model.text_encoder import TextEncoder
     from onegen.model.vae import Vae
 
+    if args.prompts and args.task != "text2image":
+        from onegen.core.errors import PathError
+
+        raise PathError(f"--prompts samples text2image (GenEval); got --task {args.task}")
+    prompts = read_prompt_file(args.prompts) if args.prompts else None
+    defaults = (GENEVAL_STEPS, GENEVAL_CFG) if prompts is not None else (SampleRequest.steps, SampleRequest.cfg_scale)
+    steps = defaults[0] if args.steps is None else args.steps
+    cfg_scale = defaults[1] if args.cfg_scale is None else args.cfg_scale
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, info = load_denoiser(args.checkpoint, device, args.preset)
@@ -241,11 +298,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     vae = Vae.load(encoders["--vae"], device)
     height, width = (int(v) for v in args.size.lower().split("x"))
     request = SampleRequest(args.task, args.prompt, tuple(args.condition), args.cameras, args.num_views,
-                            (height, width), args.steps, args.cfg_scale, args.negative_prompt,
+                            (height, width), steps, cfg_scale, args.negative_prompt,
                             args.cond_timestep == "last", args.seed, tuple(args.reference_prompt), args.schedule,
                             args.shift)
-    latents, kinds, flags = generate(model, request, vae, text_encoder,
-                                     ScheduleConfig.from_scheduler_config(info.get("scheduler")))
+    scheduler = ScheduleConfig.from_scheduler_config(info.get("scheduler"))
+    if prompts is not None:
+        written = write_geneval(model, request, prompts, args.out, args.images_per_prompt, vae, text_encoder, scheduler)
+        print(f"sample: wrote {written} images for {len(prompts)} prompts (GenEval layout) to {args.out}")
+        return 0
+    latents, kinds, flags = generate(model, request, vae, text_encoder, scheduler)
     paths = write_outputs(latents, kinds, flags, vae, args.out, args.task, request.conditions)
     print(f"sample: wrote {len(paths)} views + grid to {args.out}")
     return 0

@@ -282,11 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--source", action="append", help="repeatable")
         sub.set_defaults(run=cmd_manifest)
 
+    from onegen.pipelines.cli.eval_command import add_commands as add_eval_commands
     from onegen.pipelines.cli.preview_command import add_commands as add_preview_commands
     from onegen.pipelines.cli.train_commands import add_commands as add_training_commands
 
     add_preview_commands(commands)
     add_training_commands(commands)
+    add_eval_commands(commands)
 
     run = commands.add_parser("run", help="run a whole dataset recipe (TOML): ingest, annotate, build, mixture")
     run.add_argument("recipe", help="recipe file, e.g. recipes/onegen.toml")

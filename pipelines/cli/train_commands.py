@@ -87,8 +87,13 @@ def add_sample_command(subparsers) -> None:
     parser.add_argument("--cameras", help="multiview: JSON with OpenCV c2w (N,4,4) and intrinsics (N,3,3)")
     parser.add_argument("--num-views", type=int, default=2, help="multiview: images in all, given + generated")
     parser.add_argument("--size", default="256x256", help="HxW pixels (default: 256x256)")
-    parser.add_argument("--steps", type=int, default=30, help="Euler steps (default: 30)")
-    parser.add_argument("--cfg-scale", type=float, default=4.0, help="text-only classifier-free guidance (default: 4)")
+    parser.add_argument("--steps", type=int, help="Euler steps (default: 30; with --prompts the paper's 100)")
+    parser.add_argument("--cfg-scale", type=float,
+                        help="text-only classifier-free guidance (default: 4; with --prompts the paper's 5)")
+    parser.add_argument("--prompts", metavar="FILE.jsonl",
+                        help="GenEval: text2image for every line of its prompt file, written as "
+                             "OUT/<index>/metadata.jsonl + OUT/<index>/samples/<n>.png for its evaluate_images.py")
+    parser.add_argument("--images-per-prompt", type=int, default=4, help="--prompts: images a prompt (default: 4)")
     parser.add_argument("--negative-prompt", default="", help="CFG's unconditional caption (default: none)")
     parser.add_argument("--cond-timestep", choices=("last", "zero"), default="last",
                         help="condition views' timestep: the schedule's last (released sampler) or 0")
