@@ -217,8 +217,7 @@ def _duplicates(config: dict, part: dict, hygiene: HygieneConfig) -> dict[str, s
     """{key: representative} of this catalog part's duplicates (empty when dedup is off)."""
     if not hygiene.dedup:
         return {}
-    source, part_file = part["catalog_path"].rsplit("/", 2)[-2:]
-    return unit_duplicates(config["root"], hygiene, source, part_file, keys_sha256(part["catalog_path"])[1])
+    return unit_duplicates(config["root"], hygiene, part["catalog_path"], keys_sha256(part["catalog_path"])[1])
 
 
 def build_unit(unit: dict, config: dict):
