@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError, key_rng
 from onegen.core.image_codec import encode_jpeg, encode_png
+from onegen.core.tasks import CANNY2IMAGE, DEBLURRING, IMAGE_INPAINTING, SUPER_RESOLUTION
 
 BLACK = 0  # fill value of masked pixels: black, as the released demo's inpainting input
 
@@ -30,7 +31,7 @@ class CannyAnnotator(Annotator):
     output_schema: ClassVar[pa.Schema] = pa.schema(
         [("condition", pa.binary()), ("low", pa.int32()), ("high", pa.int32())]
     )
-    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("canny2image", "condition", "png"),)
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec(CANNY2IMAGE, "condition", "png"),)
 
     low: int = 100
     high: int = 200
@@ -50,7 +51,7 @@ class BlurAnnotator(Annotator):
     name: ClassVar[str] = "blur"
     version: ClassVar[str] = "1"
     output_schema: ClassVar[pa.Schema] = pa.schema([("condition", pa.binary()), ("sigma", pa.float32())])
-    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("deblurring", "condition", "jpg"),)
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec(DEBLURRING, "condition", "jpg"),)
 
     sigma_min: float = 1.0
     sigma_max: float = 5.0
@@ -68,7 +69,7 @@ class LowresAnnotator(Annotator):
     name: ClassVar[str] = "lowres"
     version: ClassVar[str] = "1"
     output_schema: ClassVar[pa.Schema] = pa.schema([("condition", pa.binary()), ("factor", pa.int32())])
-    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("super_resolution", "condition", "jpg"),)
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec(SUPER_RESOLUTION, "condition", "jpg"),)
 
     factors: tuple[int, ...] = (2, 4, 8)
 
@@ -96,7 +97,7 @@ class InpaintAnnotator(Annotator):
     output_schema: ClassVar[pa.Schema] = pa.schema(
         [("condition", pa.binary()), ("mask", pa.binary()), ("coverage", pa.float32())]
     )
-    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("image_inpainting", "condition", "png"),)
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec(IMAGE_INPAINTING, "condition", "png"),)
 
     max_boxes: int = 3
     max_strokes: int = 4

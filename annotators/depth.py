@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
 from onegen.core.image_codec import encode_png
+from onegen.core.tasks import DEPTH2IMAGE
 from onegen.core.weights import Checkpoint, pick_device, resolve_checkpoint
 
 
@@ -151,7 +152,7 @@ class DepthAnnotator(Annotator):
             pa.field("depth_max", pa.float32()),
         ]
     )
-    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("depth2image", "condition", "png"),)
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec(DEPTH2IMAGE, "condition", "png"),)
 
     model: str = "depth-anything/Depth-Anything-V2-Small-hf"
     num_gpus: float = 1.0

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
 from onegen.core.image_codec import encode_png
+from onegen.core.tasks import HED2IMG
 from onegen.core.weights import Checkpoint, MissingCheckpointError, pick_device, resolve_checkpoint
 
 WEIGHTS_FILE = "ControlNetHED.pth"
@@ -82,7 +83,7 @@ class HedAnnotator(Annotator):
     name: ClassVar[str] = "hed"
     version: ClassVar[str] = "1"
     output_schema: ClassVar[pa.Schema] = pa.schema([pa.field("condition", pa.binary())])
-    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("hed2img", "condition", "png"),)
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec(HED2IMG, "condition", "png"),)
 
     model: str = "lllyasviel/Annotators"
     detect_resolution: int = 512

@@ -37,6 +37,7 @@ import pyarrow as pa
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
 from onegen.annotators.render_pose import STYLES, render_pose
 from onegen.core.image_codec import encode_png
+from onegen.core.tasks import POSE2IMAGE
 from onegen.core.weights import (
     Checkpoint,
     MissingCheckpointError,
@@ -124,7 +125,7 @@ class PoseAnnotator(Annotator):
             pa.field("style", pa.string()),
         ]
     )
-    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec("pose2image", "condition", "png"),)
+    conditions: ClassVar[tuple[ConditionSpec, ...]] = (ConditionSpec(POSE2IMAGE, "condition", "png"),)
 
     detector: str = "yolo11n.pt"
     model: str = "usyd-community/vitpose-base-simple"

@@ -50,6 +50,7 @@ from onegen.annotators.sam import (  # noqa: F401
     sam_masks,
 )
 from onegen.core.image_codec import encode_png
+from onegen.core.tasks import BOUNDINGBOX2IMAGE, SEMANTICMAP2IMAGE
 from onegen.core.weights import pick_device, resolve_checkpoint
 
 # --- Open-vocabulary detection and its batched post-processing ---------------------------------
@@ -255,8 +256,8 @@ class SegmentAnnotator(Annotator):
     requires: ClassVar[tuple[str, ...]] = ()
     optional_requires: ClassVar[tuple[str, ...]] = ("entities",)  # "entities.entities" when that store exists
     conditions: ClassVar[tuple[ConditionSpec, ...]] = (
-        ConditionSpec("semanticmap2image", "semantic", "png", "semantic_tags"),
-        ConditionSpec("boundingbox2image", "boxes", "png", "box_tags"),
+        ConditionSpec(SEMANTICMAP2IMAGE, "semantic", "png", "semantic_tags"),
+        ConditionSpec(BOUNDINGBOX2IMAGE, "boxes", "png", "box_tags"),
     )
 
     detector: str = "grounding_dino"  # "grounding_dino" | "owlv2"

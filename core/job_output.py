@@ -1,9 +1,9 @@
 """Quiet jobs: progress bars and summaries on the terminal, everything else in the job's log file.
 
-`job_output(folder, command, verbose)` wraps one command of `onegen` (cli.main). Unless `verbose`
+`job_output(log, command, verbose)` wraps one command of `onegen` (cli.main). Unless `verbose`
 (`-v`), for its duration:
-- file descriptor 2 and `sys.stderr` point at the log file `<folder>/jobs/<command>.log` (appended, one
-  header line per run; a temporary folder when `folder` is a URL), so Python warnings, third-party
+- file descriptor 2 and `sys.stderr` point at the local log file `log` (appended, one header line per
+  run), so Python warnings, third-party
   logging and progress bars (transformers, timm, controlnet_aux, torch.jit), Ray's driver-side warnings
   and the C++ log lines of Ray's driver core worker (e.g. `E core_worker.cc ... max_restarts > 0`, a
   notice about actor restarts, not a failure) land there;
@@ -14,13 +14,14 @@
 At the end the streams are restored and, when `announce`, `log: <path>` is printed. With `verbose`
 nothing is redirected and Ray prints worker lines live, as it does by default. A `job_output` inside
 another one (the demo runs its steps through cli.main) changes nothing: the outer one decides.
+The caller names the log file: the command's output folder's `jobs/<command>.log`, as
+manifests/layout.py `job_log` spells it (core imports nothing of the layout).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,13 +45,6 @@ def add_verbose_flag(parser) -> None:
                         help="show third-party warnings and Ray worker output live (default: in FOLDER/jobs/<command>.log)")
 
 
-def log_path(folder: str, command: str) -> str:
-    """Where `command`'s log goes: `<folder>/jobs/<command>.log`, or a local temporary folder for a URL."""
-    if "://" in folder and not folder.startswith("file://"):
-        return os.path.join(tempfile.gettempdir(), "onegen-logs", f"{command}.log")
-    return os.path.join(folder.removeprefix("file://"), "jobs", f"{command}.log")
-
-
 def current_log() -> str | None:
     """The log file of the running job, or None (no job, or -v)."""
     return _active[0].path if _active else None
@@ -67,9 +61,10 @@ progress_stream = terminal_stderr  # what progress bars write to
 
 
 @contextmanager
-def job_output(folder: str, command: str, verbose: bool, announce: bool = True,
+def job_output(log_file: str, command: str, verbose: bool, announce: bool = True,
                user_errors: tuple[type[BaseException], ...] = ()) -> Iterator[str | None]:
-    """Run the body with third-party output sent to the job's log file (module docstring); yields its path.
+    """Run the body with third-party output sent to the local file `log_file` (module docstring); yields
+    its path (None with `verbose`). `command` names the run in the log's header line.
 
     When the body raises one of `user_errors` (a refused command: one line, exit 2), the log file and
     the folders made for it are removed again if this call created them: a refused command creates
@@ -84,7 +79,7 @@ def job_output(folder: str, command: str, verbose: bool, announce: bool = True,
         finally:
             _active.clear()
         return
-    path = log_path(folder, command)
+    path = log_file
     created = _missing_folders(os.path.dirname(path)) + ([] if os.path.exists(path) else [path])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)

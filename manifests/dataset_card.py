@@ -26,11 +26,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from onegen.core.tasks import TEXT2IMAGE
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, ShardLayout
-
-CARD = "README.md"
-TEXT2IMAGE = "text2image"
 
 
 def skipped_counts(out: str) -> Counter:
@@ -74,7 +72,7 @@ def card_text(out: str, prefix: str) -> str:
     record = files.read_json(ShardLayout(out).record()) or {}
     root, stores = record.get("root", ""), list(record.get("stores", []))
     configs = "".join(f"- config_name: {json.dumps(task)}\n  data_files:\n  - split: train\n"
-                      f"    path: {json.dumps(f'{prefix}-{task}-*.tar')}\n" for task in sorted(per_task))
+                      f"    path: {json.dumps(ShardLayout.task_tars(prefix, task))}\n" for task in sorted(per_task))
     lines = ["---", "configs:", configs.rstrip("\n"), "tags:", "- onegen", "- webdataset", "- onediffusion", "---",
              "", "# One-Gen shards", "",
              f"{sum(per_task.values())} samples in {len(per_task)} tasks, built by onegen from `{root or '?'}`. "
@@ -97,6 +95,6 @@ def card_text(out: str, prefix: str) -> str:
 
 def write_dataset_card(out: str, prefix: str) -> str:
     """Commit OUT/README.md (module docstring); returns its path."""
-    path = files.join(out, CARD)
+    path = ShardLayout(out).card()
     files.commit_bytes(path, card_text(out, prefix).encode("utf-8"))
     return path

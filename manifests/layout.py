@@ -6,8 +6,12 @@ A dataset root (`onegen ingest --out ROOT`):
     rejects/<source>/part-NNNNN.parquet             ingest rejects of that part (committed first)
     jobs/ingest-<source>.json                       the ingest job record
     jobs/ingest-<source>.listing.parquet            its listing, one row group per part (workers read it)
+    jobs/<command>.log, jobs/<job>-failure.log      a command's third-party output; a failed job's traceback
     annotations/<name>@<version>/_job.json          the annotate job record (identity of the store)
     annotations/<name>@<version>/<source>/part-NNNNN.parquet   aligned with the catalog part
+    dedup/phash-k<distance>/<source>/part-NNNNN.parquet  duplicates of that catalog part (pHash dedup)
+    dedup/semantic-t<threshold>/<source>/part-NNNNN.parquet  the same for semantic (CLIP) dedup
+    dedup/<table>/_SUCCESS.json                     the dedup table's counts, written last (its done marker)
 
 A shards folder (`onegen build --out SHARDS`):
 
@@ -19,6 +23,11 @@ A shards folder (`onegen build --out SHARDS`):
                                                     (the shard writer names it: `{stem}-tail`)
     units/unit-{unit:05d}.json                      a build unit's record: its commit marker (written last)
     index.json, _SUCCESS.json                       wids shard index, then the stats (the done marker)
+    README.md                                       the dataset card (manifests/dataset_card.py)
+    train.json                                      a recipe's training mixture (`onegen train --config`)
+
+Any output folder of a command (dataset root, shards folder, training run) keeps the command's log in
+`jobs/<command>.log` (`job_log`; core/job_output.py writes it).
 
 Files starting with `_` are ignored by Parquet dataset readers, so `pq.read_table(store_dir)` works.
 Paths are strings joined with "/", so fsspec URLs (s3://, gs://) work the same as local paths.
@@ -26,6 +35,8 @@ Paths are strings joined with "/", so fsspec URLs (s3://, gs://) work the same a
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 from onegen.manifests import files
@@ -33,10 +44,25 @@ from onegen.manifests import files
 PART_SUFFIX = ".parquet"
 JOB_RECORD = "_job.json"
 DONE_MARKER = "_SUCCESS.json"
+JOBS = "jobs"
 
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}{PART_SUFFIX}"
+
+
+def job_log(folder: str, command: str) -> str:
+    """Where `command`'s log goes: `<folder>/jobs/<command>.log`, or a local temporary folder when `folder`
+    is a URL (the log is a local file the command's stderr is pointed at)."""
+    if "://" in folder and not folder.startswith("file://"):
+        return os.path.join(tempfile.gettempdir(), "onegen-logs", f"{command}.log")
+    return os.path.join(folder.removeprefix("file://"), JOBS, f"{command}.log")
+
+
+def split_part(part_path: str) -> tuple[str, str]:
+    """(source, part file name) of a catalog / rejects / annotation / dedup part path."""
+    source, part = part_path.rsplit("/", 2)[-2:]
+    return source, part
 
 
 def version_key(store_name: str) -> list:
@@ -70,15 +96,19 @@ class DatasetLayout:
         return files.join(self.rejects_dir(source), part_name(index))
 
     def ingest_record(self, source: str) -> str:
-        return files.join(self.root, "jobs", f"ingest-{source}.json")
+        return files.join(self.root, JOBS, f"ingest-{source}.json")
 
     def ingest_listing(self, source: str) -> str:
         """The source's listing as the last ingest run cut it into parts (pipelines/sources/listing.py)."""
-        return files.join(self.root, "jobs", f"ingest-{source}.listing.parquet")
+        return files.join(self.root, JOBS, f"ingest-{source}.listing.parquet")
+
+    def failure_log(self, job: str) -> str:
+        """The traceback of a job that failed on a worker (`onegen: error: ... (traceback: <this>)`)."""
+        return files.join(self.root, JOBS, f"{job}-failure.log")
 
     def catalog_parts(self) -> list[tuple[str, str]]:
         """(source, part path) of every committed catalog part, sorted by path."""
-        return [(path.rsplit("/", 2)[-2], path) for path in files.list_files(self.catalog(), PART_SUFFIX)]
+        return [(split_part(path)[0], path) for path in files.list_files(self.catalog(), PART_SUFFIX)]
 
     # annotation stores -----------------------------------------------------------------------------
     def annotations(self) -> str:
@@ -93,8 +123,7 @@ class DatasetLayout:
 
     def store_part(self, store_name: str, catalog_part: str) -> str:
         """The annotation part aligned with the catalog part at path `catalog_part`."""
-        source, part = catalog_part.rsplit("/", 2)[-2:]
-        return files.join(self.store_dir(store_name), source, part)
+        return files.join(self.store_dir(store_name), *split_part(catalog_part))
 
     def store_names(self) -> list[str]:
         """Every "<name>@<version>" folder under annotations/, sorted."""
@@ -107,6 +136,28 @@ class DatasetLayout:
         """The `<name>@<version>` store to read `name` from: the highest version present, or None."""
         versions = [s for s in self.store_names() if s.split("@", 1)[0] == name]
         return max(versions, key=version_key) if versions else None
+
+    # dedup tables (written by pipelines/jobs/dedup.py and semdedup.py, read by pipelines/hygiene) -------
+    def dedup(self) -> str:
+        return files.join(self.root, "dedup")
+
+    def phash_dedup(self, max_distance: int) -> str:
+        """The pHash dedup table of Hamming distance `max_distance`."""
+        return files.join(self.dedup(), f"phash-k{max_distance}")
+
+    def semantic_dedup(self, threshold: float) -> str:
+        """The semantic (CLIP cosine) dedup table of `threshold`."""
+        return files.join(self.dedup(), f"semantic-t{threshold:g}")
+
+    @staticmethod
+    def dedup_part(table: str, catalog_part: str) -> str:
+        """The dedup table's part for the catalog part at path `catalog_part` (same source and file name)."""
+        return files.join(table, *split_part(catalog_part))
+
+    @staticmethod
+    def dedup_done(table: str) -> str:
+        """The dedup table's done marker (its counts, committed last)."""
+        return files.join(table, DONE_MARKER)
 
 
 @dataclass(frozen=True)
@@ -132,6 +183,24 @@ class ShardLayout:
 
     def units(self) -> str:
         return files.join(self.out, "units")
+
+    def card(self) -> str:
+        """The dataset card, README.md (manifests/dataset_card.py)."""
+        return files.join(self.out, "README.md")
+
+    def train_config(self) -> str:
+        """A recipe's training mixture, train.json, for `onegen train --config` (pipelines/recipe/run.py)."""
+        return files.join(self.out, "train.json")
+
+    @staticmethod
+    def task_tars(prefix: str, task: str) -> str:
+        """Glob of every tar of `task`, relative to the shards folder (the dataset card's data files)."""
+        return f"{prefix}-{task}-*.tar"
+
+    @staticmethod
+    def shard_of(manifest_path: str) -> str:
+        """The shard name of a manifest (or skipped) table path: its file name without `.parquet`."""
+        return manifest_path.rsplit("/", 1)[-1].removesuffix(PART_SUFFIX)
 
     @staticmethod
     def shard_stem(prefix: str, task: str, unit: int) -> str:

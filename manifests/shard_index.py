@@ -32,7 +32,7 @@ def write_shard_index(out: str, name: str) -> list[dict]:
     entries = []
     for path in ShardLayout(out).manifest_paths():
         table = files.read_table(path, ["task"])
-        shard = path.rsplit("/", 1)[-1][: -len(".parquet")] + ".tar"
+        shard = ShardLayout.shard_of(path) + ".tar"  # the url, relative to the shards folder
         meta = files.read_metadata(path)
         entries.append({"url": shard, "nsamples": table.num_rows, "filesize": int(meta["onegen.shard_bytes"]),
                         "md5": meta.get("onegen.shard_md5"),

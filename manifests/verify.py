@@ -29,8 +29,8 @@ def verify_shards(out: str) -> tuple[int, list[str]]:
     for manifest_path in manifests:
         table = files.read_table(manifest_path)
         meta = files.read_metadata(manifest_path)
-        name = manifest_path.rsplit("/", 1)[-1][: -len(".parquet")] + ".tar"
-        tar_path = files.join(out, name)
+        shard = ShardLayout.shard_of(manifest_path)
+        name, tar_path = f"{shard}.tar", ShardLayout(out).tar(shard)
         if not files.exists(tar_path):
             problems.append(f"{name}: missing shard (its manifest exists)")
             continue

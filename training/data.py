@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from onegen.core.tasks import FAMILIES as TASK_FAMILIES
+from onegen.core.tasks import ID
 from onegen.core.tasks import family_of as task_family
 from onegen.manifests.query import read_manifests, select_shards
 from onegen.training.streams import ShardStream
@@ -189,7 +190,7 @@ def choose_generated(kinds: tuple[str, ...], family: str, rng: random.Random, re
             targets = rays
         else:
             targets = rng.sample(images, rng.randint(1, len(images) - 1))
-    elif len(images) == 2 and family != "id":
+    elif len(images) == 2 and family != ID:
         targets = [images[1] if rng.random() < reverse_prob else images[0]]
     else:
         targets = [images[0]]

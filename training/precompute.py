@@ -24,6 +24,7 @@ import torch
 import webdataset as wds
 
 from onegen.manifests import files
+from onegen.manifests.layout import ShardLayout
 from onegen.manifests.query import select_shards
 from onegen.manifests.shard_index import write_shard_index
 from onegen.manifests.shard_writer import Sample, ShardWriter
@@ -83,10 +84,10 @@ def _shard_samples(url: str, rows: dict[str, dict], config: PrecomputeConfig, va
 def precompute_shard(url: str, config: PrecomputeConfig, vae, text_encoder) -> bool:
     """Write one shard's precomputed twin under config.out; False when it was already there."""
     name = url.rsplit("/", 1)[-1].removesuffix(".tar")
-    if files.exists(files.join(config.out, "manifests", f"{name}.parquet")):
+    if files.exists(ShardLayout(config.out).manifest(name)):
         return False
     prefix, task, index = name.rsplit("-", 2)
-    table = files.read_table(files.join(config.shards, "manifests", f"{name}.parquet"))
+    table = files.read_table(ShardLayout(config.shards).manifest(name))
     rows = {row["key"]: row for row in table.to_pylist()}
     writer = ShardWriter(config.out, prefix, task, samples_per_shard=NO_LIMIT, max_shard_bytes=NO_LIMIT,
                          next_index=int(index))
@@ -99,10 +100,10 @@ def precompute_shard(url: str, config: PrecomputeConfig, vae, text_encoder) -> b
 def write_index(config: PrecomputeConfig) -> None:
     """OUT/index.json (wids-shard-index-v1) from OUT's manifests, and OUT/build.json."""
     write_shard_index(config.out, "onegen-precomputed")
-    record = files.read_json(files.join(config.shards, "build.json")) or {}
+    record = files.read_json(ShardLayout(config.shards).record()) or {}
     record["precomputed"] = {"from": config.shards, "text_encoder": config.text_encoder, "vae": config.vae,
                              "buckets": [list(b) for b in config.buckets]}
-    files.commit_json(files.join(config.out, "build.json"), record)
+    files.commit_json(ShardLayout(config.out).record(), record)
 
 
 def run_precompute(config: PrecomputeConfig) -> dict:

@@ -38,7 +38,16 @@ import torch
 from PIL import Image
 
 from onegen.core.task_prompts import faceid_prompt
-from onegen.core.tasks import condition_tasks, sampler_tasks, swapped_tasks
+from onegen.core.task_prompts import task_prompt as prompt_of
+from onegen.core.tasks import (
+    CAMERA_POSE,
+    FACEID,
+    MULTIVIEW,
+    TEXT2IMAGE,
+    condition_tasks,
+    sampler_tasks,
+    swapped_tasks,
+)
 from onegen.model.flow import ScheduleConfig, fixed_sigmas, release_schedule, sample_euler
 from onegen.model.nextdit import (
     CheckpointMismatch,
@@ -95,15 +104,15 @@ def load_denoiser(path: str, device: torch.device, preset: str) -> tuple[NextDiT
 
 def task_prompt(request: SampleRequest) -> str:
     token = SWAPPED.get(request.task, request.task)
-    if token == "camera_pose":
-        token = "multiview"
-    if token == "faceid":  # the shard builder's function: one [[imgN]] per view, each with its caption
+    if token == CAMERA_POSE:
+        token = MULTIVIEW
+    if token == FACEID:  # the shard builder's function: one [[imgN]] per view, each with its caption
         if len(request.reference_prompts) > len(request.conditions):
             raise ValueError(f"{len(request.reference_prompts)} --reference-prompt for "
                              f"{len(request.conditions)} --condition references")
         refs = [*request.reference_prompts, *[None] * (len(request.conditions) - len(request.reference_prompts))]
         return faceid_prompt([request.prompt, *refs])
-    return f"[[{token}]] {request.prompt}".strip()
+    return prompt_of(token, request.prompt)
 
 
 def _ray_latents(request: SampleRequest, n: int) -> torch.Tensor:
@@ -131,25 +140,25 @@ def layout(request: SampleRequest, vae) -> tuple[list[torch.Tensor | None], list
     """(clean latents per view or None, view kinds "image"/"ray", generate flags)."""
     given = [vae.encode(fit_to_bucket(Image.open(p), request.size)[None])[0] for p in request.conditions]  # (16, h, w)
     task = request.task
-    needed = {"text2image": 0, "multiview": 1, "camera_pose": 2}.get(task, 1)
+    needed = {TEXT2IMAGE: 0, MULTIVIEW: 1, CAMERA_POSE: 2}.get(task, 1)
     if len(given) < needed:
         raise ValueError(f"task {task!r} needs at least {needed} --condition image(s), got {len(given)}")
-    if task == "text2image":
+    if task == TEXT2IMAGE:
         return [None], ["image"], [True]
     if task in CONDITION_TASKS:
         return [None, given[0]], ["image", "image"], [True, False]
     if task in SWAPPED:
         return [given[0], None], ["image", "image"], [False, True]
-    if task == "faceid":
+    if task == FACEID:
         return [None, *given], ["image"] * (1 + len(given)), [True] + [False] * len(given)
-    if task in ("multiview", "camera_pose"):
-        n = request.num_views if task == "multiview" else len(given)
-        rays = _ray_latents(request, n) if task == "multiview" else [None] * n
+    if task in (MULTIVIEW, CAMERA_POSE):
+        n = request.num_views if task == MULTIVIEW else len(given)
+        rays = _ray_latents(request, n) if task == MULTIVIEW else [None] * n
         views, kinds, generate = [], [], []
         for i in range(n):
             views += [given[i] if i < len(given) else None, rays[i]]
             kinds += ["image", "ray"]
-            generate += [i >= len(given), task == "camera_pose"]
+            generate += [i >= len(given), task == CAMERA_POSE]
         return views, kinds, generate
     raise ValueError(f"unknown task {task!r}; known: {TASKS}")
 
@@ -210,7 +219,7 @@ def write_outputs(latents: torch.Tensor, kinds: list[str], flags: list[bool], va
         Image.fromarray(pixels).save(paths[-1])
         images.append(pixels)
     Image.fromarray(np.concatenate(images, axis=1)).save(os.path.join(out, "grid.png"))
-    if task == "camera_pose":
+    if task == CAMERA_POSE:
         from onegen.core.camera_geometry import camera0_c2w, cameras_from_rays, latent_to_rays
 
         rays = latent_to_rays(latents[0, :, 1::2].permute(1, 0, 2, 3).numpy().astype(np.float64))  # (n, h, w, 6)

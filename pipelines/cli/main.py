@@ -72,7 +72,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         summaries = run_annotators(args.root, annotators, args.overwrite, _ray_config(args),
                                    retry_errors=args.retry_errors, max_error_rate=args.max_error_rate)
     except Exception as error:
-        return report_failure(error, "AnnotationFailed", f"{args.root.rstrip('/')}/jobs/annotate-failure.log")
+        from onegen.manifests.layout import DatasetLayout
+
+        return report_failure(error, "AnnotationFailed", DatasetLayout(args.root).failure_log("annotate"))
     for summary in summaries:
         print(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done); "
               f"statuses: {summary.statuses}")
@@ -124,16 +126,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
-    if args.method == "phash":
-        from onegen.pipelines.hygiene.dedup_groups import DedupConfig
-        from onegen.pipelines.jobs.dedup import DedupJobConfig, run_phash_dedup
+    from onegen.pipelines.hygiene.build_hygiene import HygieneConfig
+    from onegen.pipelines.jobs.dedup_run import run_dedup
 
-        counts = run_phash_dedup(DedupJobConfig(args.root, DedupConfig(args.max_distance)), _ray_config(args))
-    else:
-        from onegen.pipelines.hygiene.semdedup import SemDedupConfig
-        from onegen.pipelines.jobs.semdedup import run_semantic_dedup
-
-        counts = run_semantic_dedup(args.root, SemDedupConfig(threshold=args.threshold), _ray_config(args))
+    method = HygieneConfig(dedup=args.method, max_distance=args.max_distance, semantic_threshold=args.threshold)
+    counts = run_dedup(args.root, method, _ray_config(args))
     print(f"dedup ({args.method}): {counts}")
     return 0
 
@@ -166,8 +163,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(plan.line())
         return 0
     from onegen.core.job_output import job_output
+    from onegen.manifests.layout import job_log
 
-    with job_output(recipe.root, "run", args.verbose):  # the dataset root's jobs/run.log (module job_log)
+    with job_output(job_log(recipe.root, "run"), "run", args.verbose):  # the dataset root's jobs/run.log
         run_recipe(recipe, _ray_config(args), redo=args.redo)
     return 0
 
@@ -354,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from onegen.core.job_output import job_output
     from onegen.manifests.files import mark_driver
+    from onegen.manifests.layout import job_log
     from onegen.pipelines.cli.checks import check_paths
 
     mark_driver()
@@ -364,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
         # the demo names its log itself; under torchrun one rank names it
         announce = args.command != "demo" and os.environ.get("RANK", "0") == "0"
-        with job_output(folder, args.command, args.verbose, announce=announce, user_errors=_user_errors()):
+        with job_output(job_log(folder, args.command), args.command, args.verbose, announce=announce,
+                        user_errors=_user_errors()):
             return args.run(args)
     except _user_errors() as error:
         print(f"onegen: error: {error}", file=sys.stderr)

@@ -135,11 +135,12 @@ def run_demo(out: str, ray_config: RayConfig, overwrite: bool = False) -> int:
 def demo_summary(dataset: Path, shards: Path, report: str, training: dict, root: Path) -> str:
     """The demo's closing lines; the last one names the samples folder and says why they are noise."""
     from onegen.core.job_output import current_log
+    from onegen.manifests.layout import ShardLayout
 
     loss = (f"final loss {training['final_loss']:.4f}" if training["final_loss"] is not None
             else "already trained: this rerun trained no steps")
     log = current_log()
-    return (f"[demo] done. dataset: {dataset}\n[demo] shards: {shards} (index: {shards / 'index.json'})\n"
+    return (f"[demo] done. dataset: {dataset}\n[demo] shards: {shards} (index: {ShardLayout(str(shards)).index()})\n"
             f"[demo] preview: {report}\n[demo] tiny model checkpoint: {training['checkpoint']} ({loss})\n"
             + (f"[demo] third-party messages and Ray worker output: {log}\n" if log else "")
             + f"[demo] samples: {root / 'training' / 'samples'} (noise by design: the tiny models are random "

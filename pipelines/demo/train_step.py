@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from onegen.core.tasks import CAMERA_POSE, FACEID, MULTIVIEW, TEXT2IMAGE
 from onegen.pipelines.demo.tiny_models import tiny_text_encoder as build_tiny_text_encoder
 from onegen.pipelines.demo.tiny_models import tiny_vae as build_tiny_vae
 
@@ -39,7 +40,7 @@ def _view_images(shards: str, task: str, folder: Path, first: int = 1) -> list[s
 
 
 # One sample per task family: (family's task in the shards, task asked of the sampler, first view to give).
-FAMILY_REQUESTS = (("faceid", "faceid", 1), ("multiview", "camera_pose", 0))
+FAMILY_REQUESTS = ((FACEID, FACEID, 1), (MULTIVIEW, CAMERA_POSE, 0))
 
 
 def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
@@ -81,7 +82,7 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     vae, text_encoder = Vae.load(vae_path), TextEncoder.load(t5)
     tasks = set(read_manifests(shards, ["task"]).to_pydict().get("task", []))
     two_view = sorted(tasks & set(condition_tasks()))  # the task table's two-view tasks the sampler takes
-    requests = [("text2image", ())] if "text2image" in tasks else []
+    requests = [(TEXT2IMAGE, ())] if TEXT2IMAGE in tasks else []
     if two_view:  # image-to-image family: the first condition task, from its condition view
         requests.append((two_view[0], tuple(_view_images(shards, two_view[0], folder)[:1])))
     for family, task, first in FAMILY_REQUESTS:

@@ -4,8 +4,8 @@
                            id_nsfw_threshold=0.5)
     check_hygiene_inputs(root, config)             # driver, once: bad filter / missing store or table -> raises
     stores = hygiene_stores(config)                # store names to join to each catalog part (with the task stores)
-    # in the build unit of one catalog part (source, part_file, keys_sha256 of its keys):
-    duplicates = unit_duplicates(root, config, source, part_file, keys_sha256)   # {key: representative}
+    # in the build unit of one catalog part (its path, keys_sha256 of its keys):
+    duplicates = unit_duplicates(root, config, catalog_part, keys_sha256)   # {key: representative}
     filters = parse_filters(config.filters)
     reason = row_skip_reason(row["key"], annotations, duplicates, filters)     # every task of that row
     pose = person_area_reason(annotations.get("pose"), row["width"], row["height"], config.pose)  # pose2image
@@ -16,6 +16,7 @@ Reasons, first that applies: `duplicate_of:<key>`, then the first failing filter
 `missing_annotation:<store>` (pipelines.filters). For an ID subject, `faceid_exclusions` adds the NSFW
 exclusion and is passed as `faceid_samples(..., excluded=...)`, so every one of them happens before the
 "at least 4 photos" rule. Changing a threshold changes only these answers: no annotator runs again.
+The dedup tables are read through pipelines/hygiene/dedup_tables.py (their paths: manifests/layout.py).
 """
 
 from __future__ import annotations
@@ -23,15 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
+from onegen.pipelines.hygiene import dedup_tables
 from onegen.pipelines.hygiene.dedup_groups import duplicate_reason
 from onegen.pipelines.hygiene.filters import ScoreFilter, apply_filters, filter_stores, parse_filters
 from onegen.pipelines.hygiene.task_selection import NSFW_STORE, PoseSelection, nsfw_exclusions
-from onegen.pipelines.jobs.dedup import DONE_MARKER, dedup_dir, read_part_duplicates
-from onegen.pipelines.jobs.semdedup import semantic_dir
-
-DEDUP_METHODS = ("", "phash", "semantic")
 
 
 @dataclass(frozen=True)
@@ -45,14 +42,8 @@ class HygieneConfig:
 
 
 def dedup_table(root: str, config: HygieneConfig) -> str | None:
-    """The dedup table folder the build reads, or None when dedup is off."""
-    if config.dedup not in DEDUP_METHODS:
-        raise ValueError(f"dedup must be one of {DEDUP_METHODS[1:]} or empty, got {config.dedup!r}")
-    if config.dedup == "phash":
-        return dedup_dir(root, config.max_distance)
-    if config.dedup == "semantic":
-        return semantic_dir(root, config.semantic_threshold)
-    return None
+    """The dedup table folder the build reads, or None when dedup is off (`dedup_tables.dedup_table`)."""
+    return dedup_tables.dedup_table(root, config.dedup, config.max_distance, config.semantic_threshold)
 
 
 def hygiene_stores(config: HygieneConfig) -> list[str]:
@@ -71,15 +62,15 @@ def check_hygiene_inputs(root: str, config: HygieneConfig) -> None:
         raise FileNotFoundError(f"hygiene needs the {', '.join(missing)} annotation(s): run "
                                 f"`onegen annotate --annotators {','.join(missing)}` first (no model runs at build)")
     table = dedup_table(root, config)
-    if table is not None and not files.exists(files.join(table, DONE_MARKER)):
+    if table is not None and not dedup_tables.is_finished(table):
         raise FileNotFoundError(f"--dedup {config.dedup}: no finished dedup table at {table}; run the dedup job first")
 
 
-def unit_duplicates(root: str, config: HygieneConfig, source: str, part_file: str,
+def unit_duplicates(root: str, config: HygieneConfig, catalog_part: str,
                     keys_sha256: str | None = None) -> dict[str, str]:
-    """{duplicate key: representative} of one catalog part ({} when dedup is off)."""
+    """{duplicate key: representative} of the catalog part at path `catalog_part` ({} when dedup is off)."""
     table = dedup_table(root, config)
-    return {} if table is None else read_part_duplicates(table, source, part_file, keys_sha256)
+    return {} if table is None else dedup_tables.read_part_duplicates(table, catalog_part, keys_sha256)
 
 
 def row_skip_reason(key: str, annotations: dict[str, dict[str, Any] | None], duplicates: dict[str, str],

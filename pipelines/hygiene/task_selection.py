@@ -19,9 +19,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from onegen.core.tasks import POSE2IMAGE, TASKS
 from onegen.pipelines.hygiene.filters import FILTERED_PREFIX, ScoreFilter
 
-POSE_STORE = "pose"
+POSE_STORE = TASKS[POSE2IMAGE].annotator  # the store whose person boxes the pose2image selection reads
 NSFW_STORE = "nsfw"
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 from onegen.annotators.base import ConditionSpec
 from onegen.core import tasks as task_table
+from onegen.core.tasks import FACEID, MULTIVIEW, POSE2IMAGE, TEXT2IMAGE
 from onegen.manifests import files
 from onegen.manifests.dataset_card import write_dataset_card
 from onegen.manifests.layout import DatasetLayout, ShardLayout
@@ -40,20 +41,18 @@ from onegen.pipelines.hygiene.build_hygiene import (
     row_skip_reason,
     unit_duplicates,
 )
-from onegen.pipelines.hygiene.task_selection import PoseSelection, person_area_reason
+from onegen.pipelines.hygiene.task_selection import POSE_STORE, PoseSelection, person_area_reason
 from onegen.pipelines.jobs.annotate import keys_sha256
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
 from onegen.pipelines.runtime.units import record_table, run_unit_tasks
-from onegen.pipelines.samples.common import CAPTION_STORE, TEXT2IMAGE, TaskSource, candidates, choose_caption
+from onegen.pipelines.samples.common import CAPTION_STORE, TaskSource, candidates, choose_caption
 from onegen.pipelines.samples.faceid import FACES_STORE, FaceidConfig, faceid_samples
-from onegen.pipelines.samples.multiview import MultiviewConfig, multiview_samples
+from onegen.pipelines.samples.multiview import CAMERAS_STORE, MultiviewConfig, multiview_samples
 from onegen.pipelines.sources.catalog_images import ERROR_COLUMN, resolve_images
 
 ORDINAL_SHIFT = 32  # ordinal = part << 32 | row << 8 | sample of that row
 ROW_SHIFT = 8
-MULTIVIEW, FACEID = "multiview", "faceid"
-CAMERAS_STORE = "cameras"
 LAYOUT_VERSION = 2  # 2: shards named per build unit; folders built by version 1 are refused, not mixed
 ROWS_PER_UNIT_FACTOR = 4
 BUILD_CPUS = 1.0  # per build unit task, as ingest (docs/decisions.md, "Ray")
@@ -96,7 +95,7 @@ def available_tasks(root: str) -> dict[str, TaskSource]:
         unknown = task_table.unknown_condition_tasks([spec["task"] for spec in specs])
         if unknown:
             raise BuildInputError(f"{found} declares task(s) {unknown} with no row in the task table "
-                                  "(onegen/pipelines/tasks.py ROWS): add one (token, family, views, annotator)")
+                                  "(core/tasks.py ROWS): add one (token, family, views, annotator)")
         for spec in specs:
             tasks[spec["task"]] = TaskSource(spec["task"], found, ConditionSpec(**spec))
         for token in task_table.scene_and_subject_tasks(name):
@@ -165,12 +164,13 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
         if reason is None and row["kind"] == "image":
             reason = row_skip_reason(row["key"], annotations, duplicates, filters)
         if reason:
-            out += [(t.task, row["key"], ordinal, reason) for t in tasks if _makes(t, row["kind"])]
+            out += [(t.task, row["key"], ordinal, reason) for t in tasks
+                    if task_table.made_from_rows(t.task, row["kind"])]
         elif row["kind"] == "image":
             image_sha = _catalog_image_sha256(row)
             for task, result in candidates(row, ordinal, annotations, tasks, mode):
-                if task == "pose2image" and not isinstance(result, str):
-                    result = person_area_reason(annotations.get("pose"), row["width"], row["height"],
+                if task == POSE2IMAGE and not isinstance(result, str):
+                    result = person_area_reason(annotations.get(POSE_STORE), row["width"], row["height"],
                                                 hygiene.pose) or result
                 if not isinstance(result, str):
                     result.member_sha256 = [image_sha if data is row["image"] else hashlib.sha256(data).hexdigest()
@@ -217,14 +217,7 @@ def _duplicates(config: dict, part: dict, hygiene: HygieneConfig) -> dict[str, s
     """{key: representative} of this catalog part's duplicates (empty when dedup is off)."""
     if not hygiene.dedup:
         return {}
-    source, part_file = part["catalog_path"].rsplit("/", 2)[-2:]
-    return unit_duplicates(config["root"], hygiene, source, part_file, keys_sha256(part["catalog_path"])[1])
-
-
-def _makes(task: TaskSource, kind: str) -> bool:
-    """Whether rows of `kind` are candidates of `task` at all."""
-    return {"scene": task.task == MULTIVIEW, "subject_image": task.task == FACEID}.get(
-        kind, task.task not in (MULTIVIEW, FACEID))
+    return unit_duplicates(config["root"], hygiene, part["catalog_path"], keys_sha256(part["catalog_path"])[1])
 
 
 def build_unit(unit: dict, config: dict):

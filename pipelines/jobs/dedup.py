@@ -9,16 +9,12 @@ Job shape (`run_phash_dedup`), workers do the work and commit, the driver plans 
    first band it shares) and returns the duplicate edges (global row ids = part index << 32 | row) plus the
    key, area and exemption group of the rows on those edges;
 3. one `resolve_and_write` task joins the edges into groups, picks representatives and commits one Parquet per
-   catalog part, `<root>/dedup/phash-k<k>/<source>/part-NNNNN.parquet` (columns below; every part gets a
-   file, empty when it has no duplicate), then `_SUCCESS.json` (config, counts) last, as the done marker.
+   catalog part, `<root>/dedup/phash-k<k>/<source>/part-NNNNN.parquet` (`DatasetLayout.phash_dedup` and
+   `dedup_part`; columns in pipelines/hygiene/dedup_tables.py; every part gets a file, empty when it has no
+   duplicate), then `_SUCCESS.json` (config, counts) last, as the done marker.
    Its memory is O(rows on duplicate edges), not O(catalog).
 
-Dedup table columns, one row per catalog row removed as a duplicate (rows absent are kept):
-- `key` (string): the catalog key; `representative` (string): the key it duplicates;
-- `reason` (string): `duplicate_of:<representative>`, the build's skip reason.
-Each file carries the catalog part's key hash (`onegen.catalog_keys_sha256`) as Parquet metadata.
-
-Build units call `read_part_duplicates(dedup_dir(root, k), source, part_file, catalog_keys_sha256)` -> {key:
+Build units call `dedup_tables.read_part_duplicates(table, catalog_part, catalog_keys_sha256)` -> {key:
 representative} for their own catalog part, and skip those keys with `duplicate_reason(representative)`.
 """
 
@@ -42,10 +38,9 @@ from onegen.pipelines.hygiene.dedup_groups import (
     representatives,
     star_edges,
 )
+from onegen.pipelines.hygiene.dedup_tables import CATALOG_KEYS_META
 
 PHASH_STORE = "phash"
-DONE_MARKER = "_SUCCESS.json"
-CATALOG_KEYS_META = "onegen.catalog_keys_sha256"  # the same metadata key annotation parts carry
 PART_SHIFT = 32
 SHA_BAND = -1  # the `band` of sha256 bucket rows
 CATALOG_COLUMNS = ["key", "kind", "source", "subject", "width", "height", "sha256"]
@@ -71,10 +66,6 @@ class DedupPart:
     source: str
     catalog_path: str
     annotation_path: str  # the aligned part of the phash (or clip) store
-
-
-def dedup_dir(root: str, max_distance: int = 4) -> str:
-    return files.join(root, "dedup", f"phash-k{max_distance}")
 
 
 def exemption_group(kind: str, source: str, subject: str | None) -> str:
@@ -174,31 +165,15 @@ def write_dedup(out: str, parts: list[DedupPart], keys_sha: list[str], duplicate
     per_part: dict[int, list[tuple[str, str]]] = {}
     for row_id, pair in sorted(duplicates.items()):
         per_part.setdefault(row_id >> PART_SHIFT, []).append(pair)
-    files.remove(files.join(out, DONE_MARKER))
+    files.remove(DatasetLayout.dedup_done(out))
     for part, sha in zip(parts, keys_sha, strict=True):
         pairs = per_part.get(part.index, [])
         table = pa.table({"key": [k for k, _ in pairs], "representative": [r for _, r in pairs],
                           "reason": [duplicate_reason(r) for _, r in pairs]}, schema=DEDUP_SCHEMA)
-        files.commit_table(part_output(out, part), table, {CATALOG_KEYS_META: sha})
+        files.commit_table(DatasetLayout.dedup_part(out, part.catalog_path), table, {CATALOG_KEYS_META: sha})
     stats = {**record, "parts": len(parts), "duplicates": len(duplicates)}
-    files.commit_json(files.join(out, DONE_MARKER), stats)
+    files.commit_json(DatasetLayout.dedup_done(out), stats)
     return stats
-
-
-def part_output(out: str, part: DedupPart) -> str:
-    return files.join(out, part.source, part.catalog_path.rsplit("/", 1)[-1])
-
-
-def read_part_duplicates(out: str, source: str, part_file: str, catalog_keys_sha256: str | None = None) -> dict[str, str]:
-    """{duplicate key: representative} of one catalog part, for a build unit; refuses a stale or unfinished table."""
-    if not files.exists(files.join(out, DONE_MARKER)):
-        raise FileNotFoundError(f"no finished dedup table at {out}: run `onegen dedup` first")
-    path = files.join(out, source, part_file)
-    recorded = files.read_metadata(path).get(CATALOG_KEYS_META)
-    if catalog_keys_sha256 is not None and recorded != catalog_keys_sha256:
-        raise RuntimeError(f"{path} was made from another version of catalog part {source}/{part_file}: run dedup again")
-    table = files.read_table(path, ["key", "representative"])
-    return dict(zip(table.column("key").to_pylist(), table.column("representative").to_pylist(), strict=True))
 
 
 # --- the job ----------------------------------------------------------------------------------------------
@@ -225,7 +200,7 @@ def run_phash_dedup(config: DedupJobConfig, ray_config) -> dict:
 
     parts = plan_dedup_parts(config.root)
     k, count = config.dedup.max_distance, config.partitions
-    out = dedup_dir(config.root, k)
+    out = DatasetLayout(config.root).phash_dedup(k)
     record = {"job": "dedup", "method": "phash", "dedup": asdict(config.dedup), "partitions": count}
 
     def bucket_outputs(part: DedupPart) -> tuple:

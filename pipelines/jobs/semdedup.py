@@ -1,8 +1,8 @@
 """`dedup/semantic-t<threshold>/`: semantic dedup (pipelines.semdedup) of the `clip` store, as one Ray task.
 
-The same table layout, reason and reader as the pHash dedup (pipelines.dedup): one Parquet per catalog part
-(key, representative, reason `duplicate_of:<key>`), `_SUCCESS.json` last; build units read their part with
-`dedup.read_part_duplicates(semantic_dir(root, threshold), source, part_file, keys_sha256)`. The task reads
+The same table layout, reason and reader as the pHash dedup (pipelines/jobs/dedup.py): one Parquet per catalog
+part (key, representative, reason `duplicate_of:<key>`), `_SUCCESS.json` last, in `DatasetLayout.semantic_dedup`
+(manifests/layout.py); build units read their part with `dedup_tables.read_part_duplicates`. The task reads
 every catalog part's small columns and the aligned clip part's embeddings on one worker (O(n x d) float32:
 one million ViT-L/14 embeddings are 3 GB); the driver only plans and gets the counts. Rows without an "ok"
 clip annotation (scenes, errors) are never semantic duplicates.
@@ -17,6 +17,7 @@ import numpy as np
 
 from onegen.annotators.clip import decode_embedding
 from onegen.manifests import files
+from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.semdedup import SemDedupConfig, semantic_duplicates
 from onegen.pipelines.jobs.dedup import (
     CATALOG_COLUMNS,
@@ -28,10 +29,6 @@ from onegen.pipelines.jobs.dedup import (
 )
 
 CLIP_STORE = "clip"
-
-
-def semantic_dir(root: str, threshold: float) -> str:
-    return files.join(root, "dedup", f"semantic-t{threshold:g}")
 
 
 def semantic_dedup_parts(parts: list[DedupPart], config: SemDedupConfig, out: str) -> dict:
@@ -67,4 +64,4 @@ def run_semantic_dedup(root: str, config: SemDedupConfig, ray_config) -> dict:
     parts = plan_dedup_parts(root, CLIP_STORE)
     init_ray(ray_config)
     task = ray.remote(num_cpus=1)(semantic_dedup_parts)
-    return ray.get(task.remote(parts, config, semantic_dir(root, config.threshold)))
+    return ray.get(task.remote(parts, config, DatasetLayout(root).semantic_dedup(config.threshold)))

@@ -30,18 +30,16 @@ from onegen.annotators.base import Annotator
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, ShardLayout, part_name
 from onegen.pipelines.hygiene.build_hygiene import dedup_table
+from onegen.pipelines.hygiene.dedup_tables import is_finished
 from onegen.pipelines.jobs.annotate import MissingRequirement, annotator_identity, keys_sha256, plan_parts
 from onegen.pipelines.jobs.build import BuildConfig, BuildInputError, cut_units
 from onegen.pipelines.jobs.build import job_record as build_record
-from onegen.pipelines.jobs.dedup import DONE_MARKER as DEDUP_DONE
 from onegen.pipelines.jobs.ingest import IngestConfig, list_source
 from onegen.pipelines.jobs.ingest import job_record as ingest_record
 from onegen.pipelines.recipe.parse import Recipe, RecipeError, train_fields
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
 from onegen.pipelines.sources.listing import Listing, list_parts
-
-TRAIN_FILE = "train.json"
 
 
 @dataclass
@@ -130,30 +128,23 @@ def plan_dedup(recipe: Recipe, upstream: list[StagePlan]) -> StagePlan | None:
     unfinished = [p.stage for p in upstream if p.state != "done"]
     if unfinished:
         return StagePlan(name, "waiting", 1, 0, 0, 0, f"after {', '.join(unfinished)}")
-    done = files.exists(files.join(table, DEDUP_DONE))
+    done = is_finished(table)
     return StagePlan(name, "done" if done else "pending", 1, int(done), 0, 0, table)
 
 
 def run_dedup(recipe: Recipe, ray_config: RayConfig) -> dict:
     """Run the dedup job the build's hygiene names (`onegen dedup`): pHash or semantic."""
-    hygiene = recipe.build.hygiene
-    if hygiene.dedup == "phash":
-        from onegen.pipelines.hygiene.dedup_groups import DedupConfig
-        from onegen.pipelines.jobs.dedup import DedupJobConfig, run_phash_dedup
+    from onegen.pipelines.jobs.dedup_run import run_dedup as run_dedup_job
 
-        return run_phash_dedup(DedupJobConfig(recipe.root, DedupConfig(hygiene.max_distance)), ray_config)
-    from onegen.pipelines.hygiene.semdedup import SemDedupConfig
-    from onegen.pipelines.jobs.semdedup import run_semantic_dedup
-
-    return run_semantic_dedup(recipe.root, SemDedupConfig(threshold=hygiene.semantic_threshold), ray_config)
+    return run_dedup_job(recipe.root, recipe.build.hygiene, ray_config)
 
 
 def plan_train(recipe: Recipe, build: StagePlan) -> StagePlan:
-    path = files.join(recipe.shards, TRAIN_FILE)
+    path = ShardLayout(recipe.shards).train_config()
     existing = files.read_json(path)
     state = "done" if existing == recipe.train and build.state == "done" else (
         "changed" if existing is not None and existing != recipe.train else "pending")
-    return StagePlan(TRAIN_FILE, state, 1, int(state == "done"), 0, 0, path)
+    return StagePlan(path.rsplit("/", 1)[-1], state, 1, int(state == "done"), 0, 0, path)
 
 
 def plan_recipe(recipe: Recipe, listings: list[Listing] | None = None) -> list[StagePlan]:
@@ -208,8 +199,9 @@ def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,
         echo(f"{dedup.stage}: {run_dedup(recipe, ray_config)}")
     stats = run_build(dataclasses.replace(recipe.build, overwrite=bool(changed)), ray_config)
     echo(f"built {stats['samples']} samples in {stats['shards']} shards at {recipe.shards}: {stats['samples_per_task']}")
-    files.commit_json(files.join(recipe.shards, TRAIN_FILE), json.loads(json.dumps(recipe.train)))
-    echo(f"training mixture: {files.join(recipe.shards, TRAIN_FILE)} (onegen train --config it)")
+    path = ShardLayout(recipe.shards).train_config()
+    files.commit_json(path, json.loads(json.dumps(recipe.train)))
+    echo(f"training mixture: {path} (onegen train --config it)")
     return plans
 
 

@@ -2,10 +2,11 @@
 
 A task is described by a `TaskSource`: text2image needs only the catalog; a condition task names the
 annotation store and the `ConditionSpec` it was declared with (read from the store's job.json).
-`candidates(...)` yields, per catalog row and task, either a `Sample` or a skip reason; the builder
-writes samples into shards and skips into the skipped tables, so nothing vanishes.
+`candidates(...)` yields, per catalog row of kind "image" and task made from such rows (the task
+table's `row_kind`, core/tasks.py), either a `Sample` or a skip reason; the builder writes samples into
+shards and skips into the skipped tables, so nothing vanishes.
 
-Prompts: `[[task]] <tags> <caption>`; the caption is chosen by `caption_mode`:
+Prompts: `[[task]] <tags> <caption>` (`task_prompts.task_prompt`); the caption is chosen by `caption_mode`:
 "original" (catalog caption), "dense" (the `caption` annotator's text), or "random" (either, drawn per
 key; falls back to whichever exists). text2image without any caption is skipped ("no_caption");
 condition tasks without a caption keep the token (and tags) alone.
@@ -18,10 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from onegen.annotators.base import ConditionSpec, key_rng
+from onegen.core.task_prompts import task_prompt
+from onegen.core.tasks import made_from_rows
 from onegen.manifests.shard_writer import Sample
 
-TEXT2IMAGE = "text2image"
 CAPTION_STORE = "caption"
+IMAGE_KIND = "image"  # the catalog row kind `candidates` makes samples of
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,6 @@ def choose_caption(row: dict, annotations: dict[str, dict], mode: str) -> str | 
     return original or dense
 
 
-def prompt_for(task: str, caption: str | None, tags: str | None = None) -> str:
-    return " ".join(part for part in (f"[[{task}]]", tags or "", caption or "") if part).strip()
-
-
 def candidates(
     row: dict, ordinal: int, annotations: dict[str, dict], tasks: list[TaskSource], caption_mode: str
 ) -> Iterator[tuple[str, Sample | str]]:
@@ -57,12 +56,13 @@ def candidates(
 
     `annotations` maps annotator name -> that annotator's row for this key (stored columns).
     """
-    if row.get("kind", "image") != "image":
+    kind = row.get("kind", IMAGE_KIND)
+    if kind != IMAGE_KIND:
         return
     caption = choose_caption(row, annotations, caption_mode)
     image_member = (f"img0.{row['image_format']}", row["image"])
     for source in tasks:
-        if source.condition is None and source.task != TEXT2IMAGE:
+        if not made_from_rows(source.task, kind):
             continue  # multiview / faceid samples are made from scenes and subjects, not here
         sample_key = f"{row['key']}-{source.task}"
         base = dict(key=sample_key, task=source.task, source=row["source"], source_keys=[row["key"]],
@@ -71,7 +71,7 @@ def candidates(
             if not caption:
                 yield source.task, "no_caption"
                 continue
-            prompt = prompt_for(source.task, caption)
+            prompt = task_prompt(source.task, caption)
             meta = sample_meta(source.task, prompt, ["image"], [row["key"]])
             yield source.task, Sample(prompt=prompt, members=[image_member, *text_members(prompt, meta)],
                                       n_views=1, annotators=_caption_store(annotations), **base)
@@ -90,7 +90,7 @@ def candidates(
             yield source.task, f"{name}:empty_{spec.column}"
             continue
         tags = annotation.get(spec.tags_column) if spec.tags_column else None
-        prompt = prompt_for(source.task, caption, tags)
+        prompt = task_prompt(source.task, caption, tags)
         meta = sample_meta(source.task, prompt, ["image", spec.column], [row["key"]])
         members = [image_member, (f"img1.{spec.ext}", condition), *text_members(prompt, meta)]
         yield source.task, Sample(prompt=prompt, members=members, n_views=2,

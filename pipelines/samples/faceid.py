@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onegen.annotators.base import key_rng
-from onegen.core.task_prompts import FACEID as TASK
 from onegen.core.task_prompts import faceid_prompt
+from onegen.core.tasks import FACEID as TASK
+from onegen.core.tasks import TASKS
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.samples.common import sample_meta, text_members
 
-FACES_STORE = "faces"
+FACES_STORE = TASKS[TASK].annotator  # the store whose rows say which photos are usable (the task table's)
 
 
 @dataclass(frozen=True)

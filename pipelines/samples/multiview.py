@@ -39,11 +39,13 @@ from onegen.annotators.cameras_annotator import CamerasAnnotator, npy_bytes
 from onegen.core.camera_geometry import RAY_STRIDE, normalize_cameras, plucker_rays, rays_to_latent
 from onegen.core.image_codec import encode_jpeg
 from onegen.core.task_prompts import multiview_prompt
+from onegen.core.tasks import MULTIVIEW as TASK
+from onegen.core.tasks import TASKS
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.samples.common import sample_meta, text_members
 from onegen.pipelines.sources.image_checks import to_rgb_array
 
-TASK = "multiview"
+CAMERAS_STORE = TASKS[TASK].annotator  # the store of the scene's normalised cameras (the task table's)
 ORDINALS_PER_ROW = 256  # the caller reserves this many ordinals per scene row
 _LATENT_MULTIPLE = 2 * RAY_STRIDE  # resolution must be a multiple of 16 (latent 2x2 patches)
 

@@ -12,21 +12,20 @@ from PIL import Image
 
 from onegen.annotators.phash import PhashAnnotator
 from onegen.manifests import files
+from onegen.manifests.layout import DatasetLayout
 from onegen.manifests.schemas import CATALOG_SCHEMA
 from onegen.pipelines.hygiene.dedup_groups import find_duplicates
+from onegen.pipelines.hygiene.dedup_tables import read_part_duplicates
 from onegen.pipelines.hygiene.semdedup import SemDedupConfig, semantic_duplicates
 from onegen.pipelines.jobs.dedup import (
-    DONE_MARKER,
     DedupJobConfig,
     bucket_part,
-    dedup_dir,
     partition_edges,
     plan_dedup_parts,
-    read_part_duplicates,
     resolve_duplicates,
     run_phash_dedup,
 )
-from onegen.pipelines.jobs.semdedup import semantic_dedup_parts, semantic_dir
+from onegen.pipelines.jobs.semdedup import semantic_dedup_parts
 from tests.conftest import PHOTOS, photo
 
 pytestmark = pytest.mark.timeout(300)
@@ -91,16 +90,19 @@ def test_ray_job_commits_one_table_per_part(tmp_path, ray_local):
     rows = _write_root(str(tmp_path))
     stats = run_phash_dedup(DedupJobConfig(root=str(tmp_path), partitions=2), ray_local)
     assert stats["duplicates"] == 2 and stats["parts"] == 3
-    out = dedup_dir(str(tmp_path))
-    assert files.read_json(files.join(out, DONE_MARKER))["dedup"] == {"max_distance": 4}
+    layout = DatasetLayout(str(tmp_path))
+    out = layout.phash_dedup(4)
+    assert out == files.join(str(tmp_path), "dedup", "phash-k4")
+    assert files.read_json(files.join(out, "_SUCCESS.json"))["dedup"] == {"max_distance": 4}
     sha = hashlib.sha256("\n".join(r["key"] for r in rows[:3]).encode()).hexdigest()
-    assert read_part_duplicates(out, "laion", "part-00000.parquet", sha) == {"laion-a": "coyo-a", "laion-b": "coyo-b"}
-    assert read_part_duplicates(out, "coyo", "part-00000.parquet") == {}
-    assert read_part_duplicates(out, "coyo", "part-00001.parquet") == {}
+    laion_0 = layout.catalog_part("laion", 0)
+    assert read_part_duplicates(out, laion_0, sha) == {"laion-a": "coyo-a", "laion-b": "coyo-b"}
+    assert read_part_duplicates(out, layout.catalog_part("coyo", 0)) == {}
+    assert read_part_duplicates(out, layout.catalog_part("coyo", 1)) == {}
     table = files.read_table(files.join(out, "laion", "part-00000.parquet"))
     assert table.column("reason").to_pylist() == ["duplicate_of:coyo-a", "duplicate_of:coyo-b"]
     with pytest.raises(RuntimeError, match="another version"):
-        read_part_duplicates(out, "laion", "part-00000.parquet", "0" * 64)
+        read_part_duplicates(out, laion_0, "0" * 64)
 
 
 def test_semantic_dedup_table_has_the_same_layout_and_reasons(tmp_path):
@@ -116,11 +118,12 @@ def test_semantic_dedup_table_has_the_same_layout_and_reasons(tmp_path):
         files.commit_table(files.join(str(tmp_path), "annotations", "clip@1", source, name),
                            pa.Table.from_pydict(columns, schema=clip.schema()))
     config = SemDedupConfig(n_clusters=2, threshold=0.9999)
-    out = semantic_dir(str(tmp_path), config.threshold)
+    out = DatasetLayout(str(tmp_path)).semantic_dedup(config.threshold)
+    assert out == files.join(str(tmp_path), "dedup", "semantic-t0.9999")
     stats = semantic_dedup_parts(plan_dedup_parts(str(tmp_path), "clip"), config, out)
     found = {}
     for source, part in (("laion", 0), ("coyo", 0), ("coyo", 1)):
-        found.update(read_part_duplicates(out, source, f"part-{part:05d}.parquet"))
+        found.update(read_part_duplicates(out, DatasetLayout(str(tmp_path)).catalog_part(source, part)))
     assert found["laion-b"] == "coyo-b"  # the exact copy: identical embeddings
     assert stats["duplicates"] == len(found) and stats["method"] == "semantic"
     # the table is the pure function's answer on the stored float16 embeddings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from onegen.manifests import files
+from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.build_hygiene import (
     HygieneConfig,
     check_hygiene_inputs,
@@ -14,7 +15,7 @@ from onegen.pipelines.hygiene.build_hygiene import (
     unit_duplicates,
 )
 from onegen.pipelines.hygiene.filters import FilterError, parse_filters
-from onegen.pipelines.jobs.dedup import DedupPart, dedup_dir, write_dedup
+from onegen.pipelines.jobs.dedup import DedupPart, write_dedup
 from onegen.pipelines.samples.faceid import FaceidConfig, faceid_samples
 
 
@@ -45,18 +46,33 @@ def test_unit_reads_its_own_part_and_reasons_come_in_order(tmp_path):
     root = _root(tmp_path)
     parts = [DedupPart(0, "laion", f"{root}/catalog/laion/part-00000.parquet", ""),
              DedupPart(1, "coyo", f"{root}/catalog/coyo/part-00000.parquet", "")]
-    write_dedup(dedup_dir(root), parts, ["sha0", "sha1"], {0: ("laion-a", "coyo-a"), 1: ("laion-b", "coyo-b")}, {})
+    table = DatasetLayout(root).phash_dedup(4)
+    write_dedup(table, parts, ["sha0", "sha1"], {0: ("laion-a", "coyo-a"), 1: ("laion-b", "coyo-b")}, {})
     config = HygieneConfig(filters=("aesthetic>=5",), dedup="phash")
     check_hygiene_inputs(root, config)
-    duplicates = unit_duplicates(root, config, "laion", "part-00000.parquet", "sha0")
+    duplicates = unit_duplicates(root, config, parts[0].catalog_path, "sha0")
     assert duplicates == {"laion-a": "coyo-a", "laion-b": "coyo-b"}
-    assert unit_duplicates(root, config, "coyo", "part-00000.parquet", "sha1") == {}
-    assert unit_duplicates(root, HygieneConfig(), "laion", "part-00000.parquet") == {}
+    assert unit_duplicates(root, config, parts[1].catalog_path, "sha1") == {}
+    assert unit_duplicates(root, HygieneConfig(), parts[0].catalog_path) == {}
     filters = parse_filters(config.filters)
     assert row_skip_reason("laion-a", {"aesthetic": _score(3.0)}, duplicates, filters) == "duplicate_of:coyo-a"
     assert row_skip_reason("laion-c", {"aesthetic": _score(3.0)}, duplicates, filters) == "filtered:aesthetic=3<5"
     assert row_skip_reason("laion-d", {"aesthetic": _score(6.0)}, duplicates, filters) is None
-    assert files.exists(f"{dedup_dir(root)}/_SUCCESS.json")
+    assert files.exists(f"{root}/dedup/phash-k4/_SUCCESS.json")
+
+
+def test_the_dedup_method_names_its_table(tmp_path):
+    from onegen.pipelines.hygiene.build_hygiene import dedup_table
+    from onegen.pipelines.jobs.dedup_run import run_dedup
+
+    root = str(tmp_path)
+    assert dedup_table(root, HygieneConfig(dedup="phash", max_distance=6)) == f"{root}/dedup/phash-k6"
+    assert dedup_table(root, HygieneConfig(dedup="semantic", semantic_threshold=0.9)) == f"{root}/dedup/semantic-t0.9"
+    assert dedup_table(root, HygieneConfig()) is None
+    with pytest.raises(ValueError, match="dedup must be one of"):
+        dedup_table(root, HygieneConfig(dedup="minhash"))
+    with pytest.raises(ValueError, match="needs a dedup method"):
+        run_dedup(root, HygieneConfig(), None)
 
 
 def test_faceid_exclusions_combine_duplicates_filters_and_nsfw_before_the_rule():

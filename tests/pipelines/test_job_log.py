@@ -11,15 +11,16 @@ import sys
 SCRIPT = """
 import logging, os, sys, warnings
 from onegen.core.job_output import current_log, job_output, terminal_stderr
+from onegen.manifests.layout import job_log
 handler_made_before = logging.StreamHandler()  # as libraries make theirs at import time
 logging.getLogger("some.library").addHandler(handler_made_before)
-with job_output(sys.argv[1], "ingest", verbose=sys.argv[2] == "-v") as path:
+with job_output(job_log(sys.argv[1], "ingest"), "ingest", verbose=sys.argv[2] == "-v") as path:
     warnings.warn("a third-party warning")
     logging.getLogger("some.library").warning("a library's logging line")
     os.write(2, b"E core_worker.cc: a C++ notice\\n")
     print("onegen: error: our one line", file=terminal_stderr())
     print("ingested photos: 3 rows", flush=True)
-    with job_output(sys.argv[1] + "/inner", "build", verbose=False) as inner:  # the demo's steps
+    with job_output(job_log(sys.argv[1] + "/inner", "build"), "build", verbose=False) as inner:  # the demo's steps
         assert inner == path == current_log()
 assert current_log() is None
 """

@@ -44,3 +44,11 @@ def test_caption_modes():
     picks = {choose_caption({**ROW, "key": f"k{i}"}, dense, "random") for i in range(20)}
     assert picks == {"a red bird on a branch", "A dense description of a red bird."}  # drawn per key
     assert choose_caption({**ROW, "caption_original": None}, dense, "random") == "A dense description of a red bird."
+
+
+def test_image_rows_make_only_the_tasks_the_table_feeds_from_image_rows():
+    """Which row kinds feed a task is the task table's (`row_kind`): scene and subject tasks get nothing
+    from an image row, and an image-fed task gets nothing from a scene row."""
+    scene_tasks = [TaskSource("multiview", "cameras@2"), TaskSource("faceid", "faces@1")]
+    assert [task for task, _ in candidates(ROW, 0, {}, [TEXT, *scene_tasks], "original")] == ["text2image"]
+    assert list(candidates({**ROW, "kind": "scene"}, 0, {}, [TEXT, *scene_tasks], "original")) == []

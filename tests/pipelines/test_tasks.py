@@ -135,3 +135,28 @@ def test_recipes_load_annotators_by_import_path(tmp_path, external_module):
                     '[[annotators]]\nname = "onegen_test_plugin:SobelAnnotator"\nscale = 3\n')
     (sobel,) = load_recipe(str(path)).annotators
     assert type(sobel) is external_module.SobelAnnotator and sobel.scale == 3.0 and sobel.store_name == "sobel@1"
+
+
+def test_the_table_says_which_rows_feed_a_task():
+    assert tasks.made_from_rows(tasks.TEXT2IMAGE, "image") and tasks.made_from_rows(tasks.DEPTH2IMAGE, "image")
+    assert tasks.made_from_rows(tasks.MULTIVIEW, "scene") and not tasks.made_from_rows(tasks.MULTIVIEW, "image")
+    assert tasks.made_from_rows(tasks.FACEID, "subject_image") and not tasks.made_from_rows(tasks.FACEID, "image")
+    assert tasks.TASKS[tasks.IMAGE_EDITING].row_kind is None  # not built by onegen: no row kind feeds it
+    assert {row.row_kind for row in tasks.ROWS} == {"image", "scene", "subject_image", None}
+    with pytest.raises(KeyError):  # a token without a row is a bug, not "fed by nothing"
+        tasks.made_from_rows("normal2image", "image")
+    # the stores feeding scenes, subjects and the pose selection are the rows' annotators
+    from onegen.pipelines.hygiene.task_selection import POSE_STORE
+    from onegen.pipelines.samples.faceid import FACES_STORE
+    from onegen.pipelines.samples.multiview import CAMERAS_STORE
+
+    assert (CAMERAS_STORE, FACES_STORE, POSE_STORE) == ("cameras", "faces", "pose")
+
+
+def test_prompts_use_the_tables_tokens():
+    from onegen.core.task_prompts import task_prompt
+
+    assert tasks.marker(tasks.HED2IMG) == "[[hed2img]]" and tasks.marker("img1") == "[[img1]]"
+    assert task_prompt(tasks.SEMANTICMAP2IMAGE, "a bird", "<#FF0000 red mask: bird>") == \
+        "[[semanticmap2image]] <#FF0000 red mask: bird> a bird"
+    assert task_prompt(tasks.CANNY2IMAGE, None) == task_prompt(tasks.CANNY2IMAGE, "  ") == "[[canny2image]]"
