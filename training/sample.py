@@ -279,7 +279,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from onegen.model.text_encoder import TextEncoder
     from onegen.model.vae import Vae
 
-    if args.prompts and args.task != "text2image":
+    if args.prompts and args.task != TEXT2IMAGE:
         from onegen.core.errors import PathError
 
         raise PathError(f"--prompts samples text2image (GenEval); got --task {args.task}")
