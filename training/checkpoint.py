@@ -171,6 +171,10 @@ class Checkpointer:
     meta: dict
     keep: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.keep is not None and self.keep < 1:
+            raise ValueError(f"keep must be at least 1 checkpoint (or None: all), not {self.keep}")
+
     def save(self, step: int) -> str:
         """Write step folder `step` from every rank (all ranks call it); returns it."""
         rank, world = _rank_world()
@@ -197,8 +201,6 @@ class Checkpointer:
         """Remove complete folders older than the newest `keep` (marker first: see the module docstring)."""
         if self.keep is None:
             return
-        if self.keep < 1:
-            raise ValueError(f"keep must be at least 1 checkpoint, not {self.keep}")
         for folder in complete_folders(self.out)[:-self.keep]:
             os.remove(os.path.join(folder, MARKER))
             shutil.rmtree(folder)
