@@ -3,8 +3,8 @@
 Default (GPU): preset onediffusion-2.8b, bf16 autocast, torch.compile, 4 views of 256 px (32 x 32
 latents), batch 4. It writes synthetic precomputed shards (random float16 latents + T5 states, the
 layout `onegen precompute` writes) to a temp dir unless --shards is given, then times
-  bare: `train_step` on one fixed batch already on the device (model + optimizer + EMA only);
-  data: `train_step` on batches drawn from `make_loader` (decode, collate, host->device copy too).
+  bare: `Trainer.step` on one fixed batch already on the device (model + optimizer + EMA only);
+  data: `Trainer.step` on batches drawn from `make_loader` (decode, collate, host->device copy too).
 MFU = achieved FLOP/s / peak, FLOPs per step = 6 * params * tokens + attention (12 * depth * hidden * N^2
 per sample, fwd + bwd); peak from --peak-tflops (989 for H100 bf16 dense; none on CPU: MFU not shown).
 
@@ -28,8 +28,7 @@ import torch
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.model.nextdit import PRESETS, build_model
 from onegen.training.data import make_loader
-from onegen.training.train import TrainConfig, train_step, wrap_model
-from onegen.training.train_logs import unwrap
+from onegen.training.train import Ema, TrainConfig, Trainer, wrap_model
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -96,14 +95,14 @@ def main() -> None:
                          compile=device.type == "cuda" and not args.no_compile, caption_dropout=0.0,
                          num_workers=args.workers, task_weights=(("id", 1.0),), buckets=((args.size, args.size),))
     model = wrap_model(build_model(args.preset).to(device), config, 1, device)
-    ema = {k: p.detach().clone() for k, p in unwrap(model).named_parameters()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, fused=device.type == "cuda")
-    generator = torch.Generator(device).manual_seed(0)
+    trainer = Trainer(model, optimizer, Ema(model, config.ema_decay), config, device,
+                      torch.Generator(device).manual_seed(0))
     loader = make_loader(config.data())
     fixed = next(loader)
     fixed = {**fixed, "views": [v.to(device) for v in fixed["views"]], "t5": fixed["t5"].to(device)}
-    bare = timed(lambda: train_step(model, fixed, optimizer, ema, config, device, generator), args.steps, device)
-    fed = timed(lambda: train_step(model, next(loader), optimizer, ema, config, device, generator), args.steps, device)
+    bare = timed(lambda: trainer.step(fixed), args.steps, device)
+    fed = timed(lambda: trainer.step(next(loader)), args.steps, device)
     flops = step_flops(args.preset, args.batch, args.views, args.size)
     lines = [f"machine: {platform.node()} ({platform.machine()}) | cpu threads: {torch.get_num_threads()} | "
              f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'} | torch {torch.__version__}",

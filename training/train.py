@@ -1,10 +1,11 @@
 """`onegen train`: flow-matching training of the Next-DiT on shards (DESIGN §6).
 
-Reads top to bottom: setup (devices, DDP / FSDP2), data (`training.data`), model + EMA + AdamW, the loop,
-checkpoints (`training.checkpoint`: sharded DCP step folders written by every rank, holding model, EMA,
-optimizer, every RNG state and the loader's state per rank, and the config that made them), so a rerun
-with the same OUT resumes exactly and without replaying the data stream. `onegen export` turns a step
-folder into one .safetensors file for `onegen sample`.
+Reads top to bottom: setup (devices, DDP / FSDP2), the `Trainer` (model + EMA + AdamW + the loss
+generator; `Trainer.step(batch)` is one optimizer step), data (`training.data`), the loop, checkpoints
+(`training.checkpoint.Checkpointer`, handed the named Stateful parts a step folder holds: model, optimizer
+and EMA resharded across ranks; every RNG state and the loader's state per rank; plus the config that made
+them), so a rerun with the same OUT resumes exactly and without replaying the data stream. `onegen export`
+turns a step folder into one .safetensors file for `onegen sample`.
 
 Objective (DESIGN §6, paper §3.2): every view gets its own logit-normal sigma (shift `shift`) and every
 view is in the loss; with `clean_condition_prob` p, a fraction p of the samples instead hold their
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,12 +32,12 @@ import torch.distributed as dist
 
 from onegen.model.flow import clean_conditions, flow_loss
 from onegen.model.nextdit import NextDiT, build_model
-from onegen.training.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from onegen.training.data import batch_caption, batch_latents, make_loader
+from onegen.training.checkpoint import Checkpointer, ModelState, OptimizerState, RngState, training_meta
+from onegen.training.data import DataConfig, Loader, batch_caption, batch_latents, make_loader
 from onegen.training.train_config import TrainConfig, config_from_args
 from onegen.training.train_logs import family_samples, log_data, sample_grid, unwrap
 
-__all__ = ["TrainConfig", "config_from_args", "train", "train_step"]
+__all__ = ["Ema", "LoaderPart", "TrainConfig", "Trainer", "config_from_args", "train"]
 
 
 # --------------------------------------------------------------------------- setup
@@ -67,29 +70,120 @@ def wrap_model(model: NextDiT, config: TrainConfig, world: int, device: torch.de
     return torch.compile(model) if config.compile else model
 
 
-# --------------------------------------------------------------------------- loop
+# --------------------------------------------------------------------------- the trainer
 
 
-def train_step(model, batch: dict, optimizer, ema: dict[str, torch.Tensor], config: TrainConfig, device,
-               loss_generator: torch.Generator, vae=None, text_encoder=None) -> tuple[float, dict[str, float]]:
-    """One optimizer step; returns (loss, {family: mean loss of its samples in this batch})."""
-    x0 = batch_latents(batch, vae).to(device)  # (B, 16, V, h, w)
-    caption, mask = batch_caption(batch, text_encoder)  # (B, L, D), (B, L)
-    caption, mask = caption.to(device), mask.to(device)
-    clean = clean_conditions(~batch["generate"].to(device), config.clean_condition_prob, loss_generator)  # (B, V)
-    with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and config.bf16):
-        out = flow_loss(model, x0, caption, mask, clean, config.shift, loss_generator)
-    optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    with torch.no_grad():
+class Ema:
+    """Exponential moving average of a model's parameters, a checkpoint part (Stateful).
+
+    `shadow` holds one tensor per parameter name of the unwrapped model (DTensor shards under FSDP2, like
+    the parameters); `state_dict()` returns those very tensors, so DCP loads into them in place."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: p.detach().clone() for k, p in unwrap(model).named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """shadow += (1 - decay) * (parameter - shadow), for every parameter at once."""
         params = dict(unwrap(model).named_parameters())
-        torch._foreach_lerp_(list(ema.values()), [params[k].detach() for k in ema], 1 - config.ema_decay)
-    per_family: dict[str, list[float]] = {}
-    for family, value in zip(batch["family"], out.per_sample().cpu().tolist(), strict=True):
-        per_family.setdefault(family, []).append(value)
-    return out.loss.item(), {f: sum(v) / len(v) for f, v in per_family.items()}
+        torch._foreach_lerp_(list(self.shadow.values()), [params[k].detach() for k in self.shadow], 1 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        differ = sorted(set(state) ^ set(self.shadow))
+        if differ:
+            raise KeyError(f"EMA state does not match this model's parameters: {len(differ)} differ, e.g. {differ[0]}")
+        for name, tensor in self.shadow.items():
+            if state[name] is not tensor:  # DCP hands back the shadow itself, already loaded in place
+                tensor.copy_(state[name])
+
+
+class LoaderPart:
+    """The data stream as a per-rank checkpoint part: `Loader.state_dict()` of the running loader.
+
+    A `Loader` resumes only when it is made, so a restored state waits here until `start()` makes the
+    loader from it (a fresh stream when nothing was restored)."""
+
+    def __init__(self, config: DataConfig):
+        self.config, self.restored, self.loader = config, None, None
+
+    def start(self) -> Loader:
+        self.loader = make_loader(self.config, self.restored)
+        return self.loader
+
+    def state_dict(self) -> dict:
+        if self.loader is None:
+            raise RuntimeError("LoaderPart.state_dict() before start(): no loader has run yet")
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.loader is not None:
+            raise RuntimeError("LoaderPart.load_state_dict() after start(): the running loader cannot seek")
+        self.restored = state
+
+
+@dataclass
+class Trainer:
+    """The model under training and everything one optimizer step needs; `step(batch)` takes that step.
+
+    `model` is as `wrap_model` left it (DDP / FSDP2 / compiled); `config` supplies the objective (`shift`,
+    `clean_condition_prob`), `grad_clip` and `bf16` (autocast on CUDA only); `loss_generator` draws the
+    sigmas, the noise and the clean-condition choices; `vae` / `text_encoder` encode raw shards
+    (precomputed shards need neither)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: Ema
+    config: TrainConfig
+    device: torch.device
+    loss_generator: torch.Generator
+    vae: Any = None  # model.vae.Vae
+    text_encoder: Any = None  # model.text_encoder.TextEncoder
+
+    @classmethod
+    def create(cls, config: TrainConfig, rank: int, world: int, device: torch.device) -> Trainer:
+        """Seeded model wrapped for `world` ranks, its EMA, AdamW, this rank's loss generator, the encoders."""
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        model = wrap_model(build_model(config.preset).to(device), config, world, device)
+        ema = Ema(model, config.ema_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                      weight_decay=config.weight_decay)
+        loss_generator = torch.Generator(device).manual_seed(config.seed * 1_000_003 + rank)
+        return cls(model, optimizer, ema, config, device, loss_generator, *_encoders(config, device))
+
+    def checkpoint_parts(self) -> dict[str, Any]:
+        """The Stateful parts a step folder's state/ holds (resharded on another world size)."""
+        return {"model": ModelState(self.model), "optimizer": OptimizerState(self.model, self.optimizer),
+                "ema": self.ema}
+
+    def step(self, batch: dict) -> tuple[float, dict[str, float]]:
+        """One optimizer step; returns (loss, {family: mean loss of its samples in this batch})."""
+        config, device = self.config, self.device
+        x0 = batch_latents(batch, self.vae).to(device)  # (B, 16, V, h, w)
+        caption, mask = batch_caption(batch, self.text_encoder)  # (B, L, D), (B, L)
+        caption, mask = caption.to(device), mask.to(device)
+        clean = clean_conditions(~batch["generate"].to(device), config.clean_condition_prob,
+                                 self.loss_generator)  # (B, V)
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and config.bf16):
+            out = flow_loss(self.model, x0, caption, mask, clean, config.shift, self.loss_generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        per_family: dict[str, list[float]] = {}
+        for family, value in zip(batch["family"], out.per_sample().cpu().tolist(), strict=True):
+            per_family.setdefault(family, []).append(value)
+        return out.loss.item(), {f: sum(v) / len(v) for f, v in per_family.items()}
+
+
+# --------------------------------------------------------------------------- loop
 
 
 def train(config: TrainConfig) -> dict:
@@ -99,33 +193,23 @@ def train(config: TrainConfig) -> dict:
     from onegen.core.job_output import progress_stream
 
     rank, world, device = setup_distributed()
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    model = build_model(config.preset).to(device)
-    model = wrap_model(model, config, world, device)
-    ema = {k: p.detach().clone() for k, p in unwrap(model).named_parameters()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
-    loss_generator = torch.Generator(device).manual_seed(config.seed * 1_000_003 + rank)
-    start, loader_state = 0, None
-    resume = latest_checkpoint(config.out)
-    if resume:
-        start, loader_state = load_training_checkpoint(resume, model, ema, optimizer, loss_generator)
-    vae, text_encoder = _encoders(config, device)
-    batches = make_loader(config.data(), loader_state)
+    trainer = Trainer.create(config, rank, world, device)
+    data = LoaderPart(config.data())
+    checkpointer = Checkpointer(config.out, trainer.checkpoint_parts(),
+                                {"rng": RngState(trainer.loss_generator), "loader": data}, training_meta(config))
+    start, checkpoint = checkpointer.resume()
+    batches = data.start()
     writer = _tensorboard(config, rank)
-    losses, checkpoint = [], resume
+    losses = []
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
                disable=rank != 0 or not config.progress, desc="train", file=progress_stream())
     recent: dict[str, dict] = {}  # family -> its latest samples, for the checkpoint-time grids
     for step in bar:
         batch = next(batches)
-        loss, per_family = train_step(model, batch, optimizer, ema, config, device, loss_generator,
-                                      vae, text_encoder)
+        loss, per_family = trainer.step(batch)
         losses.append(loss)
         if config.data_log:
-            log_data(config.out, rank, step + 1, batch, model, ema)
+            log_data(config.out, rank, step + 1, batch, trainer.model, trainer.ema.shadow)
         if writer is not None:
             writer.add_scalar("loss/all", loss, step + 1)
             for family, value in per_family.items():
@@ -134,11 +218,11 @@ def train(config: TrainConfig) -> dict:
         if (step + 1) % config.log_every == 0:
             bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % config.ckpt_every == 0 or step + 1 == config.steps:
-            checkpoint = save_training_checkpoint(config, step + 1, model, ema, optimizer, loss_generator,
-                                                  batches.state_dict())
+            checkpoint = checkpointer.save(step + 1)
             if writer is not None:
                 for family, samples in sorted(recent.items()):
-                    writer.add_image(f"samples/{family}", sample_grid(samples, vae), step + 1, dataformats="HWC")
+                    writer.add_image(f"samples/{family}", sample_grid(samples, trainer.vae), step + 1,
+                                     dataformats="HWC")
                 recent.clear()
     if writer is not None:
         writer.close()

@@ -117,7 +117,7 @@ def test_sample_grid_decodes_latent_views_with_the_vae(checkpoints):
 def test_train_step_noises_every_view_unless_conditions_are_held_clean(latent_shards):
     from onegen.model.nextdit import build_model
     from onegen.training.data import make_loader
-    from onegen.training.train import train_step
+    from onegen.training.train import Ema, Trainer
 
     config = _config(latent_shards, "unused", batch_size=2, task_weights=(("image2image", 1.0),))
     batch = next(make_loader(config.data()))  # canny2image: [image, condition], one generated per row
@@ -125,11 +125,25 @@ def test_train_step_noises_every_view_unless_conditions_are_held_clean(latent_sh
         model, seen = build_model("tiny"), []
         model.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[1].clone()))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        ema = {k: p.detach().clone() for k, p in model.named_parameters()}
         changed = dataclasses.replace(config, clean_condition_prob=prob)
-        loss, per_family = train_step(model, batch, optimizer, ema, changed, torch.device("cpu"),
-                                      torch.Generator().manual_seed(0))
+        trainer = Trainer(model, optimizer, Ema(model, changed.ema_decay), changed, torch.device("cpu"),
+                          torch.Generator().manual_seed(0))
+        loss, per_family = trainer.step(batch)
         t, generate = seen[0], batch["generate"]  # (B, V) timesteps the model saw
         assert (t[generate] > 0).all()
         assert torch.equal(t[~generate], torch.zeros(2)) if expect_clean else (t[~generate] > 0).all()
         assert set(per_family) == {"image2image"} and per_family["image2image"] > 0 and loss > 0
+
+
+def test_trainer_step_moves_the_ema_toward_the_parameters_by_its_decay(latent_shards):
+    from onegen.training.data import make_loader
+    from onegen.training.train import Trainer
+
+    config = _config(latent_shards, "unused", batch_size=2, ema_decay=0.75)
+    trainer = Trainer.create(config, rank=0, world=1, device=torch.device("cpu"))
+    before = {k: v.clone() for k, v in trainer.ema.shadow.items()}
+    trainer.step(next(make_loader(config.data())))
+    params = dict(trainer.model.named_parameters())
+    for name, old in before.items():  # ema' = ema + (1 - decay) * (param - ema)
+        torch.testing.assert_close(trainer.ema.shadow[name], old + 0.25 * (params[name].detach() - old))
+    assert any(not torch.equal(trainer.ema.shadow[k], before[k]) for k in before)
