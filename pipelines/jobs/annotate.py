@@ -115,16 +115,20 @@ class AnnotateJob(UnitJob[PartUnit]):
         return job_state.recorded_changes(DatasetLayout(self.root).store_record(self.annotator.store_name),
                                           self._record())
 
-    def prepare(self) -> None:
-        """Check vLLM, write the job record, clear the store on --overwrite or a changed configuration."""
-        annotator, layout = self.annotator, DatasetLayout(self.root)
-        if getattr(annotator, "backend", "hf") == "vllm":
+    def require_backend(self) -> None:
+        """Refuse, before anything is loaded, a vLLM annotator where vllm is not installed."""
+        if getattr(self.annotator, "backend", "hf") == "vllm":
             from onegen.annotators.vlm import require_vllm
 
             try:
                 require_vllm()
             except ImportError as missing:
-                raise MissingRequirement(f"{annotator.store_name}: {missing}") from None
+                raise MissingRequirement(f"{self.annotator.store_name}: {missing}") from None
+
+    def prepare(self) -> None:
+        """Write the job record, clear the store on --overwrite or a changed configuration."""
+        annotator, layout = self.annotator, DatasetLayout(self.root)
+        self.require_backend()
         output_root = layout.store_dir(annotator.store_name)
         hint = f"Bump {type(annotator).__name__}.version for new outputs, or pass --overwrite to redo {annotator.store_name}."
         changed = job_state.check_and_record(layout.store_record(annotator.store_name), self._record(),
@@ -321,6 +325,7 @@ def run_annotators(root: str, annotators: list[Annotator], overwrite: bool, ray_
         jobs = tuple(AnnotateJob(root, a, overwrite, retry_errors, max_error_rate) for a in group)
         plans = []
         for job in jobs:
+            job.require_backend()
             if not (ray_config.address or os.environ.get("RAY_ADDRESS")):
                 job.annotator.preflight()  # local job: the driver sees the same disk as the actors
             job.prepare()
