@@ -81,7 +81,7 @@ def phases(work: Path, path: str) -> dict[str, float]:
     init_ray(config)
     lap("init_ray again")
     if path == "dataset":
-        ingest.run_unit_tasks = _dataset_runner  # the old shape, same work
+        ingest.IngestJob.run_pending = _dataset_pending  # the old shape, same work
     source = SourceSpec(str(work / "photos"))
     for round_name in ("first", "warm"):
         root, shards = work / f"{path}-{round_name}-d", work / f"{path}-{round_name}-s"
@@ -94,14 +94,21 @@ def phases(work: Path, path: str) -> dict[str, float]:
     return times
 
 
+def _dataset_pending(job, units, ray_config):
+    """IngestJob.run_pending through `_dataset_runner` instead of plain tasks."""
+    from onegen.pipelines.runtime.unit_job import run_one_unit
+
+    return _dataset_runner(run_one_unit, units, (job,), job.num_cpus, job.description, ray_config.progress_bars)
+
+
 def _dataset_runner(fn, units, fn_args, num_cpus, description, progress):
     """ingest's units through a one-block-per-unit Ray Data map (as before run_unit_tasks)."""
     from onegen.pipelines.runtime.units import collect_records, unit_dataset, unit_of
 
     def step(batch, *args):
-        return fn(unit_of(batch), *args)
+        return fn(units[unit_of(batch)], *args)
 
-    dataset = unit_dataset(units).map_batches(step, fn_args=fn_args, batch_size=1, batch_format="pyarrow",
+    dataset = unit_dataset(range(len(units))).map_batches(step, fn_args=fn_args, batch_size=1, batch_format="pyarrow",
                                               num_cpus=num_cpus)
     return collect_records(dataset, len(units), description, progress)
 

@@ -21,13 +21,21 @@ A shards folder (`onegen build --out SHARDS`):
     skipped/<shard>.parquet                         candidates skipped while that shard was filled
     skipped/{prefix}-{task}-{unit:05d}-tail.parquet skips after a unit's last shard of that task
                                                     (the shard writer names it: `{stem}-tail`)
-    units/unit-{unit:05d}.json                      a build unit's record: its commit marker (written last)
+    _units/unit-{unit:05d}.json                     a build unit's completion marker (written last)
+    units/unit-{unit:05d}.json                      the same, in folders built before the marker rule
     index.json, _SUCCESS.json                       wids shard index, then the stats (the done marker)
     README.md                                       the dataset card (manifests/dataset_card.py)
     train.json                                      a recipe's training mixture (`onegen train --config`)
 
 Any output folder of a command (dataset root, shards folder, training run) keeps the command's log in
 `jobs/<command>.log` (`job_log`; core/job_output.py writes it).
+
+Unit completion markers (pipelines/runtime/unit_job.py), one rule for every job: a unit is done when
+`<its job's output folder>/_units/<unit>.json` exists and records the unit's input; the worker that
+committed the unit writes it last. The output folders: catalog/<source>/ (ingest, unit `part-NNNNN`),
+annotations/<store>/ (annotate, unit `<source>/part-NNNNN`), dedup/<table>/ (dedup, unit `table`), the
+shards folder (build, unit `unit-NNNNN`). `_units` starts with `_`, so Parquet dataset readers skip it.
+Folders made before markers existed hold the previous convention instead (`previous_*` below).
 
 Files starting with `_` are ignored by Parquet dataset readers, so `pq.read_table(store_dir)` works.
 Paths are strings joined with "/", so fsspec URLs (s3://, gs://) work the same as local paths.
@@ -46,6 +54,8 @@ JOB_RECORD = "_job.json"
 DONE_MARKER = "_SUCCESS.json"
 JOBS = "jobs"
 
+UNITS_FOLDER = "_units"
+
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}{PART_SUFFIX}"
@@ -63,6 +73,15 @@ def split_part(part_path: str) -> tuple[str, str]:
     """(source, part file name) of a catalog / rejects / annotation / dedup part path."""
     source, part = part_path.rsplit("/", 2)[-2:]
     return source, part
+
+def unit_marker(folder: str, unit: str) -> str:
+    """The completion marker of unit `unit` of the job whose outputs are under `folder` (the one rule)."""
+    return files.join(folder, UNITS_FOLDER, f"{unit}.json")
+
+
+def unit_markers(folder: str) -> str:
+    """The folder holding the completion markers of the job whose outputs are under `folder`."""
+    return files.join(folder, UNITS_FOLDER)
 
 
 def version_key(store_name: str) -> list:
@@ -159,6 +178,24 @@ class DatasetLayout:
         """The dedup table's done marker (its counts, committed last)."""
         return files.join(table, DONE_MARKER)
 
+    # unit completion markers (pipelines/runtime/unit_job.py) ---------------------------------------
+    def ingest_marker(self, source: str, index: int) -> str:
+        """Ingest part `index` of `source` is done."""
+        return unit_marker(self.catalog_dir(source), part_name(index).removesuffix(PART_SUFFIX))
+
+    def store_marker(self, store_name: str, catalog_part: str) -> str:
+        """Store "<name>@<version>" has annotated the catalog part at path `catalog_part`."""
+        source, part = catalog_part.rsplit("/", 2)[-2:]
+        return unit_marker(self.store_dir(store_name), f"{source}/{part.removesuffix(PART_SUFFIX)}")
+
+    def store_markers(self, store_name: str) -> str:
+        return unit_markers(self.store_dir(store_name))
+
+    @staticmethod
+    def dedup_marker(table_dir: str) -> str:
+        """The dedup table at `table_dir` (one unit: the whole table) is done."""
+        return unit_marker(table_dir, "table")
+
 
 @dataclass(frozen=True)
 class ShardLayout:
@@ -182,6 +219,7 @@ class ShardLayout:
         return files.join(self.out, "skipped")
 
     def units(self) -> str:
+        """The build unit records of folders built before the one marker rule (`units/`, read only)."""
         return files.join(self.out, "units")
 
     def card(self) -> str:
@@ -220,8 +258,17 @@ class ShardLayout:
     def skipped(self, shard: str) -> str:
         return files.join(self.skipped_dir(), f"{shard}.parquet")
 
-    def unit_marker(self, unit: int) -> str:
-        return files.join(self.units(), f"unit-{unit:05d}.json")
-
     def manifest_paths(self) -> list[str]:
         return files.list_files(self.manifests(), PART_SUFFIX)
+
+    # unit completion markers (pipelines/runtime/unit_job.py) ---------------------------------------
+    def unit_marker(self, unit: int) -> str:
+        """Build unit `unit` is done."""
+        return unit_marker(self.out, f"unit-{unit:05d}")
+
+    def unit_markers(self) -> str:
+        return unit_markers(self.out)
+
+    def previous_unit_marker(self, unit: int) -> str:
+        """Where folders built before the one marker rule hold build unit `unit`'s record (read only)."""
+        return files.join(self.units(), f"unit-{unit:05d}.json")

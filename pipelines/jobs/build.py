@@ -3,16 +3,19 @@
 Every task is its own stream of shards, so a trainer mixes tasks by choosing shards
 (`onegen manifest select --task`). The catalog parts, in path order, are cut into **build units** of
 consecutive parts holding at least `rows_per_unit` catalog rows (default 4 x samples_per_shard). A
-unit is built and committed by one Ray task (pipelines/runtime/units.py): it reads its catalog parts and the
-aligned annotation parts, makes every task's candidates in a fixed order (part, row, sample; the
-ordinal is part << 32 | row << 8 | sample), and streams them into its own numbered shards per task,
-`{prefix}-{task}-{unit:05d}-{n:06d}.tar` (manifests/layout.py), cut by count and bytes; skips go to
-the skipped tables with their reason. The unit's record, units/unit-NNNNN.json, is written last and
-is the only thing that reaches the driver. At the end the driver writes the wids index and the stats
-(`_SUCCESS.json`) from the manifests.
+unit (`BuildUnit`, the unit-job contract of pipelines/runtime/unit_job.py) is built and committed by
+one Ray task, which gets the `BuildJob` (its `BuildConfig` and chosen tasks, typed) and the unit as
+planned: it reads its catalog parts and the aligned annotation parts, makes every task's candidates in
+a fixed order (part, row, sample; the ordinal is part << 32 | row << 8 | sample), and streams them into
+its own numbered shards per task, `{prefix}-{task}-{unit:05d}-{n:06d}.tar` (manifests/layout.py), cut
+by count and bytes; skips go to the skipped tables with their reason. The unit's marker,
+_units/unit-NNNNN.json holding its record, is written last; the record is the only thing that
+reaches the driver. At the end the driver writes the wids index and the stats (`_SUCCESS.json`) from
+the manifests.
 
-Resume: a unit with a record is done; any other unit is built again whole (its shards come out byte
-for byte the same, so what a killed run left of it is simply replaced). The job record (build.json)
+Resume: a unit with a marker is done (folders built before the marker rule: units/unit-NNNNN.json);
+any other unit is built again whole (its shards come out byte for byte the same, so what a killed run
+left of it is simply replaced). The job record (build.json)
 fixes the configuration and an input fingerprint (catalog part keys + annotation store records): a
 changed shard size, unit size, task set or input is refused unless --overwrite. Building again into a
 new folder (or with --overwrite) re-shards from the stored annotations without running any model.
@@ -41,11 +44,11 @@ from onegen.pipelines.hygiene.build_hygiene import (
     row_skip_reason,
     unit_duplicates,
 )
-from onegen.pipelines.hygiene.task_selection import POSE_STORE, PoseSelection, person_area_reason
+from onegen.pipelines.hygiene.task_selection import POSE_STORE, person_area_reason
 from onegen.pipelines.jobs.annotate import keys_sha256
 from onegen.pipelines.runtime import job_state
-from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
-from onegen.pipelines.runtime.units import record_table, run_unit_tasks
+from onegen.pipelines.runtime.ray_setup import RayConfig
+from onegen.pipelines.runtime.unit_job import UnitJob, run_job
 from onegen.pipelines.samples.common import CAPTION_STORE, TaskSource, candidates, choose_caption
 from onegen.pipelines.samples.faceid import FACES_STORE, FaceidConfig, faceid_samples
 from onegen.pipelines.samples.multiview import CAMERAS_STORE, MultiviewConfig, multiview_samples
@@ -143,22 +146,23 @@ def cut_units(parts: list[tuple[str, str, int]], unit_rows: int) -> list[list[in
     return units
 
 
-def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[tuple[str, str, int, Sample | str]]:
+def part_candidates(part: PartRead, tasks: tuple[TaskSource, ...], config: BuildConfig
+                    ) -> list[tuple[str, str, int, Sample | str]]:
     """(task, catalog key, ordinal, Sample or skip reason) of one catalog part, in ordinal order."""
-    catalog = resolve_images(files.read_table(part["catalog_path"])).to_pylist()
-    joined = {name: files.read_table(path).to_pylist() for name, path in part["joins"]}
+    catalog = resolve_images(files.read_table(part.catalog_path)).to_pylist()
+    joined = {name: files.read_table(path).to_pylist() for name, path in part.joins}
     wanted = {t.task: t for t in tasks}
-    mode = config["caption_mode"]
-    hygiene = _hygiene(config)
+    mode = config.caption_mode
+    hygiene = config.hygiene
     filters = parse_filters(hygiene.filters)
-    duplicates = _duplicates(config, part, hygiene)
+    duplicates = _duplicates(config.root, part, hygiene)
     out, subjects = [], {}
     for index, row in enumerate(catalog):
         annotations = {name: table[index] for name, table in joined.items()}
         for name, annotation in annotations.items():
             if annotation["key"] != row["key"]:
-                raise RuntimeError(f"{name} part for {part['catalog_path']} is not aligned with the catalog")
-        ordinal = (part["part_index"] << ORDINAL_SHIFT) | (index << ROW_SHIFT)
+                raise RuntimeError(f"{name} part for {part.catalog_path} is not aligned with the catalog")
+        ordinal = (part.part_index << ORDINAL_SHIFT) | (index << ROW_SHIFT)
         # a by-reference source that changed, a duplicate, a failed filter: every candidate says why
         reason = row[ERROR_COLUMN].split(":", 1)[0] if row.get(ERROR_COLUMN) else None
         if reason is None and row["kind"] == "image":
@@ -179,7 +183,7 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
         elif row["kind"] == "scene" and MULTIVIEW in wanted:
             caption = choose_caption(row, annotations, mode)
             results = multiview_samples(row, annotations.get(CAMERAS_STORE), caption,
-                                        MultiviewConfig(**config["multiview"]), ordinal)
+                                        config.multiview, ordinal)
             out += [(MULTIVIEW, row["key"], ordinal + i, result) for i, result in enumerate(results)]
         elif row["kind"] == "subject_image" and FACEID in wanted:
             subjects.setdefault(row["subject"], []).append((index, ordinal, choose_caption(row, annotations, mode)))
@@ -189,7 +193,7 @@ def part_candidates(part: dict, tasks: list[TaskSource], config: dict) -> list[t
         excluded = faceid_exclusions(keys, [{n: t[i] for n, t in joined.items()} for i, _, _ in members],
                                      duplicates, filters, hygiene)
         results = faceid_samples([catalog[i] for i, _, _ in members], faces, [c for _, _, c in members],
-                                 [o for _, o, _ in members], wanted[FACEID].store, FaceidConfig(**config["faceid"]),
+                                 [o for _, o, _ in members], wanted[FACEID].store, config.faceid,
                                  excluded)
         for position, result in results:
             index, ordinal, _ = members[position]
@@ -208,40 +212,11 @@ def _catalog_image_sha256(row: dict) -> str:
     return hashlib.sha256(row["image"]).hexdigest()
 
 
-def _hygiene(config: dict) -> HygieneConfig:
-    raw = dict(config["hygiene"])
-    return HygieneConfig(**{**raw, "filters": tuple(raw["filters"]), "pose": PoseSelection(**raw["pose"])})
-
-
-def _duplicates(config: dict, part: dict, hygiene: HygieneConfig) -> dict[str, str]:
+def _duplicates(root: str, part: PartRead, hygiene: HygieneConfig) -> dict[str, str]:
     """{key: representative} of this catalog part's duplicates (empty when dedup is off)."""
     if not hygiene.dedup:
         return {}
-    return unit_duplicates(config["root"], hygiene, part["catalog_path"], keys_sha256(part["catalog_path"])[1])
-
-
-def build_unit(unit: dict, config: dict):
-    """Ray task, one build unit per call: its shards for every task, then its record (the marker)."""
-    tasks = [TaskSource(t["task"], t["store"], ConditionSpec(**t["condition"]) if t["condition"] else None)
-             for t in config["tasks"]]
-    layout = ShardLayout(config["out"])
-    writers = {t.task: ShardWriter(config["out"], config["prefix"], t.task, config["samples_per_shard"],
-                                   config["max_shard_bytes"],
-                                   stem=layout.shard_stem(config["prefix"], t.task, unit["unit"]))
-               for t in tasks}
-    for part in unit["parts"]:
-        for task, catalog_key, ordinal, result in part_candidates(part, tasks, config):
-            if isinstance(result, str):
-                writers[task].skip(catalog_key, result, ordinal)
-            else:
-                writers[task].add(result)
-    for writer in writers.values():
-        writer.finish()
-    record = {"unit": unit["unit"], "parts": [p["catalog_path"] for p in unit["parts"]],
-              "tasks": {task: {"shards": len(w.written), "samples": sum(s.nsamples for s in w.written),
-                               "bytes": sum(s.filesize for s in w.written)} for task, w in writers.items()}}
-    files.commit_json(layout.unit_marker(unit["unit"]), record)
-    return record_table([record])
+    return unit_duplicates(root, hygiene, part.catalog_path, keys_sha256(part.catalog_path)[1])
 
 
 def job_record(config: BuildConfig) -> tuple[list[TaskSource], list[str], list[tuple[str, str, int]], dict]:
@@ -267,39 +242,105 @@ def job_record(config: BuildConfig) -> tuple[list[TaskSource], list[str], list[t
     return tasks, stores, parts, record
 
 
+@dataclass(frozen=True)
+class PartRead:
+    """One catalog part of a build unit and the aligned annotation parts it joins."""
+
+    part_index: int  # position among every catalog part (path order): the ordinal's high bits
+    catalog_path: str
+    joins: tuple[tuple[str, str], ...]  # (annotator name, its part for this catalog part)
+
+
+@dataclass(frozen=True)
+class BuildUnit:
+    """Consecutive catalog parts built into their own shards by one task."""
+
+    number: int
+    parts: tuple[PartRead, ...]
+    rows: int  # catalog rows of its parts
+    input: str = ""  # build.json fixes the input (its fingerprint)
+
+    @property
+    def name(self) -> str:
+        return f"unit-{self.number:05d}"
+
+
+class BuildJob(UnitJob[BuildUnit]):
+    """catalog + annotations -> shards (the unit-job contract). Made by `BuildJob.of(config)`, which
+    reads the stores once; workers get this object as it is (config and tasks typed)."""
+
+    description = "build"
+    num_cpus = BUILD_CPUS
+
+    def __init__(self, config: BuildConfig, tasks: list[TaskSource], stores: list[str],
+                 parts: list[tuple[str, str, int]], record: dict):
+        self.config, self.tasks, self.stores, self.parts, self.record = config, tuple(tasks), stores, parts, record
+
+    @classmethod
+    def of(cls, config: BuildConfig) -> BuildJob:
+        """Raises BuildInputError / FileNotFoundError when the stores cannot make the asked-for shards."""
+        return cls(config, *job_record(config))
+
+    def changes(self) -> list[str] | None:
+        return job_state.recorded_changes(ShardLayout(self.config.out).record(), self.record)
+
+    def prepare(self) -> None:
+        config, shards = self.config, ShardLayout(self.config.out)
+        hint = "Pass --overwrite to rebuild these shards, or build into a new --out folder (no model runs again)."
+        if job_state.check_and_record(shards.record(), self.record, config.overwrite, hint):
+            for folder in (shards.manifests(), shards.skipped_dir(), shards.units(), shards.unit_markers()):
+                files.remove(folder)
+            for path in files.list_files(config.out, ".tar") + files.list_files(config.out, ".json"):
+                if path != shards.record():
+                    files.remove(path)
+        files.clean_temporaries(config.out)
+
+    def plan(self) -> list[BuildUnit]:
+        layout = DatasetLayout(self.config.root)
+        return [BuildUnit(number, tuple(_part_reads(i, self.parts[i][1], self.stores, layout) for i in indices),
+                          sum(self.parts[i][2] for i in indices))
+                for number, indices in enumerate(cut_units(self.parts, self.config.unit_rows))]
+
+    def marker(self, unit: BuildUnit) -> str:
+        return ShardLayout(self.config.out).unit_marker(unit.number)
+
+    def previous_record(self, unit: BuildUnit) -> dict | None:
+        """Folders built before the marker rule hold the unit's bare record at units/unit-NNNNN.json."""
+        return files.read_json(ShardLayout(self.config.out).previous_unit_marker(unit.number))
+
+    def run_unit(self, unit: BuildUnit) -> dict:
+        """Worker: the unit's shards for every task (tar, skipped, manifest each); its record."""
+        config = self.config
+        layout = ShardLayout(config.out)
+        writers = {t.task: ShardWriter(config.out, config.prefix, t.task, config.samples_per_shard,
+                                       config.max_shard_bytes, stem=layout.shard_stem(config.prefix, t.task, unit.number))
+                   for t in self.tasks}
+        for part in unit.parts:
+            for task, catalog_key, ordinal, result in part_candidates(part, self.tasks, config):
+                if isinstance(result, str):
+                    writers[task].skip(catalog_key, result, ordinal)
+                else:
+                    writers[task].add(result)
+        for writer in writers.values():
+            writer.finish()
+        return {"unit": unit.number, "parts": [p.catalog_path for p in unit.parts],
+                "tasks": {task: {"shards": len(w.written), "samples": sum(s.nsamples for s in w.written),
+                                 "bytes": sum(s.filesize for s in w.written)} for task, w in writers.items()}}
+
+    def summarise(self, units: list[BuildUnit], done: dict[str, dict], ran: list[dict]) -> dict:
+        """The stats; a finished folder's as recorded, else the index and stats written now."""
+        finished = ShardLayout(self.config.out).done_marker()
+        if not ran and files.exists(finished):
+            return files.read_json(finished)
+        return _finish(self.config)
+
+
 def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
-    layout, shards = DatasetLayout(config.root), ShardLayout(config.out)
-    tasks, stores, parts, record = job_record(config)
-    job = {"tasks": [{"task": t.task, "store": t.store, "condition": asdict(t.condition) if t.condition else None}
-                     for t in tasks],
-           "out": config.out, "prefix": config.prefix, "samples_per_shard": config.samples_per_shard,
-           "max_shard_bytes": config.max_shard_bytes, "caption_mode": config.caption_mode,
-           "multiview": asdict(config.multiview), "faceid": asdict(config.faceid),
-           "root": config.root, "hygiene": asdict(config.hygiene)}
-    hint = "Pass --overwrite to rebuild these shards, or build into a new --out folder (no model runs again)."
-    if job_state.check_and_record(shards.record(), record, config.overwrite, hint):
-        for folder in (shards.manifests(), shards.skipped_dir(), shards.units()):
-            files.remove(folder)
-        for path in files.list_files(config.out, ".tar") + files.list_files(config.out, ".json"):
-            if path != shards.record():
-                files.remove(path)
-    files.clean_temporaries(config.out)
-    if files.exists(shards.done_marker()):
-        return files.read_json(shards.done_marker())
-    units = []
-    for number, indices in enumerate(cut_units(parts, config.unit_rows)):
-        if files.exists(shards.unit_marker(number)):
-            continue
-        units.append({"unit": number, "parts": [_part_reads(i, parts[i][1], stores, layout) for i in indices]})
-    if units:
-        init_ray(ray_config)
-        run_unit_tasks(build_unit, units, (job,), BUILD_CPUS, "build", ray_config.progress_bars)
-    return _finish(config)
+    return run_job(BuildJob.of(config), ray_config)
 
 
-def _part_reads(index: int, path: str, stores: list[str], layout: DatasetLayout) -> dict:
-    joins = [(found.split("@", 1)[0], layout.store_part(found, path)) for found in stores]
-    return {"part_index": index, "catalog_path": path, "joins": joins}
+def _part_reads(index: int, path: str, stores: list[str], layout: DatasetLayout) -> PartRead:
+    return PartRead(index, path, tuple((found.split("@", 1)[0], layout.store_part(found, path)) for found in stores))
 
 
 def _finish(config: BuildConfig) -> dict:

@@ -9,10 +9,17 @@ Job shape (`run_phash_dedup`), workers do the work and commit, the driver plans 
    first band it shares) and returns the duplicate edges (global row ids = part index << 32 | row) plus the
    key, area and exemption group of the rows on those edges;
 3. one `resolve_and_write` task joins the edges into groups, picks representatives and commits one Parquet per
-   catalog part, `<root>/dedup/phash-k<k>/<source>/part-NNNNN.parquet` (`DatasetLayout.phash_dedup` and
-   `dedup_part`; columns in pipelines/hygiene/dedup_tables.py; every part gets a file, empty when it has no
-   duplicate), then `_SUCCESS.json` (config, counts) last, as the done marker.
-   Its memory is O(rows on duplicate edges), not O(catalog).
+   catalog part, `<root>/dedup/phash-k<k>/<source>/part-NNNNN.parquet` (columns below; every part gets a
+   file, empty when it has no duplicate), then `_SUCCESS.json` (config, counts), which readers check, then
+   the unit marker `_units/table.json` last. Its memory is O(rows on duplicate edges), not O(catalog).
+
+The job is one unit of the unit-job contract (`PhashDedupJob`, pipelines/runtime/unit_job.py): the whole
+table, since its groups span every catalog part. The unit's input is a hash of the job record and, per
+catalog part, the aligned hash part and the catalog keys hash it was made from, so a rerun over the same
+stores is done at once and a changed catalog or hash store makes the table again. Tables made before the
+marker rule have no marker and are made again once.
+
+Dedup table columns: pipelines/hygiene/dedup_tables.py; paths: `DatasetLayout.phash_dedup` and `dedup_part`.
 
 Build units call `dedup_tables.read_part_duplicates(table, catalog_part, catalog_keys_sha256)` -> {key:
 representative} for their own catalog part, and skip those keys with `duplicate_reason(representative)`.
@@ -21,6 +28,7 @@ representative} for their own catalog part, and skip those keys with `duplicate_
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -39,6 +47,7 @@ from onegen.pipelines.hygiene.dedup_groups import (
     star_edges,
 )
 from onegen.pipelines.hygiene.dedup_tables import CATALOG_KEYS_META
+from onegen.pipelines.runtime.unit_job import UnitJob, finish_unit, run_job
 
 PHASH_STORE = "phash"
 PART_SHIFT = 32
@@ -192,30 +201,94 @@ def plan_dedup_parts(root: str, store_name: str = PHASH_STORE) -> list[DedupPart
     return parts
 
 
+@dataclass(frozen=True)
+class DedupUnit:
+    """A whole dedup table: its parts, where it goes, and the fingerprint of what it is made from."""
+
+    out: str
+    parts: tuple[DedupPart, ...]
+    input: str
+    rows: int = 0  # the driver does not count catalog rows for dedup (a pass over stored hashes)
+
+    @property
+    def name(self) -> str:
+        return "table"
+
+
+def dedup_input(record: dict, parts: list[DedupPart]) -> str:
+    """The table's input: the job record, and each aligned hash part with the catalog keys hash it was
+    made from (Parquet footers only)."""
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+    for part in parts:
+        made_from = files.read_metadata(part.annotation_path).get(CATALOG_KEYS_META, "")
+        digest.update(f"{part.catalog_path}:{part.annotation_path}:{made_from}\n".encode())
+    return digest.hexdigest()
+
+
+class DedupTableJob(UnitJob[DedupUnit]):
+    """What the pHash and the semantic dedup jobs share: one unit, its marker, its summary (the counts)."""
+
+    store_name = PHASH_STORE
+
+    def __init__(self, root: str, out: str, record: dict):
+        self.root, self.out, self.record = root, out, record
+
+    @property
+    def description(self) -> str:
+        return f"dedup {self.record['method']}"
+
+    def plan(self) -> list[DedupUnit]:
+        parts = plan_dedup_parts(self.root, self.store_name)
+        return [DedupUnit(self.out, tuple(parts), dedup_input(self.record, parts))]
+
+    def marker(self, unit: DedupUnit) -> str:
+        return DatasetLayout.dedup_marker(unit.out)
+
+    def summarise(self, units: list[DedupUnit], done: dict[str, dict], ran: list[dict]) -> dict:
+        return ran[0] if ran else done[units[0].name]
+
+
+class PhashDedupJob(DedupTableJob):
+    """The pHash dedup table (module docstring): three steps on Ray, the last one commits."""
+
+    def __init__(self, config: DedupJobConfig):
+        record = {"job": "dedup", "method": "phash", "dedup": asdict(config.dedup), "partitions": config.partitions}
+        super().__init__(config.root, DatasetLayout(config.root).phash_dedup(config.dedup.max_distance), record)
+        self.config = config
+
+    def run_unit(self, unit: DedupUnit) -> dict:
+        """The three steps in this process (what `run_pending` spreads over Ray tasks)."""
+        k, count = self.config.dedup.max_distance, self.config.partitions
+        outputs = [bucket_part(part, k, count) for part in unit.parts]
+        edges = [partition_edges(k, *[tables[p] for tables, _ in outputs]) for p in range(count)]
+        found = resolve_duplicates([e for e, _ in edges], [n for _, n in edges])
+        return write_dedup(unit.out, list(unit.parts), [sha for _, sha in outputs], found, self.record)
+
+    def run_pending(self, units: list[DedupUnit], ray_config) -> list[dict]:
+        """A task per catalog part, per partition, and one resolve task that commits and marks the table."""
+        import ray
+
+        [unit] = units
+        parts, k, count = list(unit.parts), self.config.dedup.max_distance, self.config.partitions
+
+        def bucket_outputs(part: DedupPart) -> tuple:
+            tables, keys_sha = bucket_part(part, k, count)
+            return (*tables, keys_sha)
+
+        def resolve(*values) -> dict:  # n part key hashes, then every partition's edges, then its nodes
+            keys_sha, tables = list(values[: len(parts)]), values[len(parts) :]
+            edges, nodes = list(tables[:count]), list(tables[count:])
+            stats = write_dedup(unit.out, parts, keys_sha, resolve_duplicates(edges, nodes), self.record)
+            return finish_unit(self, unit, stats)
+
+        bucketed = [ray.remote(num_cpus=0.5, num_returns=count + 1)(bucket_outputs).remote(part) for part in parts]
+        edges_task = ray.remote(num_cpus=0.5, num_returns=2)(partition_edges)
+        results = [edges_task.remote(k, *[refs[p] for refs in bucketed]) for p in range(count)]
+        resolved = ray.remote(num_cpus=0.5)(resolve).remote(
+            *[refs[count] for refs in bucketed], *[e for e, _ in results], *[n for _, n in results])
+        return [ray.get(resolved)]
+
+
 def run_phash_dedup(config: DedupJobConfig, ray_config) -> dict:
-    """Plan, run the three steps on Ray, return the counts the resolve task committed (see module doc)."""
-    import ray
-
-    from onegen.pipelines.runtime.ray_setup import init_ray
-
-    parts = plan_dedup_parts(config.root)
-    k, count = config.dedup.max_distance, config.partitions
-    out = DatasetLayout(config.root).phash_dedup(k)
-    record = {"job": "dedup", "method": "phash", "dedup": asdict(config.dedup), "partitions": count}
-
-    def bucket_outputs(part: DedupPart) -> tuple:
-        tables, keys_sha = bucket_part(part, k, count)
-        return (*tables, keys_sha)
-
-    def resolve(*values) -> dict:  # n part key hashes, then every partition's edges, then its nodes
-        keys_sha, tables = list(values[: len(parts)]), values[len(parts) :]
-        edges, nodes = list(tables[:count]), list(tables[count:])
-        return write_dedup(out, parts, keys_sha, resolve_duplicates(edges, nodes), record)
-
-    init_ray(ray_config)
-    bucketed = [ray.remote(num_cpus=0.5, num_returns=count + 1)(bucket_outputs).remote(part) for part in parts]
-    edges_task = ray.remote(num_cpus=0.5, num_returns=2)(partition_edges)
-    results = [edges_task.remote(k, *[refs[p] for refs in bucketed]) for p in range(count)]
-    resolved = ray.remote(num_cpus=0.5)(resolve).remote(
-        *[refs[count] for refs in bucketed], *[e for e, _ in results], *[n for _, n in results])
-    return ray.get(resolved)
+    """The pHash dedup table (module doc); its counts. Done already when made from the same stores."""
+    return run_job(PhashDedupJob(config), ray_config)

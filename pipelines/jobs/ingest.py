@@ -2,11 +2,12 @@
 
 The listing of the source (sorted by uri) is cut into parts of `rows_per_part` items; part i always
 holds the same items, so a rerun of the same job skips committed parts and redoes the rest. A part is
-a unit of work (pipelines/runtime/units.py): one Ray task reads its items (one pass per file, tar or row
-group), validates and normalises them, and commits the part itself as two files:
-rejects/<source>/part-NNNNN.parquet first, then catalog/<source>/part-NNNNN.parquet, which is the
-part's commit marker (a rejects file without its catalog file is debris). The driver only plans parts
-and reads back one small record per part, in whatever order parts finish.
+a unit of the unit-job contract (`IngestJob`, pipelines/runtime/unit_job.py): one Ray task reads its
+items (one pass per file, tar or row group), validates and normalises them, and commits the part
+itself: rejects/<source>/part-NNNNN.parquet, then catalog/<source>/part-NNNNN.parquet, then the unit's
+marker catalog/<source>/_units/part-NNNNN.json (a rejects file without its catalog file is debris;
+a catalog part without its marker is made again). The driver only plans parts and reads back one
+small record per part, in whatever order parts finish; the summary adds up records, never data files.
 
 `--images copy` (default) stores the catalog's image bytes in the catalog; `--images reference` keeps,
 for items whose bytes would be kept as they are, a locator into the source instead (see
@@ -31,8 +32,9 @@ from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, part_name
 from onegen.manifests.schemas import CATALOG_SCHEMA, REJECTS_SCHEMA
 from onegen.pipelines.runtime import job_state
-from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
-from onegen.pipelines.runtime.units import NODE_META, committed_by, record_table, run_unit_tasks
+from onegen.pipelines.runtime.ray_setup import RayConfig
+from onegen.pipelines.runtime.unit_job import COMPLETION_META, COMPLETION_STAMP, UnitJob, run_job
+from onegen.pipelines.runtime.units import NODE_META, committed_by
 from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
 from onegen.pipelines.sources.kinds import SourceSpec, read_items
@@ -124,14 +126,6 @@ def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict
             "reject_reason": None, "reject_error": None}
 
 
-def ingest_part(unit: dict, spec: SourceSpec, limits: ImageLimits, images: str, out: str) -> pa.Table:
-    """Ray task, one part per call: read + validate its items, commit rejects then catalog; its record."""
-    rows = ingest_rows(spec, limits, read_part(unit["listing"], unit["index"]), images)
-    table = pa.Table.from_pylist(rows, schema=_row_schema())
-    catalog_rows, rejects = _commit_part(DatasetLayout(out), spec.source_name, unit["index"], table)
-    return record_table([{"part": unit["index"], "catalog_rows": catalog_rows, "rejects": rejects}])
-
-
 def _row_schema() -> pa.Schema:
     extra = [pa.field(name, pa.string()) for name in REJECT_COLUMNS]
     relaxed = [pa.field(f.name, f.type) for f in CATALOG_SCHEMA]  # keys are null for unreadable items
@@ -145,30 +139,92 @@ def list_source(config: IngestConfig) -> Listing:
     return list_parts(config.source, config.rows_per_part, spill)
 
 
+@dataclass(frozen=True)
+class IngestUnit:
+    """One part of the source's listing: the worker reads its items from row group `index` of `listing`."""
+
+    index: int
+    listing: str  # the spill file (pipelines/sources/listing.py)
+    rows: int  # items in the part
+    input: str = ""  # the job record fixes the listing (its fingerprint)
+
+    @property
+    def name(self) -> str:
+        return part_name(self.index).removesuffix(".parquet")
+
+
+class IngestJob(UnitJob[IngestUnit]):
+    """`config.source` -> catalog/<source>/ parts (the unit-job contract, pipelines/runtime/unit_job.py)."""
+
+    def __init__(self, config: IngestConfig, listing: Listing):
+        self.config, self.listing = config, listing
+        self.num_cpus = config.num_cpus
+
+    @property
+    def description(self) -> str:
+        return f"ingest {self.config.source.source_name}"
+
+    def _layout(self) -> DatasetLayout:
+        return DatasetLayout(self.config.out)
+
+    def changes(self) -> list[str] | None:
+        return job_state.recorded_changes(self._layout().ingest_record(self.config.source.source_name),
+                                          job_record(self.config, self.listing))
+
+    def prepare(self) -> None:
+        layout, source = self._layout(), self.config.source.source_name
+        if self.listing.spill != layout.ingest_listing(source):
+            raise ValueError(f"ingest {source}: the listing was spilled to {self.listing.spill!r}, not this job's own")
+        catalog, rejects = layout.catalog_dir(source), layout.rejects_dir(source)
+        hint = "Pass --overwrite to re-ingest this source from scratch, or --name to ingest it as another source."
+        if job_state.check_and_record(layout.ingest_record(source), job_record(self.config, self.listing),
+                                      self.config.overwrite, hint):
+            files.remove(catalog)
+            files.remove(rejects)
+        _clean_debris(catalog, rejects)
+
+    def plan(self) -> list[IngestUnit]:
+        spill = self.listing.spill or self._layout().ingest_listing(self.config.source.source_name)
+        return [IngestUnit(i, spill, rows) for i, rows in enumerate(self.listing.part_sizes)]
+
+    def marker(self, unit: IngestUnit) -> str:
+        return self._layout().ingest_marker(self.config.source.source_name, unit.index)
+
+    def previous_record(self, unit: IngestUnit) -> dict | None:
+        """A catalog part committed before the marker rule (no completion stamp) was its own marker."""
+        layout, source = self._layout(), self.config.source.source_name
+        part = layout.catalog_part(source, unit.index)
+        if not files.exists(part) or COMPLETION_META in files.read_metadata(part):
+            return None
+        reasons: dict[str, int] = {}
+        if files.exists(layout.rejects_part(source, unit.index)):
+            for reason in files.read_table(layout.rejects_part(source, unit.index), ["reason"]).column("reason").to_pylist():
+                reasons[reason] = reasons.get(reason, 0) + 1
+        return {"part": unit.index, "catalog_rows": files.count_rows(part), "rejects": reasons}
+
+    def run_unit(self, unit: IngestUnit) -> dict:
+        """Worker: read + validate the part's items, commit rejects then catalog; its record."""
+        config = self.config
+        rows = ingest_rows(config.source, config.limits, read_part(unit.listing, unit.index), config.images)
+        table = pa.Table.from_pylist(rows, schema=_row_schema())
+        catalog_rows, rejects = _commit_part(self._layout(), config.source.source_name, unit.index, table)
+        return {"part": unit.index, "catalog_rows": catalog_rows, "rejects": rejects}
+
+    def summarise(self, units: list[IngestUnit], done: dict[str, dict], ran: list[dict]) -> IngestSummary:
+        """Totals of every committed part, from the unit records alone (no data file is read)."""
+        records = [*done.values(), *ran]
+        reasons: dict[str, int] = {}
+        for record in records:
+            for reason, count in record["rejects"].items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        return IngestSummary(self.config.source.source_name, self.listing.items, len(units), len(done),
+                             sum(r["catalog_rows"] for r in records), dict(sorted(reasons.items())))
+
+
 def run_ingest(config: IngestConfig, ray_config: RayConfig, listing: Listing | None = None) -> IngestSummary:
     """Ingest `config.source`; `listing` is `list_source(config)` when the caller already made it (a
     recipe run plans from it), so a source is listed once per run."""
-    spec, layout = config.source, DatasetLayout(config.out)
-    source = spec.source_name
-    listing = listing or list_source(config)
-    if listing.spill != layout.ingest_listing(source):
-        raise ValueError(f"ingest {source}: the listing was spilled to {listing.spill!r}, not this job's own")
-    record = job_record(config, listing)
-    catalog, rejects = layout.catalog_dir(source), layout.rejects_dir(source)
-    hint = "Pass --overwrite to re-ingest this source from scratch, or --name to ingest it as another source."
-    if job_state.check_and_record(layout.ingest_record(source), record, config.overwrite, hint):
-        files.remove(catalog)
-        files.remove(rejects)
-    _clean_debris(catalog, rejects)
-    done = {p.rsplit("/", 1)[-1] for p in files.list_files(catalog, ".parquet")}
-    parts = len(listing.part_sizes)
-    units = [{"index": i, "listing": listing.spill} for i in range(parts) if part_name(i) not in done]
-    records = []
-    if units:
-        init_ray(ray_config)
-        records = run_unit_tasks(ingest_part, units, (spec, config.limits, config.images, config.out),
-                                 config.num_cpus, f"ingest {source}", ray_config.progress_bars)
-    return summarise(layout, source, listing.items, parts, parts - len(units), records)
+    return run_job(IngestJob(config, listing or list_source(config)), ray_config)
 
 
 def job_record(config: IngestConfig, listing: Listing) -> dict:
@@ -193,7 +249,7 @@ def _commit_part(layout: DatasetLayout, source: str, index: int, table: pa.Table
     )
     files.commit_table(layout.rejects_part(source, index), reject_rows)
     catalog_rows = accepted.drop_columns(list(REJECT_COLUMNS)).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
-    files.commit_table(layout.catalog_part(source, index), catalog_rows, {NODE_META: committed_by()})
+    files.commit_table(layout.catalog_part(source, index), catalog_rows, {NODE_META: committed_by(), **COMPLETION_STAMP})
     reasons: dict[str, int] = {}
     for reason in rejected.column("reject_reason").to_pylist():
         reasons[reason] = reasons.get(reason, 0) + 1
@@ -208,22 +264,3 @@ def _clean_debris(catalog: str, rejects: str) -> None:
     for path in files.list_files(rejects, ".parquet"):
         if path.rsplit("/", 1)[-1] not in committed:
             files.remove(path)
-
-
-def summarise(layout: DatasetLayout, source: str, items: int, parts: int, done_before: int,
-              records: list[dict]) -> IngestSummary:
-    """Totals of every committed part: this run's from its unit `records`, earlier runs' from their files."""
-    catalog_rows = sum(r["catalog_rows"] for r in records)
-    reasons: dict[str, int] = {}
-    for record in records:
-        for reason, count in record["rejects"].items():
-            reasons[reason] = reasons.get(reason, 0) + count
-    ran = {part_name(r["part"]) for r in records}
-    for path in files.list_files(layout.catalog_dir(source), ".parquet"):
-        if path.rsplit("/", 1)[-1] not in ran:
-            catalog_rows += files.count_rows(path)
-    for path in files.list_files(layout.rejects_dir(source), ".parquet"):
-        if path.rsplit("/", 1)[-1] not in ran:
-            for reason in files.read_table(path, ["reason"]).column("reason").to_pylist():
-                reasons[reason] = reasons.get(reason, 0) + 1
-    return IngestSummary(source, items, parts, done_before, catalog_rows, dict(sorted(reasons.items())))

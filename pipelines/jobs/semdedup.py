@@ -1,10 +1,11 @@
 """`dedup/semantic-t<threshold>/`: semantic dedup (pipelines.semdedup) of the `clip` store, as one Ray task.
 
-The same table layout, reason and reader as the pHash dedup (pipelines/jobs/dedup.py): one Parquet per catalog
-part (key, representative, reason `duplicate_of:<key>`), `_SUCCESS.json` last, in `DatasetLayout.semantic_dedup`
-(manifests/layout.py); build units read their part with `dedup_tables.read_part_duplicates`. The task reads
+The same table layout, reason and reader as the pHash dedup (pipelines.dedup): one Parquet per catalog part
+(key, representative, reason `duplicate_of:<key>`), `_SUCCESS.json` last; build units read their part with
+`dedup_tables.read_part_duplicates` (tables in `DatasetLayout.semantic_dedup`). The task reads
 every catalog part's small columns and the aligned clip part's embeddings on one worker (O(n x d) float32:
-one million ViT-L/14 embeddings are 3 GB); the driver only plans and gets the counts. Rows without an "ok"
+one million ViT-L/14 embeddings are 3 GB); the driver only plans and gets the counts. The job is the same
+one-unit job as the pHash dedup's (`SemanticDedupJob`: its marker, its input fingerprint), run as one task. Rows without an "ok"
 clip annotation (scenes, errors) are never semantic duplicates.
 """
 
@@ -23,15 +24,17 @@ from onegen.pipelines.jobs.dedup import (
     CATALOG_COLUMNS,
     PART_SHIFT,
     DedupPart,
+    DedupTableJob,
+    DedupUnit,
     exemption_group,
-    plan_dedup_parts,
     write_dedup,
 )
+from onegen.pipelines.runtime.unit_job import run_job
 
 CLIP_STORE = "clip"
 
 
-def semantic_dedup_parts(parts: list[DedupPart], config: SemDedupConfig, out: str) -> dict:
+def semantic_dedup_parts(parts: list[DedupPart] | tuple[DedupPart, ...], config: SemDedupConfig, out: str) -> dict:
     """Read the parts, find semantic duplicates, commit the dedup table; returns the counts."""
     keys, areas, exempt, row_ids, vectors, keys_sha = [], [], [], [], [], []
     for part in parts:
@@ -51,17 +54,28 @@ def semantic_dedup_parts(parts: list[DedupPart], config: SemDedupConfig, out: st
     matrix = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
     found = semantic_duplicates(keys, matrix, areas, exempt, config)
     by_key = dict(zip(keys, row_ids, strict=True))
-    record = {"job": "dedup", "method": "semantic", "semdedup": asdict(config)}
-    return write_dedup(out, parts, keys_sha, {by_key[k]: (k, rep) for k, rep in found.items()}, record)
+    return write_dedup(out, list(parts), keys_sha, {by_key[k]: (k, rep) for k, rep in found.items()},
+                       semantic_record(config))
+
+
+def semantic_record(config: SemDedupConfig) -> dict:
+    return {"job": "dedup", "method": "semantic", "semdedup": asdict(config)}
+
+
+class SemanticDedupJob(DedupTableJob):
+    """The semantic dedup table of the clip store: one unit, one task."""
+
+    store_name = CLIP_STORE
+    num_cpus = 1.0
+
+    def __init__(self, root: str, config: SemDedupConfig):
+        super().__init__(root, DatasetLayout(root).semantic_dedup(config.threshold), semantic_record(config))
+        self.config = config
+
+    def run_unit(self, unit: DedupUnit) -> dict:
+        return semantic_dedup_parts(unit.parts, self.config, unit.out)
 
 
 def run_semantic_dedup(root: str, config: SemDedupConfig, ray_config) -> dict:
-    """Plan on the driver, run `semantic_dedup_parts` as one Ray task, return its counts."""
-    import ray
-
-    from onegen.pipelines.runtime.ray_setup import init_ray
-
-    parts = plan_dedup_parts(root, CLIP_STORE)
-    init_ray(ray_config)
-    task = ray.remote(num_cpus=1)(semantic_dedup_parts)
-    return ray.get(task.remote(parts, config, DatasetLayout(root).semantic_dedup(config.threshold)))
+    """The semantic dedup table as one Ray task; its counts. Done already when made from the same stores."""
+    return run_job(SemanticDedupJob(root, config), ray_config)

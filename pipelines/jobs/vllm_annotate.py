@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from onegen.annotators.base import Annotator, RowError
-from onegen.pipelines.runtime.units import UNIT_COLUMN, unit_dataset
+from onegen.pipelines.runtime.units import UNIT_COLUMN
 
 _MIME = {"jpg": "image/jpeg", "png": "image/png"}
 
@@ -59,9 +59,9 @@ def vllm_processor_config(
     )
 
 
-def vllm_annotation_dataset(units: list[dict], annotator: Annotator, read_step):
-    """The lazy dataset: unit reads -> ray.data.llm processor -> annotation rows (+ `_unit`), for the
-    runner's commit stage."""
+def vllm_annotation_dataset(reads, annotator: Annotator):
+    """The lazy dataset: `reads` (the runner's unit read stage) -> ray.data.llm processor -> annotation
+    rows (+ `_unit`), for the runner's commit stage."""
     from ray.data.llm import build_llm_processor
 
     config = vllm_processor_config(annotator.model, annotator.batch_size, annotator.concurrency,
@@ -78,8 +78,7 @@ def vllm_annotation_dataset(units: list[dict], annotator: Annotator, read_step):
         # the runner's commit takes annotator i's columns as "<i>::<column>"; this path serves one annotator
         return {**{f"0::{name}": values[0] for name, values in columns.items()}, UNIT_COLUMN: carried[UNIT_COLUMN]}
 
-    dataset = unit_dataset(units).map_batches(read_step, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
-    return build_llm_processor(config, preprocess=preprocess, postprocess=postprocess)(dataset)
+    return build_llm_processor(config, preprocess=preprocess, postprocess=postprocess)(reads)
 
 
 _NO_REQUEST = {"messages": [{"role": "user", "content": [{"type": "text", "text": "-"}]}],

@@ -5,11 +5,11 @@ the dedup job when `[build] dedup` names one, the build, and train.json (the rec
 train --config`). Each stage is the job itself, resumable on its own: a rerun skips committed parts
 and build units, so a killed run rerun with the same recipe finishes what is left.
 
-`plan_recipe` says per stage what is done and what is pending (parts, rows) from the stores' own
-records and markers (ingest's source_listing parts + catalog parts, annotate.plan_parts, build's cut_units + unit
-markers) and starts no Ray. States: done, pending, changed (the stage's recorded configuration or
-input differs from the recipe's: the job would refuse to resume), waiting (it needs an earlier
-stage's outputs first).
+`plan_recipe` says per stage what is done and what is pending (units, rows) by asking each stage's job
+its own contract (pipelines/runtime/unit_job.py: `changes()`, `plan()`, `is_done(unit)` through
+`unit_job.progress`), so the plan and the run count done units by one rule, and starts no Ray. States:
+done, pending, changed (the stage's recorded configuration or input differs from the recipe's: the job
+would refuse to resume), waiting (it needs an earlier stage's outputs first).
 
 A changed recipe: `onegen run` refuses, before anything starts, naming every changed stage and what
 changed; `--redo` redoes exactly the changed stages (those jobs get overwrite; the others resume as they are)
@@ -28,17 +28,15 @@ from dataclasses import dataclass
 
 from onegen.annotators.base import Annotator
 from onegen.manifests import files
-from onegen.manifests.layout import DatasetLayout, ShardLayout, part_name
-from onegen.pipelines.hygiene.build_hygiene import dedup_table
-from onegen.pipelines.hygiene.dedup_tables import is_finished
-from onegen.pipelines.jobs.annotate import MissingRequirement, annotator_identity, keys_sha256, plan_parts
-from onegen.pipelines.jobs.build import BuildConfig, BuildInputError, cut_units
-from onegen.pipelines.jobs.build import job_record as build_record
-from onegen.pipelines.jobs.ingest import IngestConfig, list_source
-from onegen.pipelines.jobs.ingest import job_record as ingest_record
+from onegen.manifests.layout import DatasetLayout, ShardLayout
+from onegen.pipelines.jobs.annotate import AnnotateJob, MissingRequirement
+from onegen.pipelines.jobs.build import BuildConfig, BuildInputError, BuildJob
+from onegen.pipelines.jobs.dedup_run import dedup_job as dedup_job_of
+from onegen.pipelines.jobs.ingest import IngestConfig, IngestJob, list_source
 from onegen.pipelines.recipe.parse import Recipe, RecipeError, train_fields
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
+from onegen.pipelines.runtime.unit_job import UnitJob, progress, run_job
 from onegen.pipelines.sources.listing import Listing, list_parts
 
 
@@ -64,38 +62,28 @@ class StagePlan:
 def plan_ingest(config: IngestConfig, listing: Listing | None = None) -> StagePlan:
     """Done / pending parts of one source, from `listing` or else a listing made here (streamed,
     nothing written); reads nothing else of the source."""
-    listing = listing or list_parts(config.source, config.rows_per_part)
-    parts = listing.part_sizes
-    layout, source = DatasetLayout(config.out), config.source.source_name
-    changes = job_state.recorded_changes(layout.ingest_record(source), ingest_record(config, listing))
-    done = set() if changes else {p.rsplit("/", 1)[-1] for p in files.list_files(layout.catalog_dir(source), ".parquet")}
-    pending = [i for i in range(len(parts)) if part_name(i) not in done]
-    state = "changed" if changes else ("pending" if pending else "done")
-    return StagePlan(f"ingest {source}", state, len(parts), len(parts) - len(pending), listing.items,
-                     sum(parts[i] for i in pending), "; ".join(changes or []))
+    job = IngestJob(config, listing or list_parts(config.source, config.rows_per_part))
+    return _stage(job.description, job, job.changes())
 
 
 def plan_annotator(root: str, annotator: Annotator, upstream_pending: int) -> StagePlan:
-    """Done / pending catalog parts of one annotator; `upstream_pending` = catalog rows not ingested yet."""
-    layout = DatasetLayout(root)
-    name = annotator.store_name
-    changes = job_state.recorded_changes(layout.store_record(name), {"job": "annotate", **annotator_identity(annotator)})
-    catalog = [(path, keys_sha256(path)[0]) for _, path in layout.catalog_parts()]
-    rows = sum(count for _, count in catalog)
-    detail = "; ".join(changes or [])
-    if changes:
-        return StagePlan(f"annotate {name}", "changed", len(catalog), 0, rows + upstream_pending, rows + upstream_pending,
-                         detail)
+    """Done / pending catalog parts of one annotator; `upstream_pending` = catalog rows not ingested yet.
+
+    Stale parts (of re-ingested catalog parts) count as pending, as the run with --redo redoes them."""
+    job = AnnotateJob(root, annotator, overwrite=True)
+    changes = job.changes()
     try:
-        tasks, done = plan_parts(root, annotator, overwrite=True)
-        pending_rows = sum(task.rows for task in tasks)
+        plan = _stage(job.description, job, changes)
     except MissingRequirement as missing:  # its inputs come from an earlier stage of this run
-        tasks, done, pending_rows, detail = catalog, 0, rows, str(missing)
-    state = "waiting" if detail else ("pending" if tasks or upstream_pending else "done")
-    if upstream_pending and not detail:
-        detail = f"{upstream_pending} more rows after ingest"
-    return StagePlan(f"annotate {name}", state, len(catalog), done, rows + upstream_pending,
-                     pending_rows + upstream_pending, detail)
+        catalog = DatasetLayout(root).catalog_parts()
+        return StagePlan(job.description, "waiting", len(catalog), 0, upstream_pending, upstream_pending, str(missing))
+    plan.rows += upstream_pending
+    plan.rows_pending += upstream_pending
+    if plan.state == "done" and upstream_pending:
+        plan.state = "pending"
+    if upstream_pending and not changes:
+        plan.detail = f"{upstream_pending} more rows after ingest"
+    return plan
 
 
 def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
@@ -104,39 +92,50 @@ def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
     if unfinished:
         return StagePlan("build", "waiting", 0, 0, 0, 0, f"after {', '.join(unfinished)}", "units")
     try:
-        _, _, parts, record = build_record(config)
+        job = BuildJob.of(config)
     except (BuildInputError, FileNotFoundError) as error:
         return StagePlan("build", "waiting", 0, 0, 0, 0, str(error), "units")
-    shards = ShardLayout(config.out)
-    changes = job_state.recorded_changes(shards.record(), record)
-    units = cut_units(parts, config.unit_rows)
-    finished = files.exists(shards.done_marker()) and not changes
-    done = [u for n, u in enumerate(units) if not changes and files.exists(shards.unit_marker(n))]
-    rows = sum(count for _, _, count in parts)
-    pending_rows = 0 if finished else rows - sum(parts[i][2] for u in done for i in u)
-    state = "changed" if changes else ("done" if finished else "pending")
-    return StagePlan("build", state, len(units), len(done), rows, pending_rows, "; ".join(changes or []), "units")
+    plan = _stage("build", job, job.changes(), "units")
+    if plan.state == "done" and not files.exists(ShardLayout(config.out).done_marker()):
+        plan.state = "pending"  # every unit built; the index and stats are still to write
+    return plan
+
+
+def dedup_job(recipe: Recipe) -> UnitJob | None:
+    """The dedup job whose table `[build] dedup` reads (pHash or semantic), or None when dedup is off."""
+    return dedup_job_of(recipe.root, recipe.build.hygiene)
 
 
 def plan_dedup(recipe: Recipe, upstream: list[StagePlan]) -> StagePlan | None:
-    """The dedup table `[build] dedup` reads (None when dedup is off): done when its marker exists and
-    every stage before it is done (a changed catalog or hash store makes the job run again)."""
-    table = dedup_table(recipe.root, recipe.build.hygiene)
-    if table is None:
+    """The dedup table `[build] dedup` reads (None when dedup is off): waiting while an earlier stage is
+    not done, else done when its marker holds the stores' present fingerprint."""
+    job = dedup_job(recipe)
+    if job is None:
         return None
     name = f"dedup {recipe.build.hygiene.dedup}"
     unfinished = [p.stage for p in upstream if p.state != "done"]
     if unfinished:
         return StagePlan(name, "waiting", 1, 0, 0, 0, f"after {', '.join(unfinished)}")
-    done = is_finished(table)
-    return StagePlan(name, "done" if done else "pending", 1, int(done), 0, 0, table)
+    try:
+        plan = _stage(name, job, None)
+    except FileNotFoundError as missing:
+        return StagePlan(name, "waiting", 1, 0, 0, 0, str(missing))
+    plan.detail = job.out
+    return plan
 
 
 def run_dedup(recipe: Recipe, ray_config: RayConfig) -> dict:
     """Run the dedup job the build's hygiene names (`onegen dedup`): pHash or semantic."""
-    from onegen.pipelines.jobs.dedup_run import run_dedup as run_dedup_job
+    return run_job(dedup_job(recipe), ray_config)
 
-    return run_dedup_job(recipe.root, recipe.build.hygiene, ray_config)
+
+def _stage(stage: str, job: UnitJob, changes: list[str] | None, unit: str = "parts") -> StagePlan:
+    """A stage's plan from its job's contract: changed when its record differs, else done / pending."""
+    found = progress(job)
+    if changes:
+        return StagePlan(stage, "changed", found.units, 0, found.rows, found.rows, "; ".join(changes), unit)
+    state = "pending" if found.done < found.units else "done"
+    return StagePlan(stage, state, found.units, found.done, found.rows, found.rows_pending, "", unit)
 
 
 def plan_train(recipe: Recipe, build: StagePlan) -> StagePlan:

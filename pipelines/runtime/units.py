@@ -1,17 +1,21 @@
 """Units of work on Ray workers: the driver plans them, workers commit them, the driver reads records.
 
-Every job in pipelines/ has one shape (DESIGN §2, "Who writes"):
+Every job in pipelines/ has one shape (DESIGN §2, "Who writes"), and one contract
+(pipelines/runtime/unit_job.py: plan typed units, is a unit done, run one, summarise):
 
-    driver: plan units (small JSON dicts) -> unit_dataset(units)
-    workers: map stages that read, compute and commit each unit, the last one returning one record
-             row per unit (`RECORD_SCHEMA`: a single JSON string column)
-    driver: collect_records(dataset) iterates those records only, in whatever order units finish
+    driver: plan units (typed frozen dataclasses) -> run_unit_tasks, or unit_dataset(unit numbers)
+    workers: read, compute and commit each unit, the last step returning one record row per unit
+             (`RECORD_SCHEMA`: a single JSON string column)
+    driver: iterates those records only, in whatever order units finish
 
 so no row data or sample bytes ever reach the driver, and a slow unit holds back nobody
-(`preserve_order` is off). Jobs whose unit is one step (ingest, build) run the same shape as plain
-Ray tasks, `run_unit_tasks(fn, units, ...)`, which start their first unit sooner (see there);
-annotate keeps the dataset, whose actor pools keep models loaded between units. A unit is committed by the worker that made it, under the commit rule of
-manifests/files.py; a unit whose commit marker exists is skipped by the next run's plan.
+(`preserve_order` is off). Jobs whose unit is one step (ingest, build, stateless annotators) run
+plain Ray tasks, `run_unit_tasks(fn, units, ...)`, which start their first unit sooner (see there);
+annotate's model annotators keep a Ray Data pipeline, whose actor pools keep models loaded between units.
+Units reach workers as the objects the driver planned, pickled by Ray: a task gets its unit as an
+argument; a Ray Data stage gets the planned units once (`fn_args`) and its rows carry only the unit's
+number (`unit_dataset`), so nothing is rebuilt from JSON on the far side. A unit is committed by the
+worker that made it, under the commit rule of manifests/files.py, its completion marker last.
 
 Block discipline: `configure_unit_context` disables Ray Data's block splitting
 (`target_max_block_size = None`), so a map task turns one input block into one output block and every
@@ -60,21 +64,22 @@ def configure_unit_context() -> None:
     context.print_on_execution_start = False
 
 
-def unit_dataset(units: list[dict]):
-    """A Ray Dataset of one block per unit, each row {"unit": <JSON of the unit>}."""
+def unit_dataset(numbers: Iterable[int]):
+    """A Ray Dataset of one block per unit, each row {"unit": <the unit's number>}; the stages that
+    read it get the planned unit objects themselves through `fn_args` / constructor arguments."""
     import ray
 
     configure_unit_context()
-    items = [{"unit": json.dumps(unit, sort_keys=True)} for unit in units]
+    items = [{"unit": int(number)} for number in numbers]
     return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
 
 
-def unit_of(batch: dict | pa.Table) -> dict:
-    """The unit of a `map_batches(batch_size=1)` call over `unit_dataset` rows."""
+def unit_of(batch: dict | pa.Table) -> int:
+    """The unit number of a `map_batches(batch_size=1)` call over `unit_dataset` rows."""
     column = batch.column("unit").to_pylist() if isinstance(batch, pa.Table) else list(batch["unit"])
     if len(column) != 1:
         raise UnitIncomplete(f"expected one unit per call, got {len(column)}")
-    return json.loads(column[0])
+    return int(column[0])
 
 
 def record_table(records: Iterable[dict[str, Any]]) -> pa.Table:
@@ -106,11 +111,12 @@ def collect_records(dataset, total: int, description: str, progress: bool) -> li
     return _gather(dataset.iter_batches(batch_format="pyarrow", batch_size=None), total, description, progress)
 
 
-def run_unit_tasks(fn: Callable[..., pa.Table], units: list[dict], fn_args: tuple, num_cpus: float,
+def run_unit_tasks(fn: Callable[..., pa.Table], units: list[Any], fn_args: tuple, num_cpus: float,
                    description: str, progress: bool) -> list[dict]:
     """Run `fn(unit, *fn_args)` as one Ray task per unit; return their records as they finish.
 
-    For jobs whose unit is a single step (ingest, build). Plain tasks rather than a Ray Data
+    For jobs whose unit is a single step (ingest, build, stateless annotators). `fn_args` (a job's
+    typed configuration) go to the object store once, not once per task. Plain tasks rather than a Ray Data
     pipeline: a dataset's first unit waits for its streaming executor, its stats actor and `ray.data`
     being imported on a worker (1.5-3 s on a 2-core machine, bench/results/startup.txt), and a
     one-step job has no stages to pipeline. Same contract as `collect_records`: workers commit, only
@@ -125,13 +131,14 @@ def run_unit_tasks(fn: Callable[..., pa.Table], units: list[dict], fn_args: tupl
     remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=RETRIES, retry_exceptions=False,
                                     scheduling_strategy="SPREAD")
     window = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / num_cpus))
+    shared = [ray.put(arg) for arg in fn_args]
 
     def finished() -> Iterator[pa.Table]:  # each task's record table, as tasks finish
         queue, running = list(reversed(units)), []
         try:
             while queue or running:
                 while queue and len(running) < window:
-                    running.append(remote.remote(queue.pop(), *fn_args))
+                    running.append(remote.remote(queue.pop(), *shared))
                 done, running = ray.wait(running, num_returns=1)
                 yield ray.get(done[0])
         except BaseException:  # a failed task, or the driver stopped reading (closed): cancel the rest

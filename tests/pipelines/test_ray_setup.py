@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 
 from onegen.annotators.base import Annotator
-from onegen.pipelines.jobs.annotate import build_annotation_dataset
+from onegen.pipelines.jobs.annotate import AnnotateJob, build_annotation_dataset
+from onegen.pipelines.jobs.annotate_work import PartUnit, group_unit
 from tests.conftest import write_photo_folder
 
 INET = re.compile(r'connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\), (?:sin_addr=inet_addr\("([^"]+)"\)|.*?inet_pton\(AF_INET6, "([^"]+)")')
@@ -71,9 +72,8 @@ class _NeedsGpu(Annotator):
 def test_annotation_plan_places_the_annotator_on_gpu_actors(ray_local):
     from ray.data import ActorPoolStrategy
 
-    unit = {"index": 0, "catalog_path": "/nowhere/part-00000.parquet", "joins": [], "rows": 1,
-            "outputs": {0: ("/nowhere/out.parquet", "")}}
-    dataset = build_annotation_dataset([unit], (_NeedsGpu(),))
+    part = PartUnit(0, "/nowhere/photos/part-00000.parquet", "/nowhere/out.parquet", 1, "", ())
+    dataset = build_annotation_dataset({0: group_unit([part])}, (AnnotateJob("/nowhere", _NeedsGpu()),))
     commit = dataset._logical_plan.dag  # the last operator: the commit stage, a CPU task after the actors
     assert "commit_units" in commit.name and "num_gpus" not in commit.ray_remote_args
     operator = commit.input_dependencies[0]  # the annotator's map

@@ -98,7 +98,7 @@ class SlowOnKeyWithSetup(SlowOnKey):
 def test_a_slow_unit_holds_back_nobody(tmp_path, ray_local, kind, path):
     from ray import cloudpickle
 
-    from onegen.pipelines.jobs.annotate_units import stateless
+    from onegen.pipelines.jobs.annotate_work import stateless
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
     write_photo_folder(tmp_path / "photos", count=12)
@@ -245,18 +245,19 @@ def test_unit_tasks_return_every_record_and_fail_loudly(ray_local):
 
 def test_ingest_units_carry_a_part_index_and_the_spilled_listing(tmp_path, ray_local, monkeypatch):
     """The driver streams the listing into jobs/ingest-<source>.listing.parquet (a row group per part);
-    an ingest unit carries no items, the worker reads its own row group."""
-    from onegen.pipelines.jobs import ingest
+    an ingest unit (typed, as planned) carries no items, the worker reads its own row group."""
+    from onegen.pipelines.jobs.ingest import IngestUnit
+    from onegen.pipelines.runtime import unit_job
     from onegen.pipelines.sources.listing import cut_parts, read_part
 
     units_sent = []
-    original = ingest.run_unit_tasks
-    monkeypatch.setattr(ingest, "run_unit_tasks", lambda fn, units, *a: units_sent.extend(units) or original(fn, units, *a))
+    original = unit_job.run_unit_tasks
+    monkeypatch.setattr(unit_job, "run_unit_tasks", lambda fn, units, *a: units_sent.extend(units) or original(fn, units, *a))
     write_photo_folder(tmp_path / "photos", count=10)
     root = tmp_path / "d"
     assert main(["ingest", str(tmp_path / "photos"), "--out", str(root), "--rows-per-part", "3", *RAY]) == 0
     spill = root / "jobs" / "ingest-photos.listing.parquet"
-    assert units_sent == [{"index": i, "listing": str(spill)} for i in range(4)]
+    assert units_sent == [IngestUnit(i, str(spill), rows) for i, rows in enumerate([3, 3, 3, 1])]
     assert pq.ParquetFile(spill).metadata.num_row_groups == 4
     expected = cut_parts(list_items(SourceSpec(str(tmp_path / "photos"))), 3)
     assert [read_part(str(spill), i) for i in range(4)] == expected
