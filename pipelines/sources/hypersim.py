@@ -39,7 +39,7 @@ import re
 import fsspec
 import numpy as np
 
-from onegen.pipelines.sources.kinds import SourceError, SourceSpec
+from onegen.pipelines.sources.basics import SourceError
 
 SCENE = re.compile(r"^ai_\d{3}_\d{3}$")
 PREVIEW = re.compile(r"^scene_(cam_\d+)_final_preview$")
@@ -112,7 +112,7 @@ def _read_hdf5(fs: fsspec.AbstractFileSystem, path: str) -> np.ndarray:
         return data["dataset"][:]
 
 
-def list_hypersim(spec: SourceSpec) -> list[dict]:
+def list_hypersim(spec) -> list[dict]:
     """One item per frame that has a tonemapped preview (see the module docstring)."""
     fs, root = fsspec.core.url_to_fs(spec.path)
     scenes = [root] if is_scene(fs, root) else [p for p in sorted(fs.ls(root, detail=False)) if is_scene(fs, p)]
@@ -161,7 +161,7 @@ def _camera_items(fs, scene: str, name: str, cam: str, preview: str, parameters:
     return items
 
 
-def read_hypersim(spec: SourceSpec, items: list[dict]):
+def read_hypersim(spec, items: list[dict]):
     """Photo bytes; a frame whose camera could not be read is a `read_error` with that reason."""
     fs, _ = fsspec.core.url_to_fs(spec.path)
     for item in items:

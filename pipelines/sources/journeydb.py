@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from onegen.pipelines.sources.kinds import IMAGE_EXTENSIONS, SourceError, SourceSpec
+from onegen.pipelines.sources.basics import IMAGE_EXTENSIONS, SourceError
 
 ANNOTATION_SUFFIXES = ("_anno_realease_repath.jsonl", "_anno_repath.jsonl", "_anno.jsonl")
 
@@ -80,7 +80,7 @@ def load_prompts(fs: fsspec.AbstractFileSystem, path: str) -> tuple[dict[str, st
     return prompts, malformed
 
 
-def list_journeydb(spec: SourceSpec) -> list[dict]:
+def list_journeydb(spec) -> list[dict]:
     """One item per image member of the split's archives (headers read in one pass per archive)."""
     fs, root = fsspec.core.url_to_fs(spec.path)
     split = find_split(fs, root)
@@ -114,7 +114,7 @@ def _members(fs: fsspec.AbstractFileSystem, archive: str) -> Iterator[tuple[str,
         raise SourceError(f"{archive}: not a readable .tgz ({error})") from None
 
 
-def read_journeydb(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+def read_journeydb(spec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
     """Member bytes: each archive of the part is streamed once, front to back, keeping only wanted members."""
     fs, _ = fsspec.core.url_to_fs(spec.path)
     by_archive: dict[str, dict[str, dict]] = {}

@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from onegen.pipelines.sources.basics import IMAGE_EXTENSIONS, SourceError
 from onegen.pipelines.sources.folder import (
     folder_entries,
     iter_files,
@@ -59,14 +60,9 @@ from onegen.pipelines.sources.folder import (
     stamp_of,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
 URI_COLUMNS = ("uri", "url", "path", "image_path", "file_name")
 CAPTION_COLUMNS = ("caption", "text", "txt", "prompt")
-
-
-class SourceError(Exception):
-    """A user error about the source itself; the message is one line for the terminal."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +142,7 @@ def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
 
 def _listers() -> dict:
     from onegen.pipelines.sources import dl3dv, hypersim, journeydb
-    from onegen.pipelines.sources.tar import list_tars  # imported here: those modules import this one
+    from onegen.pipelines.sources.tar import list_tars  # imported here: tar.py imports this module
 
     return {"folder": _list_folder, "table": _list_table, "webdataset": list_tars, "hf": _list_hf,
             "scenes": _list_scenes, "subjects": _list_subjects, "dl3dv": dl3dv.list_dl3dv,

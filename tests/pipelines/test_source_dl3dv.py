@@ -98,8 +98,8 @@ def test_onegen_ingest_dl3dv(dl3dv, tmp_path, ray_local):
     args = ["ingest", str(dl3dv), "--out", str(out), "--max-views", "4", "--min-side", "8",
             "--num-cpus", "2", "--object-store-mb", "300", "--no-progress"]
     assert main(args) == 0
-    table = pq.read_table(out / "catalog" / "dl3dv-10k")
+    table = pq.read_table(out / "catalog" / "dl3dv_10k")
     assert table.column("kind").to_pylist() == ["scene", "scene"]
     assert [len(v) for v in table.column("view_images").to_pylist()] == [4, 4]
     assert main(args) == 0  # a rerun skips the committed part: nothing duplicated
-    assert pq.read_table(out / "catalog" / "dl3dv-10k").num_rows == 2
+    assert pq.read_table(out / "catalog" / "dl3dv_10k").num_rows == 2

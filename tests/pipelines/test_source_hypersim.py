@@ -152,3 +152,17 @@ def test_ground_truth_depth_condition_in_the_depth_annotators_convention(hypersi
 def test_photos_without_depth_are_skipped():
     batch = {"key": ["k"], "kind": ["image"], "meta": [json.dumps({"reencoded": False})], "width": [W], "height": [H]}
     assert GtDepthAnnotator()(batch)["status"] == ["skipped"]
+
+
+def test_build_refuses_two_stores_making_one_task(tmp_path):
+    from onegen.manifests import files
+    from onegen.manifests.layout import DatasetLayout
+    from onegen.pipelines.jobs.build import BuildInputError, available_tasks
+
+    layout = DatasetLayout(str(tmp_path))
+    condition = {"task": "depth2image", "column": "condition", "ext": "png", "tags_column": None}
+    files.commit_json(layout.store_record("depth@1"), {"conditions": [condition]})
+    assert available_tasks(str(tmp_path))["depth2image"].store == "depth@1"
+    files.commit_json(layout.store_record("depth_gt@1"), {"conditions": [condition]})
+    with pytest.raises(BuildInputError, match="two stores make depth2image: depth@1 and depth_gt@1"):
+        available_tasks(str(tmp_path))
