@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="raw items -> catalog")
     ingest.add_argument("source", help="image folder, parquet/jsonl table(s), webdataset tar(s) or HF dataset dir")
     ingest.add_argument("--out", required=True, help="dataset root (catalog/, rejects/, annotations/)")
-    from onegen.pipelines.sources.kinds import KINDS
+    from onegen.pipelines.sources.basics import KINDS
 
     ingest.add_argument("--kind", default="auto", choices=["auto", *KINDS],
                         help="what SOURCE is (default: auto, told from its files); scenes: multiview folders with "

@@ -6,6 +6,9 @@ which kinds.py dispatches to, need not import kinds.py back (no import cycle).
 
 from __future__ import annotations
 
+# the `--kind` choices of `onegen ingest` (kinds.py lists and reads them); here, so that building the
+# CLI parser imports nothing heavy
+KINDS = ("folder", "table", "webdataset", "hf", "scenes", "subjects", "dl3dv", "hypersim", "journeydb")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 

@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from onegen.pipelines.sources.basics import IMAGE_EXTENSIONS, SourceError
+from onegen.pipelines.sources.basics import IMAGE_EXTENSIONS, KINDS, SourceError  # noqa: F401  (KINDS re-exported)
 from onegen.pipelines.sources.folder import (
     folder_entries,
     iter_files,
@@ -124,7 +124,6 @@ def detect_kind(spec: SourceSpec) -> str:
 
 STREAMED_KINDS = ("folder", "subjects")  # listed in uri order as they are walked
 SCENE_KINDS = ("scenes", "dl3dv")  # one catalog row (kind "scene") per item
-KINDS = ("folder", "table", "webdataset", "hf", "scenes", "subjects", "dl3dv", "hypersim", "journeydb")
 
 
 def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
