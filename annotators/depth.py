@@ -214,13 +214,29 @@ class DepthAnnotator(Annotator):
             ):
                 out.append(RowError(f"depth map is constant (min {low:.6g}, max {high:.6g})", "degenerate_depth"))
                 continue
-            gray = np.round(norm * 255.0).astype(np.uint8)  # (H, W)
-            out.append(
-                {
-                    "png16": encode_png(np.round(norm * 65535.0).astype(np.uint16)),
-                    "condition": encode_png(np.repeat(gray[:, :, None], 3, axis=2)),
-                    "depth_min": float(np.float32(low)),
-                    "depth_max": float(np.float32(high)),
-                }
-            )
+            out.append(encode_normalised(norm, low, high))
         return out
+
+
+def encode_normalised(norm: np.ndarray, low: float, high: float) -> dict[str, Any]:
+    """The depth store's columns for a map normalised to [0, 1] (H, W) with its raw range: the one
+    encoding of every depth2image condition (this annotator's and annotators/gt_depth.py's)."""
+    gray = np.round(norm * 255.0).astype(np.uint8)  # (H, W)
+    return {
+        "png16": encode_png(np.round(norm * 65535.0).astype(np.uint16)),
+        "condition": encode_png(np.repeat(gray[:, :, None], 3, axis=2)),
+        "depth_min": float(np.float32(low)),
+        "depth_max": float(np.float32(high)),
+    }
+
+
+def encode_inverse_depth(inverse: np.ndarray, valid: np.ndarray, min_relative_range: float) -> dict[str, Any]:
+    """`encode_normalised` of an inverse-depth map (H, W), min-max over its `valid` pixels (others 0).
+    Raises RowError "degenerate_depth" when the valid range is (numerically) empty, as `annotate` does."""
+    if not valid.any():
+        raise RowError("no valid depth pixel", "degenerate_depth")
+    low, high = float(inverse[valid].min()), float(inverse[valid].max())
+    if not (math.isfinite(low) and math.isfinite(high)) or high - low <= min_relative_range * max(abs(low), abs(high)):
+        raise RowError(f"depth map is constant (min {low:.6g}, max {high:.6g})", "degenerate_depth")
+    norm = np.where(valid, (inverse - low) / (high - low), 0.0)
+    return encode_normalised(norm, low, high)

@@ -54,7 +54,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from onegen.pipelines.sources.kinds import SourceSpec
 
     spec = SourceSpec(args.source, args.kind, args.name or "", args.caption_column or "", args.image_column or "",
-                      args.uri_column or "")
+                      args.uri_column or "", args.max_views, args.captions or "", args.caption_key or "",
+                      args.caption_text or "")
     limits = ImageLimits(args.min_side, args.max_pixels, args.image_format)
     summary = run_ingest(IngestConfig(spec, args.out, limits, args.rows_per_part, images=args.images,
                                       overwrite=args.overwrite), _ray_config(args))
@@ -188,13 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="raw items -> catalog")
     ingest.add_argument("source", help="image folder, parquet/jsonl table(s), webdataset tar(s) or HF dataset dir")
     ingest.add_argument("--out", required=True, help="dataset root (catalog/, rejects/, annotations/)")
-    ingest.add_argument("--kind", default="auto", choices=["auto", "folder", "table", "webdataset", "hf", "scenes", "subjects"],
+    from onegen.pipelines.sources.basics import KINDS
+
+    ingest.add_argument("--kind", default="auto", choices=["auto", *KINDS],
                         help="what SOURCE is (default: auto, told from its files); scenes: multiview folders with "
-                             "cameras; subjects: one folder of ID photos per person")
+                             "cameras; subjects: one folder of ID photos per person; dl3dv, hypersim, journeydb: "
+                             "those datasets as published")
     ingest.add_argument("--name", help="source name used in keys (default: the path's last part)")
     ingest.add_argument("--caption-column", help="table / HF source: the caption column (default: text, caption, ...)")
     ingest.add_argument("--image-column", help="table / HF source: the image bytes column (default: image, jpg, ...)")
     ingest.add_argument("--uri-column", help="table source: a column of image paths/URLs read instead of bytes")
+    ingest.add_argument("--max-views", type=int, default=0, help="scenes: keep at most N frames, evenly spaced")
+    ingest.add_argument("--captions", help="a caption table (CSV/Parquet/JSONL) joined onto items by key")
+    ingest.add_argument("--caption-key", help="--captions: its key column (a number for a CSV without header)")
+    ingest.add_argument("--caption-text", help="--captions: its caption column (a number for a CSV without header)")
     ingest.add_argument("--rows-per-part", type=int, default=256,
                         help="catalog rows per Parquet part, the unit one worker ingests and commits (default: 256)")
     ingest.add_argument("--min-side", type=int, default=64, help="reject images with a side below this (too_small; default: 64)")

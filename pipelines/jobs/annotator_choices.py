@@ -25,6 +25,7 @@ ANNOTATOR_CLASSES: dict[str, tuple[str, str]] = {
     "inpaint": ("onegen.annotators.conditions", "InpaintAnnotator"),
     "cameras": ("onegen.annotators.cameras_annotator", "CamerasAnnotator"),
     "depth": ("onegen.annotators.depth", "DepthAnnotator"),
+    "depth_gt": ("onegen.annotators.gt_depth", "GtDepthAnnotator"),
     "pose": ("onegen.annotators.pose", "PoseAnnotator"),
     "hed": ("onegen.annotators.hed", "HedAnnotator"),
     "segment": ("onegen.annotators.segment", "SegmentAnnotator"),

@@ -100,6 +100,10 @@ def available_tasks(root: str) -> dict[str, TaskSource]:
             raise BuildInputError(f"{found} declares task(s) {unknown} with no row in the task table "
                                   "(core/tasks.py ROWS): add one (token, family, views, annotator)")
         for spec in specs:
+            other = tasks.get(spec["task"])
+            if other is not None and other.store != found:  # e.g. depth@1 and depth_gt@1: never pick silently
+                raise BuildInputError(f"two stores make {spec['task']}: {other.store} and {found}; "
+                                      "no source policy names one (remove one store, or build them apart)")
             tasks[spec["task"]] = TaskSource(spec["task"], found, ConditionSpec(**spec))
         for token in task_table.scene_and_subject_tasks(name):
             tasks[token] = TaskSource(token, found)

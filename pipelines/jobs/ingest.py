@@ -37,7 +37,7 @@ from onegen.pipelines.runtime.unit_job import COMPLETION_META, COMPLETION_STAMP,
 from onegen.pipelines.runtime.units import NODE_META, committed_by
 from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
-from onegen.pipelines.sources.kinds import SourceSpec, read_items
+from onegen.pipelines.sources.kinds import SCENE_KINDS, SourceSpec, read_items, read_scene
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
@@ -73,7 +73,7 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
     """One output row per item: catalog columns, or a reject (reject_reason set). Never raises for data.
 
     With `images == "reference"`, rows whose bytes are kept as they are get `image_ref` instead of `image`."""
-    if items and items[0]["kind"] == "scenes":
+    if items and items[0]["kind"] in SCENE_KINDS:
         return [scene_catalog_row(spec, limits, item) for item in items]
     source = spec.source_name
     kind = "subject_image" if items and items[0]["kind"] == "subjects" else "image"
@@ -90,7 +90,7 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
         except Rejected as rejected:
             rows.append({**row, "reject_reason": rejected.reason, "reject_error": rejected.detail})
             continue
-        meta = {"original_bytes": len(data), "reencoded": image.reencoded}
+        meta = {"original_bytes": len(data), "reencoded": image.reencoded, **(item.get("meta") or {})}
         ref = make_ref(item) if images == "reference" and not image.reencoded else None
         rows.append(
             {**row, "kind": kind, "image": None if ref else image.data, "image_format": image.image_format,
@@ -103,16 +103,12 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
 
 def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict:
     """A multiview scene folder -> one catalog row (views kept as they are, each checked to decode)."""
-    from onegen.pipelines.sources.scene_cameras import read_co3d, read_colmap, read_transforms_json
-
     source = spec.source_name
     base = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
     try:
-        if item["reader"] == "co3d":
-            row = read_co3d(item["path"], item["root"], item["sequence"], source=source)
-        else:
-            reader = read_transforms_json if item["reader"] == "nerfstudio" else read_colmap
-            row = reader(item["path"], source=source)
+        row = read_scene(spec, item)
+        if item.get("meta"):  # what the listing knows of the scene (a joined caption's key)
+            row["meta"] = json.dumps({**json.loads(row["meta"]), **item["meta"]})
         for index, view in enumerate(row["view_images"]):
             try:
                 normalise_image(view, limits)

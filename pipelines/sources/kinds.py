@@ -21,6 +21,17 @@ Kinds (`--kind`, or detected):
               scene per sequence; one item per scene.
 - subjects    an ID set: a folder of subject folders of photos of one person each; one item per photo,
               `group` = subject (parts never split a subject). Captions as for folders.
+Published sources, each read as distributed (their modules name the files the format was read from):
+- dl3dv       DL3DV-10K `<batch>/<hash>/transforms.json` + images_4 / images_8 (pipelines/sources/dl3dv.py);
+              one scene per hash; detected.
+- hypersim    Hypersim `ai_VVV_NNN/` scenes: one photo per tonemapped frame, its camera and its
+              ground-truth depth in meta (pipelines/sources/hypersim.py); detected.
+- journeydb   JourneyDB `data/train/imgs/NNN.tgz` + the annotation jsonl (pipelines/sources/journeydb.py);
+              detected.
+
+Scenes of every kind take `max_views` (evenly spaced frames, at ingest). `captions` joins a caption
+table (CSV / Parquet / JSONL, e.g. Cap3D's header-less CSV) onto any kind's items by key
+(pipelines/sources/caption_tables.py).
 
 All I/O goes through fsspec, so s3:// and gs:// paths work the same as local ones. User errors
 (missing path, empty source, wrong columns) raise `SourceError` with one line to print.
@@ -39,6 +50,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from onegen.pipelines.sources.basics import IMAGE_EXTENSIONS, KINDS, SourceError  # noqa: F401  (KINDS re-exported)
 from onegen.pipelines.sources.folder import (
     folder_entries,
     iter_files,
@@ -48,14 +60,9 @@ from onegen.pipelines.sources.folder import (
     stamp_of,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
 URI_COLUMNS = ("uri", "url", "path", "image_path", "file_name")
 CAPTION_COLUMNS = ("caption", "text", "txt", "prompt")
-
-
-class SourceError(Exception):
-    """A user error about the source itself; the message is one line for the terminal."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,11 @@ class SourceSpec:
     caption_column: str = ""
     image_column: str = ""
     uri_column: str = ""
+    # issue 22 (published sources), appended here for the settings merge:
+    max_views: int = 0  # scenes: keep at most this many frames, evenly spaced (0: all)
+    captions: str = ""  # a caption table joined by key at ingest (CSV / Parquet / JSONL)
+    caption_key: str = ""  # its key column ("" = uid/id/key/file_name/img_path; "0" = position, no header)
+    caption_text: str = ""  # its caption column ("" = caption/text/prompt; "1" = position, no header)
 
     @property
     def source_name(self) -> str:
@@ -92,6 +104,9 @@ def detect_kind(spec: SourceSpec) -> str:
     entries = folder_entries(spec.path)  # the top folder once, names only ("name/" for a folder)
     if set(entries) & {"dataset_info.json", "state.json", "dataset_dict.json"}:
         return "hf"
+    published = _published_kind(fs, root)
+    if published:
+        return published
     if any(_scene_reader(fs, posixpath.join(root, e[:-1])) for e in entries if e.endswith("/")):
         return "scenes"
     tars = tables = False
@@ -108,6 +123,29 @@ def detect_kind(spec: SourceSpec) -> str:
 
 
 STREAMED_KINDS = ("folder", "subjects")  # listed in uri order as they are walked
+SCENE_KINDS = ("scenes", "dl3dv")  # one catalog row (kind "scene") per item
+
+
+def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
+    """The published layout at `root` when it is unambiguous (a handful of `ls`/`exists` calls)."""
+    from onegen.pipelines.sources import dl3dv, hypersim, journeydb
+
+    if hypersim.looks_like_hypersim(fs, root):
+        return "hypersim"
+    if journeydb.find_split(fs, root):
+        return "journeydb"
+    if dl3dv.looks_like_dl3dv(fs, root):
+        return "dl3dv"
+    return None
+
+
+def _listers() -> dict:
+    from onegen.pipelines.sources import dl3dv, hypersim, journeydb
+    from onegen.pipelines.sources.tar import list_tars  # imported here: tar.py imports this module
+
+    return {"folder": _list_folder, "table": _list_table, "webdataset": list_tars, "hf": _list_hf,
+            "scenes": _list_scenes, "subjects": _list_subjects, "dl3dv": dl3dv.list_dl3dv,
+            "hypersim": hypersim.list_hypersim, "journeydb": journeydb.list_journeydb}
 
 
 def iter_items(spec: SourceSpec) -> Iterator[dict]:
@@ -117,14 +155,13 @@ def iter_items(spec: SourceSpec) -> Iterator[dict]:
     of millions of files is never held whole; the other kinds are listed from their tables, tar
     headers, scene folders or dataset, then sorted. Raises SourceError for an empty source."""
     kind = detect_kind(spec)
-    from onegen.pipelines.sources.tar import list_tars  # imported here: tar_source imports this module
-
-    listers = {"folder": _list_folder, "table": _list_table, "webdataset": list_tars, "hf": _list_hf,
-               "scenes": _list_scenes, "subjects": _list_subjects}
+    listers = _listers()
     if kind not in listers:
         raise SourceError(f"unknown source kind {kind!r}; use one of {sorted(listers)}")
     listed = listers[kind](spec)
     items = listed if kind in STREAMED_KINDS else iter(sorted(listed, key=lambda item: item["uri"]))
+    if spec.captions:
+        items = _with_captions(spec, items)
     empty = True
     for item in items:
         empty = False
@@ -141,12 +178,40 @@ def list_items(spec: SourceSpec) -> list[dict]:
 
 def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
     """(item, bytes) per item in order, or (item, exception) when that item could not be read."""
+    from onegen.pipelines.sources.hypersim import read_hypersim
+    from onegen.pipelines.sources.journeydb import read_journeydb
     from onegen.pipelines.sources.tar import read_tar_members
 
     readers = {"folder": _read_files, "table": _read_table_rows, "webdataset": read_tar_members, "hf": _read_hf,
-               "subjects": _read_files}
+               "subjects": _read_files, "hypersim": read_hypersim, "journeydb": read_journeydb}
     kind = items[0]["kind"] if items else "folder"
     yield from readers[kind](spec, items)
+
+
+def read_scene(spec: SourceSpec, item: dict) -> dict:
+    """The catalog row of one scene item (kinds in SCENE_KINDS), by the reader its listing named.
+    Raises for a bad scene (OSError, ValueError, KeyError, JSONDecodeError): the caller's reject."""
+    from onegen.pipelines.sources.dl3dv import read_dl3dv_scene
+    from onegen.pipelines.sources.scene_cameras import read_co3d, read_colmap, read_transforms_json
+
+    source, views = spec.source_name, spec.max_views or None
+    if item["reader"] == "co3d":
+        return read_co3d(item["path"], item["root"], item["sequence"], source=source, max_views=views)
+    if item["reader"] == "dl3dv":
+        return read_dl3dv_scene(item, source, views)
+    reader = read_transforms_json if item["reader"] == "nerfstudio" else read_colmap
+    return reader(item["path"], source=source, max_views=views)
+
+
+def _with_captions(spec: SourceSpec, items: Iterator[dict]) -> Iterator[dict]:
+    from onegen.core.job_output import terminal_stderr
+    from onegen.pipelines.sources.caption_tables import CaptionJoin, CaptionTableError, join_captions
+
+    try:
+        join = CaptionJoin(spec.captions, spec.caption_key, spec.caption_text)
+    except CaptionTableError as error:
+        raise SourceError(str(error)) from None
+    return join_captions(items, join, lambda line: print(line, file=terminal_stderr()))
 
 
 # --- folder ----------------------------------------------------------------------------------------
@@ -193,7 +258,7 @@ def _list_scenes(spec: SourceSpec) -> list[dict]:
         elif reader:
             size = sum(info.get("size") or 0 for info in fs.find(folder, detail=True).values())
             items.append({"uri": fs.unstrip_protocol(folder), "path": folder, "reader": reader, "size": size,
-                          "caption": _scene_caption(fs, folder)})
+                          "caption": _scene_caption(fs, folder), "caption_key": posixpath.basename(folder)})
     return items
 
 
@@ -209,7 +274,7 @@ def _co3d_sequences(fs: fsspec.AbstractFileSystem, folder: str) -> list[dict]:
     for frame in frames:
         counts[frame["sequence_name"]] = counts.get(frame["sequence_name"], 0) + 1
     return [{"uri": f"{fs.unstrip_protocol(path)}#{name}", "path": path, "reader": "co3d", "sequence": name,
-             "root": posixpath.dirname(folder.rstrip("/")), "size": count, "caption": None}
+             "root": posixpath.dirname(folder.rstrip("/")), "size": count, "caption": None, "caption_key": name}
             for name, count in sorted(counts.items())]
 
 

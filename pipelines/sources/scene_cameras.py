@@ -9,18 +9,23 @@ with one camera per entry of `view_images` (the image files' bytes, unchanged) a
 `<source>-<first 20 hex of sha256>` (the caller may replace it). No ray code is imported here.
 
 Formats: nerfstudio / instant-ngp transforms.json (`read_transforms_json`), COLMAP sparse models in
-text or binary (`read_colmap`), CO3D frame annotations (`read_co3d`).
+text or binary (`read_colmap`), CO3D frame annotations (`read_co3d`). Every file is read through fsspec
+(a folder may be a local path or an s3:// / gs:// URL); K always follows the picture actually read
+(`fit_intrinsics`: a calibration of w x h applied to a picture k times smaller is divided by k).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
+import posixpath
 import struct
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 from PIL import Image
 
@@ -41,30 +46,43 @@ def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """A whole file through fsspec (local path or URL)."""
+    with fsspec.open(str(path), "rb") as handle:
+        return handle.read()
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from an encoded picture's header."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
 def scene_row(
     source: str,
     uri: str,
     reader: str,
-    image_paths: list[Path],
+    image_paths: list[str | Path],
     c2w: list[np.ndarray],
     intrinsics: list[np.ndarray],
     extra_meta: dict[str, Any] | None = None,
+    view_bytes: list[bytes] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the catalog row from per-view image files and their cameras (K already in the
-    stored image's pixels: readers pass K through `_fit_intrinsics`); width/height are read from
-    the image headers."""
+    """Assemble the catalog row from per-view pictures and their cameras (K already in the stored
+    picture's pixels: readers pass K through `fit_intrinsics`); width/height are read from the
+    pictures' headers. `view_bytes` are the views when the reader already holds them (read once, or
+    undistorted); else each path is read through fsspec."""
     if not image_paths:
         raise ValueError(f"{uri}: no views")
-    views = [path.read_bytes() for path in image_paths]
+    views = view_bytes if view_bytes is not None else [read_bytes(path) for path in image_paths]
     cameras = []
-    for path, pose, k in zip(image_paths, c2w, intrinsics, strict=True):
-        with Image.open(path) as im:
-            width, height = im.size
+    for data, pose, k in zip(views, c2w, intrinsics, strict=True):
+        width, height = image_size(data)
         cameras.append(
             {"c2w": np.asarray(pose).tolist(), "K": np.asarray(k).tolist(), "width": width, "height": height}
         )
     sha = scene_sha256(views)
-    fmt = image_paths[0].suffix.lower().lstrip(".")
+    fmt = posixpath.splitext(str(image_paths[0]))[1].lower().lstrip(".")
     meta = {"cameras": cameras, "convention": CONVENTION, "reader": reader, **(extra_meta or {})}
     return {
         "key": f"{source}-{sha[:20]}",
@@ -84,39 +102,49 @@ def scene_row(
     }
 
 
-def _fit_intrinsics(k: np.ndarray, calibrated: tuple[float, float], path: Path) -> np.ndarray:
-    """Rescale K from the calibrated (width, height) to the stored image's size (same aspect only)."""
-    with Image.open(path) as im:
-        width, height = im.size
+def fit_intrinsics(k: np.ndarray, calibrated: tuple[float, float], size: tuple[int, int], what: str) -> np.ndarray:
+    """Rescale K from the calibrated (width, height) to a picture of `size` (same aspect only)."""
+    width, height = size
     sx, sy = width / calibrated[0], height / calibrated[1]
     if abs(sx - sy) > 0.01 * max(sx, sy):
-        raise ValueError(f"{path}: image {width}x{height} does not match calibration {calibrated}")
+        raise ValueError(f"{what}: image {width}x{height} does not match calibration {calibrated}")
     return np.diag([sx, sy, 1.0]) @ k
 
 
-def _pick_views(n: int, max_views: int | None) -> list[int]:
-    """Indices of at most `max_views` views spread evenly over n (all when None)."""
-    if max_views is None or n <= max_views:
+def _fit_intrinsics(k: np.ndarray, calibrated: tuple[float, float], path: str | Path) -> np.ndarray:
+    """`fit_intrinsics` for the picture at `path` (its header read through fsspec)."""
+    with fsspec.open(str(path), "rb") as handle, Image.open(handle) as im:
+        size = im.size
+    return fit_intrinsics(k, calibrated, size, str(path))
+
+
+def pick_views(n: int, max_views: int | None) -> list[int]:
+    """Indices of at most `max_views` views spread evenly over n (all when None or 0)."""
+    if not max_views or n <= max_views:
         return list(range(n))
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, max_views)})
 
 
+
 # --- nerfstudio / instant-ngp -----------------------------------------------------------------
-def _frame_intrinsics(frame: dict, top: dict, path: Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """K and calibrated (w, h) of one frame: per-frame keys override top-level ones."""
+DISTORTION_KEYS = ("k1", "k2", "p1", "p2", "k3")  # OpenCV's order for its 5-coefficient model
+
+
+def _frame_intrinsics(frame: dict, top: dict, size: tuple[int, int], what: str) -> tuple[np.ndarray, tuple[float, float]]:
+    """K and calibrated (w, h) of one frame: per-frame keys override top-level ones; `size` is the
+    picture's own (width, height), the calibration when the file names none."""
 
     def get(name: str) -> Any:
         return frame.get(name, top.get(name))
 
     w, h = get("w"), get("h")
     if w is None or h is None:
-        with Image.open(path) as im:
-            w, h = im.size
+        w, h = size
     fx, fy = get("fl_x"), get("fl_y")
     if fx is None:
         angle_x = get("camera_angle_x")
         if angle_x is None:
-            raise ValueError(f"{path}: transforms.json has neither fl_x nor camera_angle_x")
+            raise ValueError(f"{what}: transforms.json has neither fl_x nor camera_angle_x")
         fx = 0.5 * w / np.tan(0.5 * angle_x)
     if fy is None:
         angle_y = get("camera_angle_y")
@@ -125,11 +153,21 @@ def _frame_intrinsics(frame: dict, top: dict, path: Path) -> tuple[np.ndarray, t
     return intrinsics_matrix(fx, fy, w / 2 if cx is None else cx, h / 2 if cy is None else cy), (w, h)
 
 
-def _frame_image(folder: Path, file_path: str) -> Path:
-    path = folder / file_path
-    if not path.exists() and not path.suffix and path.with_suffix(".png").exists():
-        path = path.with_suffix(".png")  # Blender-synthetic style "./train/r_0" without extension
-    if not path.exists():
+def frame_distortion(frame: dict, top: dict) -> list[float]:
+    """OpenCV (k1, k2, p1, p2, k3) of a frame (per-frame keys override top-level ones; absent = 0)."""
+    return [float(frame.get(name, top.get(name)) or 0.0) for name in DISTORTION_KEYS]
+
+
+def _frame_image(fs: fsspec.AbstractFileSystem, folder: str, file_path: str, images_dir: str = "") -> str:
+    """The picture a frame names, in `images_dir` instead of its own folder when given (nerfstudio's
+    downscaled copies: "images/frame_00001.png" is read as "images_4/frame_00001.png")."""
+    relative = posixpath.normpath(file_path)
+    if images_dir:
+        relative = posixpath.join(images_dir, posixpath.basename(relative))
+    path = posixpath.join(folder, relative)
+    if not fs.exists(path) and not posixpath.splitext(path)[1] and fs.exists(path + ".png"):
+        path = path + ".png"  # Blender-synthetic style "./train/r_0" without extension
+    if not fs.exists(path):
         raise FileNotFoundError(f"{path}: image named in transforms.json is missing")
     return path
 
@@ -139,27 +177,52 @@ def read_transforms_json(
     source: str = "nerfstudio",
     filename: str = "transforms.json",
     max_views: int | None = None,
+    images_dir: str = "",
+    reader: str = "transforms_json",
 ) -> dict[str, Any]:
     """nerfstudio / instant-ngp `transforms.json` -> catalog row.
 
     Input convention: each frame's `transform_matrix` is an OpenGL c2w (camera x right, y up,
-    z backward); intrinsics fl_x, fl_y, cx, cy, w, h at top level or per frame, or `camera_angle_x`
-    (horizontal field of view in radians; fl_y = fl_x unless camera_angle_y is given); cx, cy default
-    to the image centre; distortion keys (k1, k2, p1, p2) are dropped. Frames keep the file's order.
-    Converted to OpenCV by flipping the camera's y and z axes.
+    z backward) in the file's world (nerfstudio's `applied_transform`, when present, only says how that
+    world was made from the original data's and is recorded, not undone); intrinsics fl_x, fl_y, cx, cy,
+    w, h at top level or per frame, in pixels of the w x h calibration, or `camera_angle_x` (horizontal
+    field of view in radians; fl_y = fl_x unless camera_angle_y is given); cx, cy default to the image
+    centre. K is rescaled to the picture actually read (`images_dir`, e.g. "images_4", reads the
+    downscaled copies). Lens distortion (k1, k2, p1, p2, k3; OpenCV's model, nerfstudio's OPENCV camera)
+    is removed: each distorted view is undistorted with OpenCV onto the same K (pipelines/sources/lens.py)
+    and meta records the coefficients (`undistorted`). Frames keep the file's order; `max_views` keeps
+    that many, evenly spaced. Converted to OpenCV by flipping the camera's y and z axes.
     """
-    folder = Path(folder)
-    top = json.loads((folder / filename).read_text())
+    from onegen.pipelines.sources.lens import undistort_view
+
+    fs, root = fsspec.core.url_to_fs(str(folder))
+    with fs.open(posixpath.join(root, filename), "rb") as handle:
+        top = json.loads(handle.read())
     frames = top.get("frames") or []
-    frames = [frames[i] for i in _pick_views(len(frames), max_views)]
-    paths, poses, ks = [], [], []
+    frames = [frames[i] for i in pick_views(len(frames), max_views)]
+    paths, poses, ks, views, undistorted = [], [], [], [], []
     for frame in frames:
-        path = _frame_image(folder, frame["file_path"])
-        k, calibrated = _frame_intrinsics(frame, top, path)
-        paths.append(path)
-        ks.append(_fit_intrinsics(k, calibrated, path))
+        path = _frame_image(fs, root, frame["file_path"], images_dir)
+        with fs.open(path, "rb") as handle:
+            data = handle.read()
+        k, calibrated = _frame_intrinsics(frame, top, image_size(data), path)
+        k = fit_intrinsics(k, calibrated, image_size(data), path)
+        coefficients = frame_distortion(frame, top)
+        if any(coefficients):
+            data = undistort_view(data, k, coefficients, posixpath.splitext(path)[1])
+            undistorted.append(coefficients)
+        paths.append(fs.unstrip_protocol(path) if "://" in str(folder) else path)
+        views.append(data)
+        ks.append(k)
         poses.append(opengl_to_opencv(np.asarray(frame["transform_matrix"], dtype=np.float64)))
-    return scene_row(source, str(folder / filename), "transforms_json", paths, poses, ks)
+    extra: dict[str, Any] = {}
+    if undistorted:
+        extra["undistorted"] = {"model": "opencv", "coefficients": DISTORTION_KEYS, "views": len(undistorted),
+                                "first": undistorted[0]}
+    if "applied_transform" in top:
+        extra["applied_transform"] = top["applied_transform"]
+    uri = posixpath.join(str(folder), filename)
+    return scene_row(source, uri, reader, paths, poses, ks, extra, view_bytes=views)
 
 
 # --- COLMAP -----------------------------------------------------------------------------------
@@ -172,9 +235,13 @@ COLMAP_MODELS = {
 }  # fmt: skip
 
 
-def _read_colmap_text(sparse: Path) -> tuple[dict[int, dict], list[dict]]:
+def _read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def _read_colmap_text(sparse: str) -> tuple[dict[int, dict], list[dict]]:
     cameras = {}
-    for line in (sparse / "cameras.txt").read_text().splitlines():
+    for line in _read_text(posixpath.join(sparse, "cameras.txt")).splitlines():
         if line.strip() and not line.startswith("#"):
             elems = line.split()
             cameras[int(elems[0])] = {
@@ -182,7 +249,7 @@ def _read_colmap_text(sparse: Path) -> tuple[dict[int, dict], list[dict]]:
                 "params": [float(x) for x in elems[4:]],
             }  # fmt: skip
     images = []
-    lines = iter((sparse / "images.txt").read_text().splitlines())
+    lines = iter(_read_text(posixpath.join(sparse, "images.txt")).splitlines())
     for line in lines:
         if line.strip() and not line.startswith("#"):
             elems = line.split()
@@ -194,16 +261,16 @@ def _read_colmap_text(sparse: Path) -> tuple[dict[int, dict], list[dict]]:
     return cameras, images
 
 
-def _read_colmap_binary(sparse: Path) -> tuple[dict[int, dict], list[dict]]:
+def _read_colmap_binary(sparse: str) -> tuple[dict[int, dict], list[dict]]:
     cameras = {}
-    with open(sparse / "cameras.bin", "rb") as f:
+    with fsspec.open(posixpath.join(sparse, "cameras.bin"), "rb") as f:
         for _ in range(struct.unpack("<Q", f.read(8))[0]):
             camera_id, model_id, width, height = struct.unpack("<iiQQ", f.read(24))
             name, n_params = COLMAP_MODELS[model_id]
             params = list(struct.unpack(f"<{n_params}d", f.read(8 * n_params)))
             cameras[camera_id] = {"model": name, "width": width, "height": height, "params": params}
     images = []
-    with open(sparse / "images.bin", "rb") as f:
+    with fsspec.open(posixpath.join(sparse, "images.bin"), "rb") as f:
         for _ in range(struct.unpack("<Q", f.read(8))[0]):
             values = struct.unpack("<idddddddi", f.read(64))
             name = b""
@@ -225,10 +292,11 @@ def _read_colmap_binary(sparse: Path) -> tuple[dict[int, dict], list[dict]]:
 def read_colmap_model(sparse: str | Path) -> tuple[dict[int, dict], list[dict]]:
     """(cameras by id {"model", "width", "height", "params"}, images [{"qvec", "tvec", "camera_id", "name"}])
     from a sparse model folder, binary (`cameras.bin`, `images.bin`) when present, else text."""
-    sparse = Path(sparse)
-    if (sparse / "cameras.bin").exists() and (sparse / "images.bin").exists():
+    sparse = str(sparse)
+    fs, root = fsspec.core.url_to_fs(sparse)
+    if fs.exists(posixpath.join(root, "cameras.bin")) and fs.exists(posixpath.join(root, "images.bin")):
         return _read_colmap_binary(sparse)
-    if (sparse / "cameras.txt").exists() and (sparse / "images.txt").exists():
+    if fs.exists(posixpath.join(root, "cameras.txt")) and fs.exists(posixpath.join(root, "images.txt")):
         return _read_colmap_text(sparse)
     raise FileNotFoundError(f"{sparse}: no COLMAP model (cameras/images .bin or .txt)")
 
@@ -270,16 +338,16 @@ def read_colmap(
     SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV reduce to K (distortion dropped; meta records
     `distortion_dropped`); fisheye models raise ValueError. Views are ordered by image name.
     """
-    folder = Path(folder)
-    cameras, images = read_colmap_model(folder / sparse_dir)
+    folder = str(folder)
+    cameras, images = read_colmap_model(posixpath.join(folder, sparse_dir))
     images = sorted(images, key=lambda image: image["name"])
-    images = [images[i] for i in _pick_views(len(images), max_views)]
+    images = [images[i] for i in pick_views(len(images), max_views)]
     paths, poses, ks, dropped = [], [], [], False
     for image in images:
         camera = cameras[image["camera_id"]]
         k, has_distortion = colmap_intrinsics(camera["model"], camera["params"])
         dropped |= has_distortion
-        path = folder / images_dir / image["name"]
+        path = posixpath.join(folder, images_dir, image["name"])
         rotation = quaternion_to_rotation(image["qvec"])
         c2w = np.eye(4)
         c2w[:3, :3] = rotation.T
@@ -288,7 +356,7 @@ def read_colmap(
         poses.append(c2w)
         ks.append(_fit_intrinsics(k, (camera["width"], camera["height"]), path))
     extra = {"distortion_dropped": dropped}
-    return scene_row(source, str(folder / sparse_dir), "colmap", paths, poses, ks, extra)
+    return scene_row(source, posixpath.join(folder, sparse_dir), "colmap", paths, poses, ks, extra)
 
 
 # --- CO3D -------------------------------------------------------------------------------------
@@ -333,7 +401,7 @@ def read_co3d(
     `sequence_name` picks the sequence (required when the file holds several); frames are ordered
     by frame_number; image paths are relative to `dataset_root`. Conventions: see `co3d_camera`.
     """
-    raw = Path(frame_annotations).read_bytes()
+    raw = read_bytes(frame_annotations)
     frames = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
     names = sorted({frame["sequence_name"] for frame in frames})
     if sequence_name is None:
@@ -345,10 +413,10 @@ def read_co3d(
     )
     if not frames:
         raise ValueError(f"{frame_annotations}: no frames of sequence {sequence_name!r}")
-    frames = [frames[i] for i in _pick_views(len(frames), max_views)]
+    frames = [frames[i] for i in pick_views(len(frames), max_views)]
     paths, poses, ks = [], [], []
     for frame in frames:
-        path = Path(dataset_root) / frame["image"]["path"]
+        path = posixpath.join(str(dataset_root), frame["image"]["path"])
         c2w, k = co3d_camera(frame["viewpoint"], frame["image"]["size"])
         paths.append(path)
         poses.append(c2w)
