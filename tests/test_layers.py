@@ -32,7 +32,6 @@ KNOWN = {
     "pipelines/hygiene/build_hygiene.py (pipelines.hygiene) imports onegen.pipelines.jobs.semdedup (pipelines.jobs)",
     "onegen.pipelines.cli.main <-> onegen.pipelines.demo.command",
     "onegen.pipelines.jobs.annotate <-> onegen.pipelines.jobs.annotate_units",
-    "onegen.pipelines.sources.kinds <-> onegen.pipelines.sources.tar",
 }
 
 

@@ -35,8 +35,10 @@ from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
 from onegen.pipelines.runtime.units import NODE_META, committed_by, record_table, run_unit_tasks
 from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
-from onegen.pipelines.sources.kinds import SourceSpec, read_items
+from onegen.pipelines.sources.kinds import read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
+from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.url_fetch import FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
 
@@ -78,6 +80,9 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
     rows = []
     for item, data in read_items(spec, items):
         row = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
+        if isinstance(data, FetchFailed):  # a URL that gave no body: its own reason, the URL in the detail
+            rows.append({**row, "reject_reason": data.reason, "reject_error": f"{item.get('target')}: {data.detail}"})
+            continue
         if isinstance(data, Exception):
             rows.append({**row, "reject_reason": "read_error", "reject_error": f"{type(data).__name__}: {data}"})
             continue
@@ -173,7 +178,9 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig, listing: Listing | N
 
 def job_record(config: IngestConfig, listing: Listing) -> dict:
     """What jobs/ingest-<source>.json holds for `config` over the source's `listing`."""
-    record = {"job": "ingest", "source": asdict(config.source), "limits": asdict(config.limits),
+    # how URLs are fetched changes no row that is kept, so it is not part of the job's identity
+    source = {k: v for k, v in asdict(config.source).items() if not k.startswith("fetch_")}
+    record = {"job": "ingest", "source": source, "limits": asdict(config.limits),
               "rows_per_part": config.rows_per_part, "input": listing.fingerprint, "items": listing.items}
     if config.images != "copy":  # recorded only when not the default, so older records stay valid
         record["images"] = config.images

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from onegen.pipelines.sources.kinds import IMAGE_EXTENSIONS, SourceError, SourceSpec, file_stamp
+from onegen.pipelines.sources.spec import IMAGE_EXTENSIONS, SourceError, SourceSpec, file_stamp
 
 
 def list_tars(spec: SourceSpec) -> list[dict]:
