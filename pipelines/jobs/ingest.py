@@ -38,6 +38,7 @@ from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normali
 from onegen.pipelines.sources.kinds import read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
 from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
 from onegen.pipelines.sources.url_fetch import FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
@@ -131,8 +132,12 @@ def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict
 
 def ingest_part(unit: dict, spec: SourceSpec, limits: ImageLimits, images: str, out: str) -> pa.Table:
     """Ray task, one part per call: read + validate its items, commit rejects then catalog; its record."""
-    rows = ingest_rows(spec, limits, read_part(unit["listing"], unit["index"]), images)
+    items = read_part(unit["listing"], unit["index"])
+    rows = ingest_rows(spec, limits, items, images)
     table = pa.Table.from_pylist(rows, schema=_row_schema())
+    if items and items[0]["kind"] == "table":  # the source row's own columns ride along, namespaced
+        for column in (fields := source_columns(items)).column_names:
+            table = table.append_column(column, fields.column(column))
     catalog_rows, rejects = _commit_part(DatasetLayout(out), spec.source_name, unit["index"], table)
     return record_table([{"part": unit["index"], "catalog_rows": catalog_rows, "rejects": rejects}])
 
@@ -199,7 +204,9 @@ def _commit_part(layout: DatasetLayout, source: str, index: int, table: pa.Table
         schema=REJECTS_SCHEMA,
     )
     files.commit_table(layout.rejects_part(source, index), reject_rows)
-    catalog_rows = accepted.drop_columns(list(REJECT_COLUMNS)).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
+    extra = [f for f in accepted.schema if f.name.startswith(SOURCE_PREFIX)]  # a table source's own columns
+    catalog_rows = accepted.select(CATALOG_SCHEMA.names + [f.name for f in extra]).cast(
+        pa.schema(list(CATALOG_SCHEMA) + extra))
     files.commit_table(layout.catalog_part(source, index), catalog_rows, {NODE_META: committed_by()})
     reasons: dict[str, int] = {}
     for reason in rejected.column("reject_reason").to_pylist():

@@ -148,6 +148,47 @@ def read_table_rows(spec: SourceSpec, items: list[dict],
             yield item, error
 
 
+SOURCE_PREFIX = "source."  # catalog columns that carry a source row's own fields (docs/design.md §7)
+
+
+def source_columns(items: list[dict]) -> pa.Table:
+    """Every column of the items' table rows except the image bytes, typed as the table stores them,
+    named `source.<column>`, one row per item in order (the catalog keeps them: scores, captions, ids).
+
+    Read on the worker from the part's own row groups. CSV / TSV columns are strings (their types are
+    only guessed per block, which could differ between the parts of one file)."""
+    if not items:
+        return pa.table({})
+    fs, _ = fsspec.core.url_to_fs(items[0]["table"])
+    pieces, loaded = [], {}
+    for item in items:
+        group = item.get("row_group") or f"{item['table']}#0"
+        if group not in loaded:
+            loaded[group] = (_read_fields(fs, item["table"], group, item["image_column"]),
+                             _group_start(fs, item["table"], group))
+        fields, first = loaded[group]
+        pieces.append(fields.slice(item["row"] - first, 1))
+    schemas = {piece.schema for piece in pieces}
+    if len(schemas) > 1:  # files of one source with different columns: keep those all of them share
+        shared = [name for name in pieces[0].schema.names if all(name in p.schema.names for p in pieces)]
+        pieces = [piece.select(shared) for piece in pieces]
+    table = pa.concat_tables(pieces, promote_options="permissive")
+    return table.rename_columns([SOURCE_PREFIX + name for name in table.schema.names])
+
+
+def _read_fields(fs: fsspec.AbstractFileSystem, path: str, group: str, image_column: str | None) -> pa.Table:
+    """The non-image columns of one row group (a whole JSONL / CSV file)."""
+    names = [n for n in _schema(fs, path).names if n != image_column]
+    with fs.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=names)
+        if path.endswith(".jsonl"):
+            return pajson.read_json(handle).select(names)
+        return pacsv.read_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
+                              convert_options=pacsv.ConvertOptions(include_columns=names,
+                                                                   column_types={n: pa.string() for n in names}))
+
+
 def _is_url(target: object) -> bool:
     return isinstance(target, str) and target.lower().startswith(("http://", "https://"))
 

@@ -127,6 +127,12 @@ def test_url_failures_land_in_the_rejects_with_their_reason(server, tmp_path, ra
                  "--num-cpus", "2", "--object-store-mb", "300", "--no-progress"]) == 0
     catalog = pq.read_table(root / "catalog" / "coyo")
     assert catalog.num_rows == 4 and set(catalog.column("caption_original").to_pylist()) == {f"coyo {i}" for i in range(4)}
+    # the source's own columns are kept, typed and namespaced, for the rows that entered the catalog
+    assert catalog.schema.field("source.aesthetic_score_laion_v2").type == pa.float64()
+    assert catalog.schema.field("source.id").type == pa.int64()
+    assert sorted(catalog.column("source.id").to_pylist()) == [0, 1, 2, 3]
+    assert sorted(catalog.column("source.url").to_pylist()) == sorted(_urls(server)[:4])
+    assert "source.image" not in catalog.schema.names
     rejects = pq.read_table(root / "rejects" / "coyo")
     assert sorted(rejects.column("reason").to_pylist()) == ["http_404", "not_an_image"]
     assert any("/img/404.jpg" in (e or "") for e in rejects.column("error").to_pylist())
