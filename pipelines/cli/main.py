@@ -54,7 +54,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from onegen.pipelines.sources.kinds import SourceSpec
 
     spec = SourceSpec(args.source, args.kind, args.name or "", args.caption_column or "", args.image_column or "",
-                      args.uri_column or "")
+                      args.uri_column or "", fetch_concurrency=args.fetch_concurrency,
+                      fetch_timeout=args.fetch_timeout, fetch_retries=args.fetch_retries)
     limits = ImageLimits(args.min_side, args.max_pixels, args.image_format)
     summary = run_ingest(IngestConfig(spec, args.out, limits, args.rows_per_part, images=args.images,
                                       overwrite=args.overwrite), _ray_config(args))
@@ -197,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--caption-column", help="table / HF source: the caption column (default: text, caption, ...)")
     ingest.add_argument("--image-column", help="table / HF source: the image bytes column (default: image, jpg, ...)")
     ingest.add_argument("--uri-column", help="table source: a column of image paths/URLs read instead of bytes")
+    ingest.add_argument("--fetch-concurrency", type=int, default=16,
+                        help="URL tables: requests in flight per ingest part (default: 16)")
+    ingest.add_argument("--fetch-timeout", type=float, default=20.0,
+                        help="URL tables: seconds without a byte before a URL is a timeout (default: 20)")
+    ingest.add_argument("--fetch-retries", type=int, default=2,
+                        help="URL tables: retries of timeouts, 429 and 5xx, with backoff (default: 2)")
     ingest.add_argument("--rows-per-part", type=int, default=256,
                         help="catalog rows per Parquet part, the unit one worker ingests and commits (default: 256)")
     ingest.add_argument("--min-side", type=int, default=64, help="reject images with a side below this (too_small; default: 64)")
