@@ -36,7 +36,7 @@ from onegen.pipelines.sources.spec import (
     file_stamp,
     pick_column,
 )
-from onegen.pipelines.sources.url_fetch import FetchConfig, FetchFailed, fetch_urls
+from onegen.pipelines.sources.url_fetch import FetchConfig, fetch_urls
 
 _DELIMITED = re.compile(r"\.(csv|tsv)\d*$")  # Unsplash ships photos.tsv000
 TABLE_FILE = re.compile(r"\.(parquet|jsonl)$|" + _DELIMITED.pattern)
@@ -127,11 +127,12 @@ def read_table_rows(spec: SourceSpec, items: list[dict],
     """Bytes of table rows, in item order: cells from their row groups (each read once), URLs fetched
     concurrently, paths read from the table's folder; (item, exception) for a row that gives none."""
     fs, _ = fsspec.core.url_to_fs(spec.path)
-    fetched = _fetch_urls(items, fetch or FetchConfig())
+    urls = [item for item in items if _is_url_row(item)]
+    fetched = fetch_urls([item["target"] for item in urls], fetch or FetchConfig())  # in flight from here on
     loaded: dict[tuple[str, str], tuple[pa.Table, int]] = {}  # (row group, column) -> (cells, first row)
-    for index, item in enumerate(items):
-        if index in fetched:
-            yield item, fetched[index]
+    for item in items:
+        if _is_url_row(item):
+            yield item, next(fetched)
             continue
         try:
             if item["image_column"]:
@@ -189,15 +190,9 @@ def _read_fields(fs: fsspec.AbstractFileSystem, path: str, group: str, image_col
                                                                    column_types={n: pa.string() for n in names}))
 
 
-def _is_url(target: object) -> bool:
-    return isinstance(target, str) and target.lower().startswith(("http://", "https://"))
-
-
-def _fetch_urls(items: list[dict], config: FetchConfig) -> dict[int, bytes | FetchFailed]:
-    """The http(s) targets of a part, fetched together: item index -> body or FetchFailed."""
-    indices = [i for i, item in enumerate(items) if not item["image_column"] and _is_url(item["target"])]
-    results = fetch_urls([items[i]["target"] for i in indices], config)
-    return dict(zip(indices, results, strict=True))
+def _is_url_row(item: dict) -> bool:
+    target = item["target"]
+    return not item["image_column"] and isinstance(target, str) and target.lower().startswith(("http://", "https://"))
 
 
 def _table_cell(fs: fsspec.AbstractFileSystem, item: dict, loaded: dict) -> bytes:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,10 +77,11 @@ class _Transient(Exception):
         self.wait = wait
 
 
-def fetch_urls(urls: Sequence[str], config: FetchConfig) -> list[bytes | FetchFailed]:
-    """The body of every URL, or its FetchFailed, in the order of `urls` (module docstring)."""
+def fetch_urls(urls: Sequence[str], config: FetchConfig) -> Iterator[bytes | FetchFailed]:
+    """The body of every URL, or its FetchFailed, in the order of `urls` (module docstring), each yielded as
+    soon as it and those before it are done: the caller validates the first while the rest download."""
     if not urls:
-        return []
+        return
     local = threading.local()  # one Session (connection pool) per thread: Session is not thread-safe
 
     def session() -> requests.Session:
@@ -91,7 +92,7 @@ def fetch_urls(urls: Sequence[str], config: FetchConfig) -> list[bytes | FetchFa
         return local.session
 
     with ThreadPoolExecutor(max_workers=min(config.concurrency, len(urls)), thread_name_prefix="fetch") as pool:
-        return list(pool.map(lambda url: fetch_one(url, config, session()), urls))
+        yield from pool.map(lambda url: fetch_one(url, config, session()), urls)
 
 
 def fetch_one(url: str, config: FetchConfig, session: requests.Session) -> bytes | FetchFailed:

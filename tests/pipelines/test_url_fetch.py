@@ -111,7 +111,7 @@ def _reason(result) -> str:
 def test_every_url_gets_its_body_or_its_reason_in_input_order(server):
     paths = ["/ok.jpg", "/missing", "/flaky", "/busy", "/always500", "/redirect", "/loop", "/stall",
              "/declared-huge", "/streamed-huge", "/page.html"]
-    results = fetch_urls([server + p for p in paths] + ["ftp://example/x.jpg"], FAST)
+    results = list(fetch_urls([server + p for p in paths] + ["ftp://example/x.jpg"], FAST))
     assert [_reason(r) for r in results] == [
         "ok", "http_404", "ok", "ok", "http_503", "ok", "too_many_redirects", "timeout", "too_large",
         "too_large", "ok", "bad_url"]
@@ -120,19 +120,19 @@ def test_every_url_gets_its_body_or_its_reason_in_input_order(server):
 
 
 def test_retries_only_what_is_transient(server):
-    fetch_urls([server + p for p in ("/missing", "/flaky", "/always500")], FAST)
+    list(fetch_urls([server + p for p in ("/missing", "/flaky", "/always500")], FAST))
     assert _Handler.hits["/missing"] == 1  # a 404 is final
     assert _Handler.hits["/flaky"] == 2  # 500, then 200
     assert _Handler.hits["/always500"] == 1 + FAST.retries
 
 
 def test_no_retries_when_asked(server):
-    result = fetch_urls([server + "/flaky"], FetchConfig(retries=0, backoff=0.01))
+    result = list(fetch_urls([server + "/flaky"], FetchConfig(retries=0, backoff=0.01)))
     assert _reason(result[0]) == "http_500" and _Handler.hits["/flaky"] == 1
 
 
 def test_requests_name_onegen_in_the_user_agent(server):
-    fetch_urls([server + "/ok.jpg"], FAST)
+    list(fetch_urls([server + "/ok.jpg"], FAST))
     assert _Handler.user_agents and all(ua.startswith("onegen/") for ua in _Handler.user_agents)
 
 
@@ -148,12 +148,12 @@ def test_a_refused_connection_is_a_reason_after_its_retries():
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = fetch_urls([f"http://127.0.0.1:{port}/x.jpg"], FAST)
+    result = list(fetch_urls([f"http://127.0.0.1:{port}/x.jpg"], FAST))
     assert _reason(result[0]) == "connection_error"
 
 
 def test_concurrency_bounds_the_requests_in_flight(server):
     """Eight slow URLs with concurrency 3: exactly three are in flight at the peak, never more."""
-    results = fetch_urls([f"{server}/slow?{n}" for n in range(8)], FetchConfig(concurrency=3, retries=0))
+    results = list(fetch_urls([f"{server}/slow?{n}" for n in range(8)], FetchConfig(concurrency=3, retries=0)))
     assert all(r == JPEG for r in results)
     assert _Handler.peak == 3
