@@ -136,3 +136,23 @@ def test_url_failures_land_in_the_rejects_with_their_reason(server, tmp_path, ra
     rejects = pq.read_table(root / "rejects" / "coyo")
     assert sorted(rejects.column("reason").to_pylist()) == ["http_404", "not_an_image"]
     assert any("/img/404.jpg" in (e or "") for e in rejects.column("error").to_pylist())
+
+
+@pytest.mark.timeout(600)
+def test_a_url_ingest_killed_mid_download_and_rerun_equals_a_clean_run(server, tmp_path, ray_local):
+    """The driver SIGKILLed at the second part's commit (other parts still downloading), then rerun:
+    catalog and rejects equal a clean run's, row for row (parts are the unit of resume)."""
+    from onegen.pipelines.cli.main import main
+    from tests.pipelines.test_kill_resume import RAY, _parquet_rows, _run
+
+    table = tmp_path / "laion.parquet"
+    urls = _urls(server) * 3  # 18 rows: 6 parts of 3
+    pq.write_table(pa.table({"URL": urls, "TEXT": [f"t{i}" for i in range(len(urls))]}), table)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert main(["ingest", str(table), "--out", str(clean), "--rows-per-part", "3", *RAY]) == 0
+    job = ["ingest", str(table), "--out", str(killed), "--rows-per-part", "3"]
+    assert _run(job, "before_rename:2:driver", tmp_path / "count") == -9
+    assert len(list((killed / "catalog" / "laion").glob("*.parquet"))) < 6  # it died with parts left to do
+    _run(job)
+    for folder in ("catalog", "rejects"):
+        assert _parquet_rows(killed / folder) == _parquet_rows(clean / folder)
