@@ -29,7 +29,6 @@ LAYERS = {
 KNOWN = {
     "pipelines/demo/command.py (pipelines.demo) imports onegen.pipelines.cli.main (pipelines.cli)",
     "onegen.pipelines.cli.main <-> onegen.pipelines.demo.command",
-    "onegen.pipelines.sources.kinds <-> onegen.pipelines.sources.tar",
 }
 
 

@@ -25,7 +25,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from onegen.pipelines.jobs.build import BuildInputError
     from onegen.pipelines.recipe.parse import RecipeError
     from onegen.pipelines.runtime.job_state import JobConflict
-    from onegen.pipelines.sources.kinds import SourceError
+    from onegen.pipelines.sources.spec import SourceError
 
     return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
             MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError)
@@ -51,11 +51,12 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from onegen.pipelines.jobs.ingest import IngestConfig, run_ingest
     from onegen.pipelines.sources.image_checks import ImageLimits
-    from onegen.pipelines.sources.kinds import SourceSpec
+    from onegen.pipelines.sources.spec import SourceSpec
 
     spec = SourceSpec(args.source, args.kind, args.name or "", args.caption_column or "", args.image_column or "",
                       args.uri_column or "", args.max_views, args.captions or "", args.caption_key or "",
-                      args.caption_text or "")
+                      args.caption_text or "", fetch_concurrency=args.fetch_concurrency,
+                      fetch_timeout=args.fetch_timeout, fetch_retries=args.fetch_retries)
     limits = ImageLimits(args.min_side, args.max_pixels, args.image_format)
     summary = run_ingest(IngestConfig(spec, args.out, limits, args.rows_per_part, images=args.images,
                                       overwrite=args.overwrite), _ray_config(args))
@@ -189,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="raw items -> catalog")
     ingest.add_argument("source", help="image folder, parquet/jsonl table(s), webdataset tar(s) or HF dataset dir")
     ingest.add_argument("--out", required=True, help="dataset root (catalog/, rejects/, annotations/)")
-    from onegen.pipelines.sources.basics import KINDS
+    from onegen.pipelines.sources.spec import KINDS
 
     ingest.add_argument("--kind", default="auto", choices=["auto", *KINDS],
                         help="what SOURCE is (default: auto, told from its files); scenes: multiview folders with "
@@ -203,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--captions", help="a caption table (CSV/Parquet/JSONL) joined onto items by key")
     ingest.add_argument("--caption-key", help="--captions: its key column (a number for a CSV without header)")
     ingest.add_argument("--caption-text", help="--captions: its caption column (a number for a CSV without header)")
+    ingest.add_argument("--fetch-concurrency", type=int, default=16,
+                        help="URL tables: requests in flight per ingest part (default: 16)")
+    ingest.add_argument("--fetch-timeout", type=float, default=20.0,
+                        help="URL tables: seconds without a byte before a URL is a timeout (default: 20)")
+    ingest.add_argument("--fetch-retries", type=int, default=2,
+                        help="URL tables: retries of timeouts, 429 and 5xx, with backoff (default: 2)")
     ingest.add_argument("--rows-per-part", type=int, default=256,
                         help="catalog rows per Parquet part, the unit one worker ingests and commits (default: 256)")
     ingest.add_argument("--min-side", type=int, default=64, help="reject images with a side below this (too_small; default: 64)")

@@ -37,8 +37,11 @@ from onegen.pipelines.runtime.unit_job import COMPLETION_META, COMPLETION_STAMP,
 from onegen.pipelines.runtime.units import NODE_META, committed_by
 from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
-from onegen.pipelines.sources.kinds import SCENE_KINDS, SourceSpec, read_items, read_scene
+from onegen.pipelines.sources.kinds import SCENE_KINDS, read_items, read_scene
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
+from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
+from onegen.pipelines.sources.url_fetch import FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
 
@@ -80,6 +83,9 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
     rows = []
     for item, data in read_items(spec, items):
         row = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
+        if isinstance(data, FetchFailed):  # a URL that gave no body: its own reason, the URL in the detail
+            rows.append({**row, "reject_reason": data.reason, "reject_error": f"{item.get('target')}: {data.detail}"})
+            continue
         if isinstance(data, Exception):
             rows.append({**row, "reject_reason": "read_error", "reject_error": f"{type(data).__name__}: {data}"})
             continue
@@ -201,8 +207,12 @@ class IngestJob(UnitJob[IngestUnit]):
     def run_unit(self, unit: IngestUnit) -> dict:
         """Worker: read + validate the part's items, commit rejects then catalog; its record."""
         config = self.config
-        rows = ingest_rows(config.source, config.limits, read_part(unit.listing, unit.index), config.images)
+        items = read_part(unit.listing, unit.index)
+        rows = ingest_rows(config.source, config.limits, items, config.images)
         table = pa.Table.from_pylist(rows, schema=_row_schema())
+        if items and items[0]["kind"] == "table":  # the source row's own columns ride along, namespaced
+            for column in (fields := source_columns(items)).column_names:
+                table = table.append_column(column, fields.column(column))
         catalog_rows, rejects = _commit_part(self._layout(), config.source.source_name, unit.index, table)
         return {"part": unit.index, "catalog_rows": catalog_rows, "rejects": rejects}
 
@@ -225,7 +235,9 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig, listing: Listing | N
 
 def job_record(config: IngestConfig, listing: Listing) -> dict:
     """What jobs/ingest-<source>.json holds for `config` over the source's `listing`."""
-    record = {"job": "ingest", "source": asdict(config.source), "limits": asdict(config.limits),
+    # how URLs are fetched changes no row that is kept, so it is not part of the job's identity
+    source = {k: v for k, v in asdict(config.source).items() if not k.startswith("fetch_")}
+    record = {"job": "ingest", "source": source, "limits": asdict(config.limits),
               "rows_per_part": config.rows_per_part, "input": listing.fingerprint, "items": listing.items}
     if config.images != "copy":  # recorded only when not the default, so older records stay valid
         record["images"] = config.images
@@ -244,7 +256,9 @@ def _commit_part(layout: DatasetLayout, source: str, index: int, table: pa.Table
         schema=REJECTS_SCHEMA,
     )
     files.commit_table(layout.rejects_part(source, index), reject_rows)
-    catalog_rows = accepted.drop_columns(list(REJECT_COLUMNS)).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
+    extra = [f for f in accepted.schema if f.name.startswith(SOURCE_PREFIX)]  # a table source's own columns
+    catalog_rows = accepted.select(CATALOG_SCHEMA.names + [f.name for f in extra]).cast(
+        pa.schema(list(CATALOG_SCHEMA) + extra))
     files.commit_table(layout.catalog_part(source, index), catalog_rows, {NODE_META: committed_by(), **COMPLETION_STAMP})
     reasons: dict[str, int] = {}
     for reason in rejected.column("reject_reason").to_pylist():

@@ -48,7 +48,7 @@ from onegen.pipelines.jobs.ingest import IngestConfig
 from onegen.pipelines.samples.faceid import FaceidConfig
 from onegen.pipelines.samples.multiview import MultiviewConfig
 from onegen.pipelines.sources.image_checks import ImageLimits
-from onegen.pipelines.sources.kinds import SourceSpec
+from onegen.pipelines.sources.spec import SourceSpec
 
 TOP_LEVEL = {"root", "shards", "sources", "annotators", "build", "train"}
 SOURCE_FIELDS = {"path": "", "kind": "auto", "name": "", "caption_column": "", "image_column": "", "uri_column": "",

@@ -168,3 +168,8 @@ def read_whole(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
             return handle.read()
     with fs.open(path, "rb") as handle:
         return handle.read()
+
+
+def file_stamp(fs: fsspec.AbstractFileSystem, path: str) -> dict:
+    """What a by-reference catalog checks before trusting bytes again: the file's size and mtime/etag."""
+    return stamp_of(fs.info(path))

@@ -41,51 +41,29 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import fsspec
-import pyarrow as pa
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
-from onegen.pipelines.sources.basics import IMAGE_EXTENSIONS, KINDS, SourceError  # noqa: F401  (KINDS re-exported)
+from onegen.pipelines.sources import dl3dv, hypersim, journeydb
 from onegen.pipelines.sources.folder import (
     folder_entries,
     iter_files,
     iter_folder,
     read_caption_sidecar,
     read_whole,
-    stamp_of,
 )
-
-IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
-URI_COLUMNS = ("uri", "url", "path", "image_path", "file_name")
-CAPTION_COLUMNS = ("caption", "text", "txt", "prompt")
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """What `onegen ingest` was asked to read. Fields are the whole configuration of a source."""
-
-    path: str
-    kind: str = "auto"  # auto | folder | table | webdataset | hf
-    name: str = ""  # source name used in keys; default: the path's last component
-    caption_column: str = ""
-    image_column: str = ""
-    uri_column: str = ""
-    # issue 22 (published sources), appended here for the settings merge:
-    max_views: int = 0  # scenes: keep at most this many frames, evenly spaced (0: all)
-    captions: str = ""  # a caption table joined by key at ingest (CSV / Parquet / JSONL)
-    caption_key: str = ""  # its key column ("" = uid/id/key/file_name/img_path; "0" = position, no header)
-    caption_text: str = ""  # its caption column ("" = caption/text/prompt; "1" = position, no header)
-
-    @property
-    def source_name(self) -> str:
-        base = self.name or posixpath.basename(self.path.rstrip("/")) or "source"
-        slug = re.sub(r"[^a-z0-9_]+", "_", base.lower().split(".")[0]).strip("_")
-        return slug or "source"
+from onegen.pipelines.sources.spec import (
+    CAPTION_COLUMNS,
+    IMAGE_COLUMNS,
+    IMAGE_EXTENSIONS,
+    SourceError,
+    SourceSpec,
+    pick_column,
+)
+from onegen.pipelines.sources.table import is_table_file, list_table, read_table_rows
+from onegen.pipelines.sources.tar import list_tars, read_tar_members
+from onegen.pipelines.sources.url_fetch import FetchConfig
 
 
 def detect_kind(spec: SourceSpec) -> str:
@@ -96,7 +74,7 @@ def detect_kind(spec: SourceSpec) -> str:
     if spec.kind != "auto":
         return spec.kind
     if fs.isfile(root):
-        if root.endswith((".parquet", ".jsonl", ".json")):
+        if root.endswith(".json") or is_table_file(root):
             return "table"
         if root.endswith(".tar"):
             return "webdataset"
@@ -114,7 +92,7 @@ def detect_kind(spec: SourceSpec) -> str:
         if path.endswith(IMAGE_EXTENSIONS):
             return "folder"
         tars = tars or path.endswith(".tar")
-        tables = tables or path.endswith((".parquet", ".jsonl"))
+        tables = tables or is_table_file(path)
     if tars:
         return "webdataset"
     if tables:
@@ -122,14 +100,12 @@ def detect_kind(spec: SourceSpec) -> str:
     raise SourceError(f"source folder has no images, tars, tables or dataset: {spec.path}")
 
 
-STREAMED_KINDS = ("folder", "subjects")  # listed in uri order as they are walked
+STREAMED_KINDS = ("folder", "subjects", "table")  # listed in uri order as they are walked / read
 SCENE_KINDS = ("scenes", "dl3dv")  # one catalog row (kind "scene") per item
 
 
 def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
     """The published layout at `root` when it is unambiguous (a handful of `ls`/`exists` calls)."""
-    from onegen.pipelines.sources import dl3dv, hypersim, journeydb
-
     if hypersim.looks_like_hypersim(fs, root):
         return "hypersim"
     if journeydb.find_split(fs, root):
@@ -140,10 +116,7 @@ def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
 
 
 def _listers() -> dict:
-    from onegen.pipelines.sources import dl3dv, hypersim, journeydb
-    from onegen.pipelines.sources.tar import list_tars  # imported here: tar.py imports this module
-
-    return {"folder": _list_folder, "table": _list_table, "webdataset": list_tars, "hf": _list_hf,
+    return {"folder": _list_folder, "table": list_table, "webdataset": list_tars, "hf": _list_hf,
             "scenes": _list_scenes, "subjects": _list_subjects, "dl3dv": dl3dv.list_dl3dv,
             "hypersim": hypersim.list_hypersim, "journeydb": journeydb.list_journeydb}
 
@@ -178,12 +151,8 @@ def list_items(spec: SourceSpec) -> list[dict]:
 
 def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
     """(item, bytes) per item in order, or (item, exception) when that item could not be read."""
-    from onegen.pipelines.sources.hypersim import read_hypersim
-    from onegen.pipelines.sources.journeydb import read_journeydb
-    from onegen.pipelines.sources.tar import read_tar_members
-
-    readers = {"folder": _read_files, "table": _read_table_rows, "webdataset": read_tar_members, "hf": _read_hf,
-               "subjects": _read_files, "hypersim": read_hypersim, "journeydb": read_journeydb}
+    readers = {"folder": _read_files, "table": _read_table, "webdataset": read_tar_members, "hf": _read_hf,
+               "subjects": _read_files, "hypersim": hypersim.read_hypersim, "journeydb": journeydb.read_journeydb}
     kind = items[0]["kind"] if items else "folder"
     yield from readers[kind](spec, items)
 
@@ -295,139 +264,11 @@ def _list_subjects(spec: SourceSpec) -> Iterator[dict]:
             yield item
 
 
-# --- tables ----------------------------------------------------------------------------------------
-def _table_files(spec: SourceSpec) -> tuple[fsspec.AbstractFileSystem, list[str]]:
-    fs, root = fsspec.core.url_to_fs(spec.path)
-    files = [root] if fs.isfile(root) else sorted(p for p in fs.find(root) if p.endswith((".parquet", ".jsonl")))
-    return fs, files
-
-
-def _load_table(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
-    with fs.open(path, "rb") as handle:
-        if path.endswith(".parquet"):
-            return pq.read_table(handle, columns=columns)
-        table = pajson.read_json(handle)
-        return table.select(columns) if columns else table
-
-
-def _pick(names: list[str], wanted: str, candidates: tuple[str, ...], what: str, path: str) -> str | None:
-    if wanted:
-        if wanted not in names:
-            raise SourceError(f"{path}: no {what} column {wanted!r} (columns: {', '.join(names)})")
-        return wanted
-    return next((c for c in candidates if c in names), None)
-
-
-def _table_columns(spec: SourceSpec, schema: pa.Schema, path: str) -> tuple[str | None, str | None, str | None]:
-    names = schema.names
-    image = _pick(names, spec.image_column, IMAGE_COLUMNS, "image", path)
-    uri = _pick(names, spec.uri_column, URI_COLUMNS, "uri", path)
-    caption = _pick(names, spec.caption_column, CAPTION_COLUMNS, "caption", path)
-    if image is None and uri is None:
-        raise SourceError(
-            f"{path}: no image bytes column ({'/'.join(IMAGE_COLUMNS)}) and no uri column "
-            f"({'/'.join(URI_COLUMNS)}); columns are: {', '.join(names)}"
-        )
-    return image, uri, caption
-
-
-def _list_table(spec: SourceSpec) -> list[dict]:
-    """One item per table row. Parquet rows carry their row group (`row_group`, which ingest parts
-    never split, so each part reads only its own row groups) and the file's size and mtime."""
-    fs, files = _table_files(spec)
-    items = []
-    for path in files:
-        try:
-            schema = _load_table(fs, path).schema if path.endswith(".jsonl") else pq.read_schema(fs.open(path, "rb"))
-        except (pa.ArrowInvalid, OSError) as error:
-            raise SourceError(f"{path}: not a readable table ({error})") from None
-        image, uri, caption = _table_columns(spec, schema, path)
-        table = _load_table(fs, path, [c for c in (uri, caption) if c])
-        uris = table.column(uri).to_pylist() if uri else [None] * _num_rows(fs, path)
-        captions = table.column(caption).to_pylist() if caption else [None] * len(uris)
-        groups = _row_groups(fs, path, len(uris))
-        stamp = file_stamp(fs, path)
-        for row, (row_uri, row_caption) in enumerate(zip(uris, captions, strict=True)):
-            items.append(
-                {"uri": f"{fs.unstrip_protocol(path)}#{row:09d}", "table": path, "row": row,
-                 "image_column": image, "target": row_uri, "caption": row_caption,
-                 "row_group": f"{path}#{groups[row]}", **stamp}
-            )
-    return items
-
-
-def _row_groups(fs: fsspec.AbstractFileSystem, path: str, rows: int) -> list[int]:
-    """The row group of every row (JSONL: one group per file)."""
-    if not path.endswith(".parquet"):
-        return [0] * rows
-    metadata = pq.ParquetFile(fs.open(path, "rb")).metadata
-    groups: list[int] = []
-    for group in range(metadata.num_row_groups):
-        groups.extend([group] * metadata.row_group(group).num_rows)
-    return groups
-
-
-def file_stamp(fs: fsspec.AbstractFileSystem, path: str) -> dict:
-    """What a by-reference catalog checks before trusting bytes again: the file's size and mtime/etag."""
-    return stamp_of(fs.info(path))
-
-
-def _num_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:
-    if path.endswith(".parquet"):
-        return pq.ParquetFile(fs.open(path, "rb")).metadata.num_rows
-    return _load_table(fs, path).num_rows
-
-
-def _read_table_rows(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
-    """Bytes of table rows: each Parquet row group (JSONL file) the items touch is read once."""
-    fs, _ = fsspec.core.url_to_fs(spec.path)
-    loaded: dict[tuple[str, str], tuple[pa.Table, int]] = {}  # (row group, column) -> (cells, first row)
-    for item in items:
-        try:
-            if item["image_column"]:
-                yield item, _table_cell(fs, item, loaded)
-            else:
-                target = item["target"]
-                if not target:
-                    raise ValueError("uri column is empty in this row")
-                if "://" not in target and not target.startswith("/"):
-                    target = fs.unstrip_protocol(posixpath.join(posixpath.dirname(item["table"]), target))
-                with fsspec.open(target, "rb") as handle:
-                    yield item, handle.read()
-        except (OSError, ValueError, pa.ArrowException) as error:
-            yield item, error
-
-
-def _table_cell(fs: fsspec.AbstractFileSystem, item: dict, loaded: dict) -> bytes:
-    """The image bytes of one table row, reading its row group (or JSONL file) once into `loaded`."""
-    group = item.get("row_group") or f"{item['table']}#0"
-    if (group, item["image_column"]) not in loaded:
-        loaded[group, item["image_column"]] = (_load_group(fs, item["table"], group, item["image_column"]),
-                                               _group_start(fs, item["table"], group))
-    table, first = loaded[group, item["image_column"]]
-    value = table.column(0)[item["row"] - first].as_py()
-    data = value.get("bytes") if isinstance(value, dict) else value
-    if isinstance(data, str):
-        data = data.encode("latin-1")
-    if data is None:
-        raise ValueError("image column is empty in this row")
-    return data
-
-
-def _load_group(fs: fsspec.AbstractFileSystem, path: str, group: str, column: str) -> pa.Table:
-    if not path.endswith(".parquet"):
-        return _load_table(fs, path, [column])
-    with fs.open(path, "rb") as handle:
-        return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=[column])
-
-
-def _group_start(fs: fsspec.AbstractFileSystem, path: str, group: str) -> int:
-    """Index of the first row of row group `group` in its file."""
-    index = int(group.rsplit("#", 1)[1])
-    if not path.endswith(".parquet") or index == 0:
-        return 0
-    metadata = pq.ParquetFile(fs.open(path, "rb")).metadata
-    return sum(metadata.row_group(g).num_rows for g in range(index))
+# --- tables (pipelines/sources/table.py) ------------------------------------------------------------
+def _read_table(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+    fetch = FetchConfig(concurrency=spec.fetch_concurrency, read_timeout=spec.fetch_timeout,
+                        retries=spec.fetch_retries)
+    return read_table_rows(spec, items, fetch)
 
 
 # --- Hugging Face datasets on disk -----------------------------------------------------------------
@@ -453,10 +294,10 @@ def _list_hf(spec: SourceSpec) -> list[dict]:
 
 def _hf_columns(spec: SourceSpec, dataset) -> tuple[str, None, str | None]:
     names = list(dataset.column_names)
-    image = _pick(names, spec.image_column, IMAGE_COLUMNS + ("img",), "image", spec.path)
+    image = pick_column(names, spec.image_column, IMAGE_COLUMNS + ("img",), "image", spec.path)
     if image is None:
         raise SourceError(f"{spec.path}: no image column ({'/'.join(IMAGE_COLUMNS)}); columns are: {', '.join(names)}")
-    return image, None, _pick(names, spec.caption_column, CAPTION_COLUMNS, "caption", spec.path)
+    return image, None, pick_column(names, spec.caption_column, CAPTION_COLUMNS, "caption", spec.path)
 
 
 def _read_hf(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onegen.manifests import files
-from onegen.pipelines.sources.kinds import SourceSpec, iter_items
+from onegen.pipelines.sources.kinds import iter_items
+from onegen.pipelines.sources.spec import SourceSpec
 
 SPILL_SCHEMA = pa.schema([("uri", pa.string()), ("item", pa.string())])
 

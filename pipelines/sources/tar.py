@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import fsspec
 
-from onegen.pipelines.sources.kinds import IMAGE_EXTENSIONS, SourceError, SourceSpec, file_stamp
+from onegen.pipelines.sources.folder import file_stamp
+from onegen.pipelines.sources.spec import IMAGE_EXTENSIONS, SourceError, SourceSpec
 
 
 def list_tars(spec: SourceSpec) -> list[dict]:

@@ -13,7 +13,8 @@ from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene
 from onegen.pipelines.jobs.ingest import ingest_rows
 from onegen.pipelines.sources.caption_tables import CaptionJoin, load_caption_table
 from onegen.pipelines.sources.image_checks import ImageLimits
-from onegen.pipelines.sources.kinds import SourceError, SourceSpec, list_items
+from onegen.pipelines.sources.kinds import list_items
+from onegen.pipelines.sources.spec import SourceError, SourceSpec
 from tests.pipelines.test_source_helpers import jpeg
 
 UIDS = ["8476c4170df24cf5bbe6967222d1a42d", "b1e52e9e8b3b4d6f9bd4e3b1b2c1a0ff", "ffffffffffffffffffffffffffffffff"]

@@ -18,7 +18,8 @@ from onegen.core.image_codec import decode_png16
 from onegen.pipelines.jobs.ingest import ingest_rows
 from onegen.pipelines.sources.hypersim import pinhole_from_hypersim
 from onegen.pipelines.sources.image_checks import ImageLimits
-from onegen.pipelines.sources.kinds import SourceSpec, detect_kind, list_items
+from onegen.pipelines.sources.kinds import detect_kind, list_items
+from onegen.pipelines.sources.spec import SourceSpec
 from tests.pipelines.test_source_helpers import jpeg
 
 W, H, METERS = 32, 24, 0.0254

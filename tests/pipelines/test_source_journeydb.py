@@ -12,7 +12,8 @@ import pytest
 
 from onegen.pipelines.jobs.ingest import ingest_rows
 from onegen.pipelines.sources.image_checks import ImageLimits
-from onegen.pipelines.sources.kinds import SourceSpec, detect_kind, list_items
+from onegen.pipelines.sources.kinds import detect_kind, list_items
+from onegen.pipelines.sources.spec import SourceSpec
 from tests.pipelines.test_source_helpers import jpeg
 
 

@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from onegen.pipelines.sources.kinds import SourceError, SourceSpec, detect_kind, list_items, read_items
+from onegen.pipelines.sources.kinds import detect_kind, list_items, read_items
 from onegen.pipelines.sources.listing import list_parts
+from onegen.pipelines.sources.spec import SourceError, SourceSpec
 from tests.conftest import encode, photo, write_photo_folder
 
 
@@ -121,7 +122,7 @@ def test_folder_is_walked_in_uri_order_and_the_nearest_metadata_names_the_captio
     import fsspec
 
     from onegen.pipelines.sources.folder import iter_folder
-    from onegen.pipelines.sources.kinds import CAPTION_COLUMNS, IMAGE_EXTENSIONS
+    from onegen.pipelines.sources.spec import CAPTION_COLUMNS, IMAGE_EXTENSIONS
 
     root = tmp_path / "photos"
     # names whose directory-by-directory order differs from their full paths' order ("-" < "." < "/")

@@ -23,7 +23,8 @@ from onegen.manifests.verify import verify_shards
 from onegen.pipelines.cli.main import main
 from onegen.pipelines.jobs.annotate import run_annotators
 from onegen.pipelines.runtime.units import RECORD_SCHEMA
-from onegen.pipelines.sources.kinds import SourceSpec, list_items, read_items
+from onegen.pipelines.sources.kinds import list_items, read_items
+from onegen.pipelines.sources.spec import SourceSpec
 from tests.conftest import TEST_RAY, photo, write_photo_folder
 
 pytestmark = pytest.mark.timeout(600)

@@ -1,0 +1,159 @@
+"""onegen ingest against img2dataset on a URL table: the same images behind one loopback HTTP server.
+
+    python bench/peer_url_fetch.py [--images 3000] [--venv /tmp/i2d]
+
+img2dataset runs in its own environment, made beforehand:
+
+    python -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset
+
+The table (Parquet: url, caption) lists `--images` URLs on a ThreadingHTTPServer on 127.0.0.1 in a process
+of its own: 512 px JPEG crops of scikit-image photos (q95), mixed with 2% 404s, 1% HTML pages served
+with 200, 1% truncated JPEGs and 2% slow responses (0.3 s before the body). Both fetch with the same
+concurrency: img2dataset 2 processes x 16 threads, `--resize_mode no`, `--retries 2`; onegen ingest
+2 parts in flight (one per core) x `--fetch-concurrency 16`, 2 retries. Both validate what arrives
+(img2dataset decodes it to check, onegen decodes, hashes and normalises it) and write their output
+(WebDataset tars vs catalog Parquet parts). Printed: walls, images/s, the ratio onegen / img2dataset
+(goal >= 1.0), and the failures by reason on both sides (img2dataset's per-shard Parquet status and
+error_message, onegen's rejects table). Results: bench/results/peer_url_fetch.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def make_bodies(count: int) -> tuple[list[bytes], list[str]]:
+    """One body and one kind ("ok", "missing", "html", "truncated", "slow") per URL index."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    bases = []
+    for name in PHOTOS:
+        pixels = np.asarray(getattr(skimage.data, name)())
+        pixels = np.repeat(pixels[..., None], 3, 2) if pixels.ndim == 2 else pixels[..., :3]
+        bases.append(np.asarray(Image.fromarray(pixels).resize((900, 900))))
+    rng = np.random.default_rng(0)
+    bodies, kinds = [], []
+    for i in range(count):
+        base = bases[i % len(bases)]
+        y, x = rng.integers(0, base.shape[0] - 512), rng.integers(0, base.shape[1] - 512)
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(base[y:y + 512, x:x + 512])).save(buffer, format="JPEG", quality=95)
+        roll = rng.random()
+        kind = ("missing" if roll < 0.02 else "html" if roll < 0.03 else "truncated" if roll < 0.04
+                else "slow" if roll < 0.06 else "ok")
+        body = buffer.getvalue()
+        bodies.append(body[: len(body) // 3] if kind == "truncated" else b"<html>moved</html>" if kind == "html" else body)
+        kinds.append(kind)
+    return bodies, kinds
+
+
+def serve(bodies: list[bytes], kinds: list[str], port_out) -> None:
+    """The HTTP server process: GET /<index>.jpg answers as kinds[index] says."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            index = int(self.path.strip("/").split(".")[0])
+            kind = kinds[index]
+            if kind == "slow":
+                time.sleep(0.3)
+            status = 404 if kind == "missing" else 200
+            body = b"not here" if kind == "missing" else bodies[index]
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html" if kind == "html" else "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    ThreadingHTTPServer.request_queue_size = 256
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port_out.put(httpd.server_address[1])
+    httpd.serve_forever()
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def img2dataset_reasons(out: Path) -> collections.Counter:
+    import pyarrow.parquet as pq
+
+    reasons: collections.Counter = collections.Counter()
+    for part in out.glob("*.parquet"):
+        table = pq.read_table(part, columns=["status", "error_message"]).to_pylist()
+        for row in table:
+            reasons["ok" if row["status"] == "success" else (row["error_message"] or "?")[:40]] += 1
+    return reasons
+
+
+def onegen_reasons(root: Path) -> collections.Counter:
+    import pyarrow.parquet as pq
+
+    reasons = collections.Counter(pq.read_table(root / "rejects" / "urls", columns=["reason"]).column("reason").to_pylist())
+    reasons["ok"] = pq.read_table(root / "catalog" / "urls", columns=["key"]).num_rows
+    return reasons
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--venv", default="/tmp/i2d")
+    args = parser.parse_args()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    venv, work = Path(args.venv), Path(tempfile.mkdtemp(prefix="onegen-urls-"))
+    bodies, kinds = make_bodies(args.images)
+    ports: multiprocessing.Queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve, args=(bodies, kinds, ports), daemon=True)
+    server.start()
+    try:
+        port = ports.get(timeout=30)
+        urls = [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(args.images)]
+        table = work / "urls.parquet"
+        pq.write_table(pa.table({"url": urls, "caption": [f"photo {i}" for i in range(args.images)]}), table)
+        i2d = timed([str(venv / "bin" / "img2dataset"), "--url_list", str(table), "--input_format", "parquet",
+                     "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset",
+                     "--output_folder", str(work / "i2d"), "--processes_count", "2", "--thread_count", "16",
+                     "--resize_mode", "no", "--retries", "2", "--number_sample_per_shard", "1000",
+                     "--enable_wandb", "False"])
+        onegen = timed([sys.executable, "-m", "onegen.pipelines.cli.main", "ingest", str(table), "--out",
+                        str(work / "og"), "--no-progress", "--fetch-concurrency", "16"])
+        theirs, ours = img2dataset_reasons(work / "i2d"), onegen_reasons(work / "og")
+    finally:
+        server.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+    version = subprocess.run([str(venv / "bin" / "pip"), "show", "img2dataset"], capture_output=True,
+                             text=True).stdout.split("Version: ")[-1].split()[0]
+    expected = collections.Counter(kinds)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+          f"{args.images} URLs on 127.0.0.1 ({dict(expected)}); img2dataset {version}")
+    print(f"img2dataset {i2d:6.1f}s {args.images / i2d:7.1f} URLs/s  outcomes {dict(theirs)}")
+    print(f"onegen      {onegen:6.1f}s {args.images / onegen:7.1f} URLs/s  outcomes {dict(ours)}")
+    print(f"ratio onegen / img2dataset URLs/s: {i2d / onegen:.2f} (goal >= 1.0)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Table sources (`--kind table`): Parquet, JSONL, CSV and TSV files whose rows hold image bytes or URLs.
+
+Published URL lists read as they are distributed: COYO-700M and LAION (Parquet; LAION spells its columns
+URL / TEXT), PixelProse (Parquet: url, original_caption, vlm_caption), Unsplash Lite (`photos.tsv000`,
+tab-separated with a header: photo_image_url, photo_description, ai_description). Column names are
+matched case-insensitively; `--image-column`, `--uri-column`, `--caption-column` win over the defaults.
+
+Listing streams: a Parquet file is read one row group at a time and only its uri and caption columns, a
+CSV/TSV in blocks, so the driver never holds a whole table (COYO is 700M rows in 128 files); items come
+out in uri order (`<file>#<row:09d>`, files sorted by that key) and ingest cuts them into parts as they come.
+
+Reading happens on the worker of a part: image-byte cells from the part's own row groups (each read once),
+URLs fetched concurrently (pipelines/sources/url_fetch.py), relative paths against the table's folder. A
+row that gives no bytes is yielded with its exception: FetchFailed carries the reason (http_404, timeout,
+...) that the rejects table records.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterator
+
+import fsspec
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from onegen.pipelines.sources.folder import file_stamp
+from onegen.pipelines.sources.spec import (
+    CAPTION_COLUMNS,
+    IMAGE_COLUMNS,
+    URI_COLUMNS,
+    SourceError,
+    SourceSpec,
+    pick_column,
+)
+from onegen.pipelines.sources.url_fetch import FetchConfig, fetch_urls
+
+_DELIMITED = re.compile(r"\.(csv|tsv)\d*$")  # Unsplash ships photos.tsv000
+TABLE_FILE = re.compile(r"\.(parquet|jsonl)$|" + _DELIMITED.pattern)
+
+
+def is_table_file(path: str) -> bool:
+    return bool(TABLE_FILE.search(path))
+
+
+def table_files(spec: SourceSpec) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    """The table files of the source, sorted by their uri key (so rows come out in uri order)."""
+    fs, root = fsspec.core.url_to_fs(spec.path)
+    found = [root] if fs.isfile(root) else [p for p in fs.find(root) if is_table_file(p)]
+    return fs, sorted(found, key=lambda p: fs.unstrip_protocol(p) + "#")
+
+
+def _delimiter(path: str) -> str:
+    return "\t" if ".tsv" in posixpath.basename(path) else ","
+
+
+def _schema(fs: fsspec.AbstractFileSystem, path: str) -> pa.Schema:
+    with fs.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            return pq.read_schema(handle)
+        if path.endswith(".jsonl"):
+            return pajson.read_json(handle).schema
+        reader = pacsv.open_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)))
+        return reader.schema
+
+
+def _column_chunks(fs: fsspec.AbstractFileSystem, path: str,
+                   columns: list[str]) -> Iterator[tuple[int, int, dict[str, list]]]:
+    """(row group, rows, {column: values}) over the whole file, one row group (or CSV block) in memory.
+    With no columns only the row counts are read (Parquet: from the footer)."""
+    with fs.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.metadata.num_row_groups):
+                rows = parquet.metadata.row_group(group).num_rows
+                table = parquet.read_row_group(group, columns=columns) if columns else None
+                yield group, rows, {c: table.column(c).to_pylist() for c in columns} if table else {}
+            return
+        if path.endswith(".jsonl"):  # no row groups: the file is one group
+            batches = pajson.read_json(handle).to_batches()
+        else:
+            batches = pacsv.open_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)))
+        for batch in batches:
+            yield 0, batch.num_rows, {c: batch.column(c).to_pylist() for c in columns}
+
+
+def table_columns(spec: SourceSpec, schema: pa.Schema, path: str) -> tuple[str | None, str | None, str | None]:
+    """(image column, uri column, caption column) of a table, by name (case-insensitive) or by flag."""
+    names = schema.names
+    image = pick_column(names, spec.image_column, IMAGE_COLUMNS, "image", path)
+    uri = pick_column(names, spec.uri_column, URI_COLUMNS, "uri", path)
+    caption = pick_column(names, spec.caption_column, CAPTION_COLUMNS, "caption", path)
+    if image is None and uri is None:
+        raise SourceError(
+            f"{path}: no image bytes column ({'/'.join(IMAGE_COLUMNS)}) and no uri column "
+            f"({'/'.join(URI_COLUMNS)}); columns are: {', '.join(names)}"
+        )
+    return image, uri, caption
+
+
+def list_table(spec: SourceSpec) -> Iterator[dict]:
+    """One item per table row, streamed in uri order. Parquet rows carry their row group (`row_group`,
+    which ingest parts never split, so each part reads only its own row groups) and the file's stamp."""
+    fs, paths = table_files(spec)
+    for path in paths:
+        try:
+            schema = _schema(fs, path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise SourceError(f"{path}: not a readable table ({error})") from None
+        image, uri, caption = table_columns(spec, schema, path)
+        stamp, row = file_stamp(fs, path), 0
+        for group, rows, values in _column_chunks(fs, path, [c for c in (uri, caption) if c]):
+            uris = values[uri] if uri else [None] * rows
+            captions = values[caption] if caption else [None] * rows
+            for row_uri, row_caption in zip(uris, captions, strict=True):
+                yield {"uri": f"{fs.unstrip_protocol(path)}#{row:09d}", "table": path, "row": row,
+                       "image_column": image, "target": row_uri, "caption": row_caption,
+                       "row_group": f"{path}#{group}", **stamp}
+                row += 1
+
+
+def read_table_rows(spec: SourceSpec, items: list[dict],
+                    fetch: FetchConfig | None = None) -> Iterator[tuple[dict, bytes | Exception]]:
+    """Bytes of table rows, in item order: cells from their row groups (each read once), URLs fetched
+    concurrently, paths read from the table's folder; (item, exception) for a row that gives none."""
+    fs, _ = fsspec.core.url_to_fs(spec.path)
+    urls = [item for item in items if _is_url_row(item)]
+    fetched = fetch_urls([item["target"] for item in urls], fetch or FetchConfig())  # in flight from here on
+    loaded: dict[tuple[str, str], tuple[pa.Table, int]] = {}  # (row group, column) -> (cells, first row)
+    for item in items:
+        if _is_url_row(item):
+            yield item, next(fetched)
+            continue
+        try:
+            if item["image_column"]:
+                yield item, _table_cell(fs, item, loaded)
+            else:
+                target = item["target"]
+                if not target:
+                    raise ValueError("uri column is empty in this row")
+                if "://" not in target and not target.startswith("/"):
+                    target = fs.unstrip_protocol(posixpath.join(posixpath.dirname(item["table"]), target))
+                with fsspec.open(target, "rb") as handle:
+                    yield item, handle.read()
+        except (OSError, ValueError, pa.ArrowException) as error:
+            yield item, error
+
+
+SOURCE_PREFIX = "source."  # catalog columns that carry a source row's own fields (docs/design.md §7)
+
+
+def source_columns(items: list[dict]) -> pa.Table:
+    """Every column of the items' table rows except the image bytes, typed as the table stores them,
+    named `source.<column>`, one row per item in order (the catalog keeps them: scores, captions, ids).
+
+    Read on the worker from the part's own row groups. CSV / TSV columns are strings (their types are
+    only guessed per block, which could differ between the parts of one file)."""
+    if not items:
+        return pa.table({})
+    fs, _ = fsspec.core.url_to_fs(items[0]["table"])
+    pieces, loaded = [], {}
+    for item in items:
+        group = item.get("row_group") or f"{item['table']}#0"
+        if group not in loaded:
+            loaded[group] = (_read_fields(fs, item["table"], group, item["image_column"]),
+                             _group_start(fs, item["table"], group))
+        fields, first = loaded[group]
+        pieces.append(fields.slice(item["row"] - first, 1))
+    schemas = {piece.schema for piece in pieces}
+    if len(schemas) > 1:  # files of one source with different columns: keep those all of them share
+        shared = [name for name in pieces[0].schema.names if all(name in p.schema.names for p in pieces)]
+        pieces = [piece.select(shared) for piece in pieces]
+    table = pa.concat_tables(pieces, promote_options="permissive")
+    return table.rename_columns([SOURCE_PREFIX + name for name in table.schema.names])
+
+
+def _read_fields(fs: fsspec.AbstractFileSystem, path: str, group: str, image_column: str | None) -> pa.Table:
+    """The non-image columns of one row group (a whole JSONL / CSV file)."""
+    names = [n for n in _schema(fs, path).names if n != image_column]
+    with fs.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=names)
+        if path.endswith(".jsonl"):
+            return pajson.read_json(handle).select(names)
+        return pacsv.read_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
+                              convert_options=pacsv.ConvertOptions(include_columns=names,
+                                                                   column_types={n: pa.string() for n in names}))
+
+
+def _is_url_row(item: dict) -> bool:
+    target = item["target"]
+    return not item["image_column"] and isinstance(target, str) and target.lower().startswith(("http://", "https://"))
+
+
+def _table_cell(fs: fsspec.AbstractFileSystem, item: dict, loaded: dict) -> bytes:
+    """The image bytes of one table row, reading its row group (or whole file) once into `loaded`."""
+    group = item.get("row_group") or f"{item['table']}#0"
+    if (group, item["image_column"]) not in loaded:
+        loaded[group, item["image_column"]] = (_load_group(fs, item["table"], group, item["image_column"]),
+                                               _group_start(fs, item["table"], group))
+    table, first = loaded[group, item["image_column"]]
+    value = table.column(0)[item["row"] - first].as_py()
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    if data is None:
+        raise ValueError("image column is empty in this row")
+    return data
+
+
+def _load_group(fs: fsspec.AbstractFileSystem, path: str, group: str, column: str) -> pa.Table:
+    with fs.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=[column])
+        if path.endswith(".jsonl"):
+            return pajson.read_json(handle).select([column])
+        return pacsv.read_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
+                              convert_options=pacsv.ConvertOptions(include_columns=[column]))
+
+
+def _group_start(fs: fsspec.AbstractFileSystem, path: str, group: str) -> int:
+    """Index of the first row of row group `group` in its file."""
+    index = int(group.rsplit("#", 1)[1])
+    if not path.endswith(".parquet") or index == 0:
+        return 0
+    metadata = pq.ParquetFile(fs.open(path, "rb")).metadata
+    return sum(metadata.row_group(g).num_rows for g in range(index))

@@ -1,0 +1,158 @@
+"""URL tables as the paper's sources publish them (LAION, COYO, PixelProse, Unsplash Lite), read through
+the table source with every image behind a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from onegen.pipelines.sources.kinds import detect_kind, iter_items, list_items, read_items
+from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.url_fetch import FetchFailed
+from tests.conftest import encode, photo
+
+IMAGES = {f"/img/{n}.jpg": encode(photo(name)[:96, :96], "JPEG")
+          for n, name in enumerate(["astronaut", "coffee", "chelsea", "rocket"])}
+
+
+class _Images(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = IMAGES.get(self.path)
+        if self.path == "/page":
+            body, status = b"<html>gone</html>", 200
+        else:
+            status = 200 if body is not None else 404
+            body = body or b"missing"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Images)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _urls(server: str) -> list[str]:
+    return [server + p for p in IMAGES] + [server + "/img/404.jpg", server + "/page"]
+
+
+def _laion(server: str, path) -> None:
+    urls = _urls(server)
+    table = pa.table({"URL": urls, "TEXT": [f"laion {i}" for i in range(len(urls))],
+                      "WIDTH": [96] * len(urls), "HEIGHT": [96] * len(urls), "punsafe": [0.01] * len(urls),
+                      "pwatermark": [0.2] * len(urls), "AESTHETIC_SCORE": [5.5 + i for i in range(len(urls))]})
+    pq.write_table(table, path, row_group_size=4)  # two row groups: the listing reads them one by one
+
+
+def _coyo(server: str, path) -> None:
+    urls = _urls(server)
+    pq.write_table(pa.table({"id": list(range(len(urls))), "url": urls, "text": [f"coyo {i}" for i in range(len(urls))],
+                             "width": [96] * len(urls), "height": [96] * len(urls),
+                             "clip_similarity_vitl14": [0.3] * len(urls), "nsfw_score_opennsfw2": [0.0] * len(urls),
+                             "watermark_score": [0.1] * len(urls), "aesthetic_score_laion_v2": [5.0] * len(urls)}), path)
+
+
+def _pixelprose(server: str, path) -> None:
+    urls = _urls(server)
+    pq.write_table(pa.table({"uid": [f"u{i}" for i in range(len(urls))], "url": urls, "key": [str(i) for i in range(len(urls))],
+                             "status": ["success"] * len(urls), "original_caption": [f"alt {i}" for i in range(len(urls))],
+                             "vlm_model": ["gemini-1.0-pro-vision"] * len(urls),
+                             "vlm_caption": [f"This image displays {i}" for i in range(len(urls))],
+                             "aesthetic_score": [5.1] * len(urls), "watermark_class_score": [0.2] * len(urls)}), path)
+
+
+def _unsplash(server: str, path) -> None:
+    urls = _urls(server)
+    lines = ["photo_id\tphoto_url\tphoto_image_url\tphoto_description\tai_description"]
+    lines += [f"p{i}\thttps://unsplash.com/photos/p{i}\t{url}\tdesc {i}\tai {i}" for i, url in enumerate(urls)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name, write, caption", [
+    ("laion.parquet", _laion, "laion {}"),
+    ("coyo.parquet", _coyo, "coyo {}"),
+    ("pixelprose.parquet", _pixelprose, "alt {}"),
+    ("photos.tsv000", _unsplash, "desc {}"),
+])
+def test_published_url_tables_are_listed_and_fetched(server, tmp_path, name, write, caption):
+    write(server, tmp_path / name)
+    spec = SourceSpec(str(tmp_path / name), fetch_retries=0)
+    assert detect_kind(spec) == "table"
+    items = list_items(spec)
+    assert [i["caption"] for i in items] == [caption.format(n) for n in range(6)]
+    assert [i["target"] for i in items] == _urls(server)
+    results = [data for _, data in read_items(spec, items)]
+    assert results[:4] == list(IMAGES.values())
+    assert isinstance(results[4], FetchFailed) and results[4].reason == "http_404"
+    assert results[5] == b"<html>gone</html>"  # refused later by the image checks: not_an_image
+
+
+def test_a_table_is_listed_row_group_by_row_group_in_uri_order(server, tmp_path):
+    _laion(server, tmp_path / "laion.parquet")
+    listed = iter_items(SourceSpec(str(tmp_path / "laion.parquet")))
+    first = next(listed)  # a stream: the first item comes before the rest are listed
+    rest = list(listed)
+    groups = collections.Counter(item["row_group"].rsplit("#", 1)[1] for item in [first, *rest])
+    assert groups == {"0": 4, "1": 2}
+    uris = [item["uri"] for item in [first, *rest]]
+    assert uris == sorted(uris) and [item["row"] for item in [first, *rest]] == list(range(6))
+
+
+def test_columns_given_by_flag_match_case_insensitively(server, tmp_path):
+    _pixelprose(server, tmp_path / "pp.parquet")
+    spec = SourceSpec(str(tmp_path / "pp.parquet"), caption_column="VLM_CAPTION", uri_column="URL")
+    assert [i["caption"] for i in list_items(spec)][:2] == ["This image displays 0", "This image displays 1"]
+
+
+def test_url_failures_land_in_the_rejects_with_their_reason(server, tmp_path, ray_local):
+    from onegen.pipelines.cli.main import main
+
+    _coyo(server, tmp_path / "coyo.parquet")
+    root = tmp_path / "dataset"
+    assert main(["ingest", str(tmp_path / "coyo.parquet"), "--out", str(root), "--rows-per-part", "4",
+                 "--num-cpus", "2", "--object-store-mb", "300", "--no-progress"]) == 0
+    catalog = pq.read_table(root / "catalog" / "coyo")
+    assert catalog.num_rows == 4 and set(catalog.column("caption_original").to_pylist()) == {f"coyo {i}" for i in range(4)}
+    # the source's own columns are kept, typed and namespaced, for the rows that entered the catalog
+    assert catalog.schema.field("source.aesthetic_score_laion_v2").type == pa.float64()
+    assert catalog.schema.field("source.id").type == pa.int64()
+    assert sorted(catalog.column("source.id").to_pylist()) == [0, 1, 2, 3]
+    assert sorted(catalog.column("source.url").to_pylist()) == sorted(_urls(server)[:4])
+    assert "source.image" not in catalog.schema.names
+    rejects = pq.read_table(root / "rejects" / "coyo")
+    assert sorted(rejects.column("reason").to_pylist()) == ["http_404", "not_an_image"]
+    assert any("/img/404.jpg" in (e or "") for e in rejects.column("error").to_pylist())
+
+
+@pytest.mark.timeout(600)
+def test_a_url_ingest_killed_mid_download_and_rerun_equals_a_clean_run(server, tmp_path, ray_local):
+    """The driver SIGKILLed at the second part's commit (other parts still downloading), then rerun:
+    catalog and rejects equal a clean run's, row for row (parts are the unit of resume)."""
+    from onegen.pipelines.cli.main import main
+    from tests.pipelines.test_kill_resume import RAY, _parquet_rows, _run
+
+    table = tmp_path / "laion.parquet"
+    urls = _urls(server) * 3  # 18 rows: 6 parts of 3
+    pq.write_table(pa.table({"URL": urls, "TEXT": [f"t{i}" for i in range(len(urls))]}), table)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert main(["ingest", str(table), "--out", str(clean), "--rows-per-part", "3", *RAY]) == 0
+    job = ["ingest", str(table), "--out", str(killed), "--rows-per-part", "3"]
+    assert _run(job, "before_rename:2:driver", tmp_path / "count") == -9
+    assert len(list((killed / "catalog" / "laion").glob("*.parquet"))) < 6  # it died with parts left to do
+    _run(job)
+    for folder in ("catalog", "rejects"):
+        assert _parquet_rows(killed / folder) == _parquet_rows(clean / folder)
