@@ -33,7 +33,6 @@ import pyarrow as pa
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.dedup_groups import (
-    DedupConfig,
     band_layout,
     band_values,
     close_pairs,
@@ -42,6 +41,7 @@ from onegen.pipelines.hygiene.dedup_groups import (
     representatives,
     star_edges,
 )
+from onegen.pipelines.jobs.settings import DedupJobConfig
 
 PHASH_STORE = "phash"
 DONE_MARKER = "_SUCCESS.json"
@@ -56,13 +56,6 @@ BUCKET_SCHEMA = pa.schema([("band", pa.int8()), ("value", pa.uint64()), ("sha256
                            ("key", pa.string()), ("area", pa.int64()), ("exempt", pa.string())])
 EDGE_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64())])
 NODE_SCHEMA = pa.schema([("row_id", pa.int64()), ("key", pa.string()), ("area", pa.int64()), ("exempt", pa.string())])
-
-
-@dataclass(frozen=True)
-class DedupJobConfig:
-    root: str
-    dedup: DedupConfig = DedupConfig()
-    partitions: int = 16  # bucket partitions = edge tasks
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, part_name
 from onegen.manifests.schemas import CATALOG_SCHEMA, REJECTS_SCHEMA
+from onegen.pipelines.jobs.settings import IngestConfig
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
 from onegen.pipelines.runtime.units import NODE_META, committed_by, record_table, run_unit_tasks
@@ -39,17 +40,6 @@ from onegen.pipelines.sources.kinds import SourceSpec, read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    source: SourceSpec
-    out: str
-    limits: ImageLimits = field(default_factory=ImageLimits)
-    rows_per_part: int = 256
-    num_cpus: float = 1.0  # per ingest task: decoding is CPU-bound, and Ray prestarts one worker per CPU
-    images: str = "copy"  # copy | reference (see the module docstring)
-    overwrite: bool = False
 
 
 @dataclass

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import fsspec
 import pyarrow as pa
@@ -47,6 +45,7 @@ from onegen.pipelines.sources.folder import (
     read_whole,
     stamp_of,
 )
+from onegen.pipelines.sources.settings import SourceSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "image_bytes")
@@ -56,24 +55,6 @@ CAPTION_COLUMNS = ("caption", "text", "txt", "prompt")
 
 class SourceError(Exception):
     """A user error about the source itself; the message is one line for the terminal."""
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """What `onegen ingest` was asked to read. Fields are the whole configuration of a source."""
-
-    path: str
-    kind: str = "auto"  # auto | folder | table | webdataset | hf
-    name: str = ""  # source name used in keys; default: the path's last component
-    caption_column: str = ""
-    image_column: str = ""
-    uri_column: str = ""
-
-    @property
-    def source_name(self) -> str:
-        base = self.name or posixpath.basename(self.path.rstrip("/")) or "source"
-        slug = re.sub(r"[^a-z0-9_]+", "_", base.lower().split(".")[0]).strip("_")
-        return slug or "source"
 
 
 def detect_kind(spec: SourceSpec) -> str:
