@@ -250,7 +250,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, given: Iterable[st
     Optional flags default to None ("not given": `from_args` keeps the dataclass default)."""
     for option in options(cls, given):
         help_text = option.help
-        if option.default not in (MISSING, None, "", (), False) and "default" not in help_text:
+        shown = option.default is not MISSING and option.default not in (None, "", ()) and option.default is not False
+        if shown and "default" not in help_text:
             help_text = f"{help_text} (default: {_shown(option)})"
         hint = _optional(option.hint) or option.hint
         kwargs: dict[str, Any] = {"help": help_text}

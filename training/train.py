@@ -113,7 +113,7 @@ def train(config: TrainConfig) -> dict:
     if resume:
         start, loader_state = load_training_checkpoint(resume, model, ema, optimizer, loss_generator)
     vae, text_encoder = _encoders(config, device)
-    batches = make_loader(config.data(), loader_state)
+    batches = make_loader(config.data, loader_state)
     writer = _tensorboard(config, rank)
     losses, checkpoint = [], resume
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,

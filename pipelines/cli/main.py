@@ -17,6 +17,7 @@ from onegen.pipelines.runtime.ray_setup import RayConfig
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from onegen.core.config_fields import SettingError
     from onegen.core.errors import PathError
     from onegen.core.weights import MissingCheckpointError
     from onegen.pipelines.hygiene.filters import FilterError
@@ -28,7 +29,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from onegen.pipelines.sources.kinds import SourceError
 
     return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
-            MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError)
+            MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError, SettingError)
 
 
 def _ray_config(args: argparse.Namespace) -> RayConfig:
