@@ -44,7 +44,7 @@ from onegen.pipelines.jobs.ingest import IngestConfig, run_ingest
 from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray, shutdown_ray
 from onegen.pipelines.sources.kinds import list_items, read_items
 from onegen.pipelines.sources.listing import cut_parts
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 

@@ -63,7 +63,7 @@ def phases(work: Path, path: str) -> dict[str, float]:
     from onegen.pipelines.jobs import build, ingest
     from onegen.pipelines.runtime import ray_local
     from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray, shutdown_ray
-    from onegen.pipelines.sources.spec import SourceSpec
+    from onegen.pipelines.sources.settings import SourceSpec
     lap("imports")
     wait_until_registered = ray_local.wait_until_registered
 

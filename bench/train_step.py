@@ -27,7 +27,7 @@ import torch
 
 from onegen.manifests.shard_writer import Sample, ShardWriter
 from onegen.model.nextdit import PRESETS, build_model
-from onegen.training.data import make_loader
+from onegen.training.data import DataConfig, make_loader
 from onegen.training.train import Ema, TrainConfig, Trainer, wrap_model
 
 
@@ -91,14 +91,15 @@ def main() -> None:
     device = torch.device(args.device)
     width = PRESETS[args.preset].caption_width
     shards = args.shards or synthetic_shards(tempfile.mkdtemp(prefix="bench-shards-"), args.views, args.size, width)
-    config = TrainConfig(shards=shards, out=tempfile.mkdtemp(), preset=args.preset, batch_size=args.batch,
-                         compile=device.type == "cuda" and not args.no_compile, caption_dropout=0.0,
-                         num_workers=args.workers, task_weights=(("id", 1.0),), buckets=((args.size, args.size),))
+    config = TrainConfig(out=tempfile.mkdtemp(), preset=args.preset, compile=device.type == "cuda" and not args.no_compile,
+                         data=DataConfig(shards=shards, batch_size=args.batch, caption_dropout=0.0,
+                                         num_workers=args.workers, task_weights=(("id", 1.0),),
+                                         buckets=((args.size, args.size),)))
     model = wrap_model(build_model(args.preset).to(device), config, 1, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, fused=device.type == "cuda")
     trainer = Trainer(model, optimizer, Ema(model, config.ema_decay), config, device,
                       torch.Generator(device).manual_seed(0))
-    loader = make_loader(config.data())
+    loader = make_loader(config.data)
     fixed = next(loader)
     fixed = {**fixed, "views": [v.to(device) for v in fixed["views"]], "t5": fixed["t5"].to(device)}
     bare = timed(lambda: trainer.step(fixed), args.steps, device)

@@ -46,7 +46,6 @@ import os
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -58,26 +57,12 @@ from onegen.core.tasks import ID
 from onegen.core.tasks import family_of as task_family
 from onegen.manifests.query import read_manifests, select_shards
 from onegen.training.streams import ShardStream
+from onegen.training.train_config import DataConfig
 
 log = logging.getLogger(__name__)
 
 FAMILIES: dict[str, tuple[str, ...]] = TASK_FAMILIES  # family -> task tokens, from the task table
-DEFAULT_WEIGHTS = tuple((family, 1.0) for family in FAMILIES)
 VIEW_MEMBER = re.compile(r"^(img|lat|ray)(\d+)\.(jpg|jpeg|png|npy)$")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    shards: str  # shards folder (manifests/ + tars)
-    batch_size: int = 4
-    buckets: tuple[tuple[int, int], ...] = ((256, 256),)  # pixel (H, W), multiples of 16
-    task_weights: tuple[tuple[str, float], ...] = DEFAULT_WEIGHTS  # family -> weight
-    caption_dropout: float = 0.1
-    shuffle_buffer: int = 64
-    reverse_prob: float = 0.5
-    pose_prob: float = 0.2
-    seed: int = 0
-    num_workers: int = 0
 
 
 family_of = task_family  # token -> family (None for a token without a row in core/tasks.py)

@@ -194,7 +194,7 @@ def train(config: TrainConfig) -> dict:
 
     rank, world, device = setup_distributed()
     trainer = Trainer.create(config, rank, world, device)
-    data = LoaderPart(config.data())
+    data = LoaderPart(config.data)
     checkpointer = Checkpointer(config.out, trainer.checkpoint_parts(),
                                 {"rng": RngState(trainer.loss_generator), "loader": data}, training_meta(config))
     start, checkpoint = checkpointer.resume()

@@ -1,118 +1,133 @@
-"""`TrainConfig`: the whole configuration of `onegen train`, and its command line, without importing torch.
+"""`TrainConfig` (with the loader's `DataConfig` nested in it): the whole configuration of `onegen train`,
+its command line and its config files, without importing torch.
 
 Kept apart from training/train.py so that `onegen --help`, `onegen train --help` and argument errors
-start in well under a second (torch is imported only when a command runs). Every field has a line of
-help (`FIELD_HELP`, checked by tests/training/test_cli_help.py); booleans are flags (`--bf16` /
-`--no-bf16`), tuples arrive as JSON. `PRESET_NAMES` lists the Next-DiT presets of model/nextdit.py
-(the test checks they agree).
+start in well under a second (torch is imported only when a command runs). Every field documents itself
+(`setting(help, default)`, core/config_fields.py), and the flags are made from the fields: booleans are
+flags (`--bf16` / `--no-bf16`), tuples arrive as JSON, and the loader's fields are spelled `--data.X`
+(`--data.reverse-prob 0.3`; `[train.data]` or `data.reverse_prob` in a recipe, `"data": {...}` in a config
+file). The seven loader fields that were TrainConfig's own before the nesting (shards, batch_size, buckets,
+task_weights, caption_dropout, shuffle_buffer, num_workers) also keep their bare names (`--shards`,
+`"batch_size"` in a train.json written by an older run or by a recipe), so nothing written before breaks.
+`DataConfig.seed` is not a setting of its own here: the data order follows the run's `--seed`, as before.
+`PRESET_NAMES` lists the Next-DiT presets of model/nextdit.py (a test checks they agree).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
+from onegen.core.config_fields import (
+    add_arguments,
+    from_args,
+    from_table,
+    group,
+    require,
+    setting,
+    table_values,
+)
 from onegen.core.tasks import FAMILIES
 
 DEFAULT_WEIGHTS = tuple((family, 1.0) for family in FAMILIES)
 PRESET_NAMES = ("onediffusion-2.8b", "small", "tiny")  # model.nextdit.PRESETS
+BUCKET_MULTIPLE = 16  # pixels: a latent cell is 8 pixels and a patch 2 x 2 cells
+_FAMILIES_HELP = "; ".join(f"{family} = {', '.join(tasks)}" for family, tasks in FAMILIES.items())
+_PROBABILITIES = ("caption_dropout", "reverse_prob", "pose_prob")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The shard loader's settings (training/data.py): what it reads and how it mixes, batches and assigns
+    roles."""
+
+    shards: str = setting("shards folder to train on (`onegen precompute` output: latents + T5 states; raw "
+                          "shards need --text-encoder and --vae)", "")
+    batch_size: int = setting("samples per step per process", 4)
+    buckets: tuple[tuple[int, int], ...] = setting(
+        f"JSON [[H, W], ...] pixel resolution buckets, multiples of {BUCKET_MULTIPLE}; batches are homogeneous "
+        "in (views, bucket)", ((256, 256),))
+    task_weights: tuple[tuple[str, float], ...] = setting(
+        f"JSON [[family, weight], ...] over task families ({_FAMILIES_HELP})", DEFAULT_WEIGHTS)
+    caption_dropout: float = setting("probability of training a sample without its caption (for CFG)", 0.1)
+    shuffle_buffer: int = setting("samples per family stream shuffle buffer", 64)
+    reverse_prob: float = setting("two-view tasks: probability that a sample generates the condition from the "
+                                  "image (e.g. depth estimation) instead of the image from the condition", 0.5)
+    pose_prob: float = setting("multiview: probability that a sample generates every ray view from its clean "
+                               "images (pose estimation) instead of some images from the others", 0.2)
+    seed: int = setting("seed of the data order", 0)
+    num_workers: int = setting("data loader worker processes", 0)
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        require(bool(self.buckets) and all(side > 0 and side % BUCKET_MULTIPLE == 0 for b in self.buckets
+                                           for side in b),
+                f"buckets must be [H, W] pairs of positive multiples of {BUCKET_MULTIPLE}, got {self.buckets}")
+        unknown = [family for family, _ in self.task_weights if family not in FAMILIES]
+        require(not unknown, f"task_weights: unknown task family {unknown}; families: {', '.join(FAMILIES)}")
+        require(all(weight >= 0 for _, weight in self.task_weights), "task_weights: weights must be >= 0")
+        for name in _PROBABILITIES:
+            require(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
+        require(self.shuffle_buffer >= 1, f"shuffle_buffer must be at least 1, got {self.shuffle_buffer}")
+        require(self.num_workers >= 0, f"num_workers must be 0 or more, got {self.num_workers}")
+
+
+_LEGACY = ("shards", "batch_size", "buckets", "task_weights", "caption_dropout", "shuffle_buffer", "num_workers")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    shards: str = ""
-    out: str = "runs/onegen"
-    preset: str = "onediffusion-2.8b"
-    text_encoder: str = ""  # needed only for raw (not precomputed) shards, and by `onegen sample`
-    vae: str = ""
-    batch_size: int = 4
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    ema_decay: float = 0.9999
-    grad_clip: float = 1.0
-    steps: int = 100_000
-    shift: float = 3.0
-    clean_condition_prob: float = 0.0  # per sample: hold its condition views clean, out of the loss
-    bf16: bool = True  # autocast on CUDA only
-    compile: bool = False
-    fsdp: bool | None = None  # None: FSDP2 for the 2.8B preset under torchrun, DDP otherwise
-    log_every: int = 10
-    ckpt_every: int = 1000
-    seed: int = 0
-    task_weights: tuple[tuple[str, float], ...] = DEFAULT_WEIGHTS
-    buckets: tuple[tuple[int, int], ...] = ((256, 256),)
-    caption_dropout: float = 0.1
-    shuffle_buffer: int = 64
-    num_workers: int = 2
-    progress: bool = True
-    sample_rows: int = 4  # samples per family in the checkpoint-time TensorBoard grid (0: none)
-    data_log: bool = False  # debug: OUT/data_log/rank{N}.jsonl (keys seen, parameter hash) every step
+    """`onegen train`: the model, the optimiser, the objective, the schedule of logs and checkpoints, and
+    the loader (`data`)."""
 
-    def data(self):
-        """The loader's `DataConfig` (training/data.py)."""
-        from onegen.training.data import DataConfig
+    out: str = setting("run folder: checkpoints/step_N (resumed on a rerun), tb/ (TensorBoard)", "runs/onegen")
+    preset: str = setting(f"Next-DiT size: {', '.join(PRESET_NAMES)} (2.8B needs GPUs; use tiny or small on a "
+                          "CPU)", "onediffusion-2.8b")
+    text_encoder: str = setting("T5 encoder (hub id in the offline cache or a local folder); raw shards and "
+                                "`sample` need it", "")
+    vae: str = setting("16-channel AutoencoderKL (hub id or folder); raw shards and `sample` need it", "")
+    lr: float = setting("AdamW learning rate", 5e-4)
+    betas: tuple[float, float] = setting("AdamW betas, JSON, e.g. [0.9, 0.95]", (0.9, 0.95))
+    weight_decay: float = setting("AdamW weight decay", 0.0)
+    ema_decay: float = setting("EMA decay per step (the EMA is what `sample` uses)", 0.9999)
+    grad_clip: float = setting("gradient-norm clip", 1.0)
+    steps: int = setting("train until this step (a rerun of a finished run trains nothing; raise it to continue)",
+                         100_000)
+    shift: float = setting("logit-normal sigma shift per view (paper: 3)", 3.0)
+    clean_condition_prob: float = setting("probability that a sample holds its condition views clean and out of "
+                                          "the loss", 0.0)
+    bf16: bool = setting("bf16 autocast on CUDA (ignored on CPU)", True)
+    compile: bool = setting("torch.compile the model", False)
+    fsdp: bool | None = setting("FSDP2 under torchrun (default: on for onediffusion-2.8b, DDP otherwise)", None)
+    log_every: int = setting("steps between loss updates on the progress bar", 10)
+    ckpt_every: int = setting("steps between checkpoints (the last step is always saved)", 1000)
+    seed: int = setting("seed of the model init, the loss noise and the data order", 0)
+    progress: bool = setting("progress bar on rank 0", True)
+    sample_rows: int = setting("samples per family in the checkpoint-time TensorBoard grid (0: none)", 4)
+    data_log: bool = setting("debug: OUT/data_log/rank{N}.jsonl of the keys seen every step", False)
+    data: DataConfig = group(lambda: DataConfig(num_workers=2), "the shard loader", prefix="data.",
+                             legacy=_LEGACY, derived=("seed",))
 
-        return DataConfig(self.shards, self.batch_size, self.buckets, self.task_weights, self.caption_dropout,
-                          self.shuffle_buffer, seed=self.seed, num_workers=self.num_workers)
-
-
-_FAMILIES_HELP = "; ".join(f"{family} = {', '.join(tasks)}" for family, tasks in FAMILIES.items())
-FIELD_HELP = {
-    "shards": "shards folder to train on (`onegen precompute` output: latents + T5 states; raw shards need "
-              "--text-encoder and --vae)",
-    "out": "run folder: checkpoints/step_N (resumed on a rerun), tb/ (TensorBoard)",
-    "preset": f"Next-DiT size: {', '.join(PRESET_NAMES)} (2.8B needs GPUs; use tiny or small on a CPU)",
-    "text_encoder": "T5 encoder (hub id in the offline cache or a local folder); raw shards and `sample` need it",
-    "vae": "16-channel AutoencoderKL (hub id or folder); raw shards and `sample` need it",
-    "batch_size": "samples per step per process",
-    "lr": "AdamW learning rate",
-    "betas": "AdamW betas, JSON, e.g. [0.9, 0.95]",
-    "weight_decay": "AdamW weight decay",
-    "ema_decay": "EMA decay per step (the EMA is what `sample` uses)",
-    "grad_clip": "gradient-norm clip",
-    "steps": "train until this step (a rerun of a finished run trains nothing; raise it to continue)",
-    "shift": "logit-normal sigma shift per view (paper: 3)",
-    "clean_condition_prob": "probability that a sample holds its condition views clean and out of the loss",
-    "bf16": "bf16 autocast on CUDA (ignored on CPU)",
-    "compile": "torch.compile the model",
-    "fsdp": "FSDP2 under torchrun (default: on for onediffusion-2.8b, DDP otherwise)",
-    "log_every": "steps between loss updates on the progress bar",
-    "ckpt_every": "steps between checkpoints (the last step is always saved)",
-    "seed": "seed of the model init, the loss noise and the data order",
-    "task_weights": f"JSON [[family, weight], ...] over task families ({_FAMILIES_HELP})",
-    "buckets": "JSON [[H, W], ...] resolution buckets; batches are homogeneous in (views, bucket)",
-    "caption_dropout": "probability of training a sample without its caption (for CFG)",
-    "shuffle_buffer": "samples per family stream shuffle buffer",
-    "num_workers": "data loader worker processes",
-    "progress": "progress bar on rank 0",
-    "sample_rows": "samples per family in the checkpoint-time TensorBoard grid (0: none)",
-    "data_log": "debug: OUT/data_log/rank{N}.jsonl of the keys seen every step",
-}
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _json_tuples(text: str):
-    return _tuples(json.loads(text))
+    def __post_init__(self) -> None:
+        require(0.0 <= self.clean_condition_prob <= 1.0,
+                f"clean_condition_prob must be in [0, 1], got {self.clean_condition_prob}")
+        if self.data.seed != self.seed:  # the data order follows the run's seed (module docstring)
+            object.__setattr__(self, "data", replace(self.data, seed=self.seed))
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """`--config` and one flag per TrainConfig field (default None: not given, the config's value is kept)."""
     parser.add_argument("--config", help="JSON file of TrainConfig fields; flags override it")
-    for field in dataclasses.fields(TrainConfig):
-        flag = f"--{field.name.replace('_', '-')}"
-        text = f"{FIELD_HELP[field.name]} (default: {json.dumps(field.default)})"
-        if isinstance(field.default, bool) or field.name == "fsdp":
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif isinstance(field.default, tuple):
-            parser.add_argument(flag, dest=field.name, type=_json_tuples, default=None, metavar="JSON", help=text)
-        else:
-            parser.add_argument(flag, dest=field.name, type=type(field.default), default=None, help=text)
+    add_arguments(parser, TrainConfig)
+
+
+def config_from_values(values: Mapping[str, Any], where: str = "") -> TrainConfig:
+    """TrainConfig from a JSON-like mapping: `"data": {...}` for the loader, or the bare legacy names
+    (module docstring); an unknown key or a wrong type is a SettingError naming `where`."""
+    return from_table(TrainConfig, values, where)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -120,9 +135,5 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {}
     if args.config:
         with open(args.config) as handle:
-            values = {k: _tuples(v) for k, v in json.load(handle).items()}
-    for field in dataclasses.fields(TrainConfig):
-        given = getattr(args, field.name)
-        if given is not None:
-            values[field.name] = given
-    return TrainConfig(**values)
+            values = table_values(TrainConfig, json.load(handle), f"--config {args.config}")
+    return from_args(TrainConfig, args, values)

@@ -19,7 +19,6 @@ Nothing is created on the way: the checks only read.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 
@@ -71,16 +70,15 @@ def known_preset(name: str) -> None:
 
 
 def _check_train(args: argparse.Namespace) -> None:
-    values = {}
+    from onegen.training.train_config import config_from_args
+
     if args.config:
         existing(args.config, "--config file")
-        with open(args.config) as handle:
-            values = json.load(handle)
-    shards = args.shards or values.get("shards", "")
-    if not shards:
+    config = config_from_args(args)  # the config file (nested or older flat names) + flags, checked
+    if not config.data.shards:
         raise PathError("train needs --shards SHARDS (a shards folder, ideally from `onegen precompute`)")
-    shards_folder(shards)
-    known_preset(args.preset or values.get("preset", "onediffusion-2.8b"))
+    shards_folder(config.data.shards)
+    known_preset(config.preset)
 
 
 def _check_sample(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from onegen.pipelines.runtime.ray_setup import RayConfig
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from onegen.core.config_fields import SettingError
     from onegen.core.errors import PathError
     from onegen.core.weights import MissingCheckpointError
     from onegen.pipelines.hygiene.filters import FilterError
@@ -25,10 +26,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from onegen.pipelines.jobs.build import BuildInputError
     from onegen.pipelines.recipe.parse import RecipeError
     from onegen.pipelines.runtime.job_state import JobConflict
-    from onegen.pipelines.sources.spec import SourceError
+    from onegen.pipelines.sources.names import SourceError
 
     return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
-            MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError)
+            MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError, SettingError)
 
 
 def _ray_config(args: argparse.Namespace) -> RayConfig:
@@ -49,30 +50,25 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from onegen.core.config_fields import from_args
     from onegen.pipelines.jobs.ingest import IngestConfig, run_ingest
-    from onegen.pipelines.sources.image_checks import ImageLimits
-    from onegen.pipelines.sources.spec import SourceSpec
-
-    spec = SourceSpec(args.source, args.kind, args.name or "", args.caption_column or "", args.image_column or "",
-                      args.uri_column or "", args.max_views, args.captions or "", args.caption_key or "",
-                      args.caption_text or "", fetch_concurrency=args.fetch_concurrency,
-                      fetch_timeout=args.fetch_timeout, fetch_retries=args.fetch_retries)
-    limits = ImageLimits(args.min_side, args.max_pixels, args.image_format)
-    summary = run_ingest(IngestConfig(spec, args.out, limits, args.rows_per_part, images=args.images,
-                                      overwrite=args.overwrite), _ray_config(args))
+    summary = run_ingest(from_args(IngestConfig, args, overwrite=args.overwrite), _ray_config(args))
     print(f"ingested {summary.source}: {summary.catalog_rows} catalog rows from {summary.items} items in "
           f"{summary.parts} parts ({summary.parts_done_before} already done); rejects: {summary.rejects or 'none'}")
     return 0
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
+    from onegen.core.config_fields import from_args
     from onegen.pipelines.jobs.annotate import run_annotators
     from onegen.pipelines.jobs.annotator_choices import make_annotators
+    from onegen.pipelines.jobs.settings import AnnotateSettings
 
-    annotators = make_annotators([n for n in args.annotators.split(",") if n], args.set or [])
+    settings = from_args(AnnotateSettings, args, overwrite=args.overwrite)
+    annotators = make_annotators(list(settings.annotators), list(settings.settings))
     try:
-        summaries = run_annotators(args.root, annotators, args.overwrite, _ray_config(args),
-                                   retry_errors=args.retry_errors, max_error_rate=args.max_error_rate)
+        summaries = run_annotators(settings.root, annotators, settings.overwrite, _ray_config(args),
+                                   retry_errors=settings.retry_errors, max_error_rate=settings.max_error_rate)
     except Exception as error:
         from onegen.manifests.layout import DatasetLayout
 
@@ -101,22 +97,10 @@ def report_failure(error: BaseException, name: str, log_path: str) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from onegen.pipelines.hygiene.build_hygiene import HygieneConfig
-    from onegen.pipelines.hygiene.task_selection import PoseSelection
+    from onegen.core.config_fields import from_args
     from onegen.pipelines.jobs.build import BuildConfig, run_build
-    from onegen.pipelines.samples.faceid import FaceidConfig
-    from onegen.pipelines.samples.multiview import MultiviewConfig
 
-    tasks = tuple(t for t in (args.tasks or "").split(",") if t)
-    low, _, high = args.views.partition("-")
-    multiview = MultiviewConfig(int(low), int(high or low), args.samples_per_scene, args.sliding_window,
-                                args.view_resolution)
-    config = BuildConfig(args.root, args.out, tasks, args.samples_per_shard, args.max_shard_bytes, args.prefix,
-                         args.caption, args.overwrite, multiview, FaceidConfig(args.min_subject_images),
-                         rows_per_unit=args.rows_per_unit,
-                         hygiene=HygieneConfig(tuple(args.filter or ()), args.dedup or "", args.dedup_distance,
-                                               args.semantic_threshold, PoseSelection(args.min_person_area),
-                                               args.id_nsfw_threshold))
+    config = from_args(BuildConfig, args, overwrite=args.overwrite)
     stats = run_build(config, _ray_config(args))
     print(f"built {stats['samples']} samples in {stats['shards']} shards ({stats['bytes']} bytes) at {args.out}: "
           f"{stats['samples_per_task']}")
@@ -128,11 +112,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
-    from onegen.pipelines.hygiene.build_hygiene import HygieneConfig
+    from onegen.core.config_fields import from_args
     from onegen.pipelines.jobs.dedup_run import run_dedup
+    from onegen.pipelines.jobs.settings import DedupSettings
 
-    method = HygieneConfig(dedup=args.method, max_distance=args.max_distance, semantic_threshold=args.threshold)
-    counts = run_dedup(args.root, method, _ray_config(args))
+    settings = from_args(DedupSettings, args)
+    counts = run_dedup(settings.root, settings.method, settings.phash, settings.semantic, _ray_config(args))
     print(f"dedup ({args.method}): {counts}")
     return 0
 
@@ -187,54 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onegen", description="One-Gen data engine")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ingest = commands.add_parser("ingest", help="raw items -> catalog")
-    ingest.add_argument("source", help="image folder, parquet/jsonl table(s), webdataset tar(s) or HF dataset dir")
-    ingest.add_argument("--out", required=True, help="dataset root (catalog/, rejects/, annotations/)")
-    from onegen.pipelines.sources.spec import KINDS
+    from onegen.core.config_fields import add_arguments
+    from onegen.pipelines.jobs.settings import AnnotateSettings, BuildConfig, DedupSettings, IngestConfig
 
-    ingest.add_argument("--kind", default="auto", choices=["auto", *KINDS],
-                        help="what SOURCE is (default: auto, told from its files); scenes: multiview folders with "
-                             "cameras; subjects: one folder of ID photos per person; dl3dv, hypersim, journeydb: "
-                             "those datasets as published")
-    ingest.add_argument("--name", help="source name used in keys (default: the path's last part)")
-    ingest.add_argument("--caption-column", help="table / HF source: the caption column (default: text, caption, ...)")
-    ingest.add_argument("--image-column", help="table / HF source: the image bytes column (default: image, jpg, ...)")
-    ingest.add_argument("--uri-column", help="table source: a column of image paths/URLs read instead of bytes")
-    ingest.add_argument("--max-views", type=int, default=0, help="scenes: keep at most N frames, evenly spaced")
-    ingest.add_argument("--captions", help="a caption table (CSV/Parquet/JSONL) joined onto items by key")
-    ingest.add_argument("--caption-key", help="--captions: its key column (a number for a CSV without header)")
-    ingest.add_argument("--caption-text", help="--captions: its caption column (a number for a CSV without header)")
-    ingest.add_argument("--fetch-concurrency", type=int, default=16,
-                        help="URL tables: requests in flight per ingest part (default: 16)")
-    ingest.add_argument("--fetch-timeout", type=float, default=20.0,
-                        help="URL tables: seconds without a byte before a URL is a timeout (default: 20)")
-    ingest.add_argument("--fetch-retries", type=int, default=2,
-                        help="URL tables: retries of timeouts, 429 and 5xx, with backoff (default: 2)")
-    ingest.add_argument("--rows-per-part", type=int, default=256,
-                        help="catalog rows per Parquet part, the unit one worker ingests and commits (default: 256)")
-    ingest.add_argument("--min-side", type=int, default=64, help="reject images with a side below this (too_small; default: 64)")
-    ingest.add_argument("--max-pixels", type=int, default=64_000_000,
-                        help="reject images with more pixels than this (too_large; default: 64000000)")
-    ingest.add_argument("--image-format", choices=["jpg", "png"], default="jpg",
-                        help="the one encoding of catalog images (JPEGs already upright RGB are kept byte for byte)")
-    ingest.add_argument("--images", choices=["copy", "reference"], default="copy",
-                        help="copy image bytes into the catalog (default), or keep a checked reference into "
-                             "the source for bytes kept as they are (tars, Parquet, object stores)")
+    ingest = commands.add_parser("ingest", help="raw items -> catalog")
+    add_arguments(ingest, IngestConfig, given=("overwrite",))
     _add_ray_options(ingest)
     ingest.set_defaults(run=cmd_ingest)
 
     annotate = commands.add_parser("annotate", help="catalog -> annotations/<name>@<version>",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    annotate.add_argument("root", help="dataset root")
-    annotate.add_argument("--annotators", required=True,
-                          help="comma-separated, e.g. canny,blur,lowres,inpaint (all of them are listed below)")
-    annotate.add_argument("--retry-errors", action="store_true",
-                          help="annotate again only the rows whose status is 'error' (ok rows are kept as they are)")
-    annotate.add_argument("--max-error-rate", type=float, default=0.2,
-                          help="fail the job when more than this fraction of a part's rows come back 'error' "
-                               "(an annotator's own reasons such as no_person do not count)")
-    annotate.add_argument("--set", action="append", metavar="NAME.FIELD=VALUE",
-                          help="annotator setting, e.g. depth.model=/ckpt/depth or depth.num_gpus=0.5")
+    add_arguments(annotate, AnnotateSettings, given=("overwrite",))
     _add_ray_options(annotate)
     annotate.set_defaults(run=cmd_annotate)
     from onegen.pipelines.cli.annotator_help import add_annotator_list
@@ -242,46 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_annotator_list(annotate)
 
     build = commands.add_parser("build", help="catalog + annotations -> shards + manifests")
-    build.add_argument("root", help="dataset root")
-    build.add_argument("--out", required=True, help="shards folder")
-    build.add_argument("--tasks", help="comma-separated tasks (default: all the stores can make)")
-    build.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar at most (default: 1000)")
-    build.add_argument("--max-shard-bytes", type=int, default=1 << 30,
-                       help="bytes per tar at most; a shard closes at whichever limit comes first (default: 1 GiB)")
-    build.add_argument("--rows-per-unit", type=int, default=0,
-                       help="catalog rows one build unit (one worker task, its own shards) gathers at least "
-                            "(default: 4 x --samples-per-shard)")
-    build.add_argument("--prefix", default="onegen",
-                       help="shard names: PREFIX-TASK-UNIT-N.tar (default: onegen)")
-    build.add_argument("--caption", choices=["original", "dense", "random"], default="original",
-                       help="prompt captions: the source's own (original), the caption annotator's (dense), or "
-                            "either drawn per sample (random) (default: original)")
-    build.add_argument("--views", default="2-12", help="multiview: views per sample, N or MIN-MAX")
-    build.add_argument("--samples-per-scene", type=int, default=1, help="multiview: samples drawn per scene")
-    build.add_argument("--sliding-window", action="store_true", help="multiview: consecutive frames")
-    build.add_argument("--view-resolution", type=int, default=256, help="multiview: square side, multiple of 16")
-    build.add_argument("--min-subject-images", type=int, default=4, help="faceid: usable photos a subject needs")
-    build.add_argument("--filter", action="append", metavar="NAME<OP>VALUE",
-                       help="keep candidates whose stored score passes, e.g. 'aesthetic>=5', 'nsfw<0.5', "
-                            "'clip_score>=0.2' (repeatable; the others are skipped as filtered:<name>=<value>...)")
-    build.add_argument("--dedup", choices=["phash", "semantic"],
-                       help="skip near duplicates found by `onegen dedup` (duplicate_of:<representative>)")
-    build.add_argument("--dedup-distance", type=int, default=4, help="pHash Hamming distance of --dedup phash")
-    build.add_argument("--semantic-threshold", type=float, default=0.95, help="cosine of --dedup semantic")
-    build.add_argument("--min-person-area", type=float, default=0.0,
-                       help="pose2image: the largest person box must cover this fraction of the image")
-    build.add_argument("--id-nsfw-threshold", type=float,
-                       help="faceid: drop photos whose nsfw score is at least this, before the photo-count rule")
+    add_arguments(build, BuildConfig, given=("overwrite",))
     _add_ray_options(build)
     build.set_defaults(run=cmd_build)
 
     dedup = commands.add_parser("dedup", help="find near duplicates from stored pHashes / CLIP embeddings")
-    dedup.add_argument("root", help="dataset root (annotated with phash, or clip for --method semantic)")
-    dedup.add_argument("--method", choices=["phash", "semantic"], default="phash",
-                       help="phash: perceptual-hash copies (needs the phash annotator); semantic: CLIP-embedding "
-                            "near duplicates (needs clip) (default: phash)")
-    dedup.add_argument("--max-distance", type=int, default=4, help="phash: Hamming distance that counts as a copy")
-    dedup.add_argument("--threshold", type=float, default=0.95, help="semantic: cosine that counts as a copy")
+    add_arguments(dedup, DedupSettings)
     _add_ray_options(dedup)
     dedup.set_defaults(run=cmd_dedup)
 

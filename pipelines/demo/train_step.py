@@ -60,6 +60,7 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     from onegen.training.precompute import PrecomputeConfig, run_precompute
     from onegen.training.sample import SampleRequest, generate, load_denoiser, write_outputs
     from onegen.training.train import TrainConfig, train
+    from onegen.training.train_config import DataConfig
 
     start, root = time.time(), Path(out)
     folder = root / "training"
@@ -68,9 +69,9 @@ def run_training_demo(shards: str, out: str, steps: int = 200) -> dict:
     print(f"[demo] tiny T5 + VAE written to {folder}", flush=True)
     latents = str(folder / "latent-shards")
     print(f"[demo] precompute: {run_precompute(PrecomputeConfig(shards, latents, t5, vae_path, ((64, 64),)))}", flush=True)
-    config = TrainConfig(shards=latents, out=str(folder / "run"), preset="tiny", text_encoder=t5, vae=vae_path,
-                         batch_size=4, steps=steps, lr=2e-3, ema_decay=0.95, num_workers=0, ckpt_every=steps,
-                         buckets=((64, 64),), progress=False)
+    config = TrainConfig(out=str(folder / "run"), preset="tiny", text_encoder=t5, vae=vae_path, steps=steps,
+                         lr=2e-3, ema_decay=0.95, ckpt_every=steps, progress=False,
+                         data=DataConfig(shards=latents, batch_size=4, num_workers=0, buckets=((64, 64),)))
     result = train(config)
     final_loss = result["losses"][-1] if result["losses"] else None
     if final_loss is None:  # a rerun: the run folder already holds step `steps`, nothing was trained

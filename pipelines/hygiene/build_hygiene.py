@@ -21,24 +21,14 @@ The dedup tables are read through pipelines/hygiene/dedup_tables.py (their paths
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene import dedup_tables
 from onegen.pipelines.hygiene.dedup_groups import duplicate_reason
 from onegen.pipelines.hygiene.filters import ScoreFilter, apply_filters, filter_stores, parse_filters
-from onegen.pipelines.hygiene.task_selection import NSFW_STORE, PoseSelection, nsfw_exclusions
-
-
-@dataclass(frozen=True)
-class HygieneConfig:
-    filters: tuple[str, ...] = ()  # `--filter` expressions, e.g. "aesthetic>=5"
-    dedup: str = ""  # "" (off) | "phash" (dedup/phash-k<max_distance>) | "semantic" (dedup/semantic-t<threshold>)
-    max_distance: int = 4
-    semantic_threshold: float = 0.95
-    pose: PoseSelection = field(default_factory=lambda: PoseSelection(min_person_area=0.0))  # 0: every person
-    id_nsfw_threshold: float | None = None  # faceid: drop photos with nsfw score >= this; None: off
+from onegen.pipelines.hygiene.settings import HygieneConfig
+from onegen.pipelines.hygiene.task_selection import NSFW_STORE, nsfw_exclusions
 
 
 def dedup_table(root: str, config: HygieneConfig) -> str | None:

@@ -21,21 +21,12 @@ identical values, then `representatives` over the components.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from onegen.pipelines.hygiene.settings import HASH_BITS, DedupConfig
+
 DUPLICATE_PREFIX = "duplicate_of:"
-HASH_BITS = 64
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    max_distance: int = 4  # Hamming distance (bits) at or below which two pHashes are near duplicates
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.max_distance < HASH_BITS:
-            raise ValueError(f"max_distance must be in [0, 63], got {self.max_distance}")
 
 
 def duplicate_reason(representative: str) -> str:

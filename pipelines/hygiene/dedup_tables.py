@@ -19,11 +19,14 @@ pipelines/jobs/dedup_run.py runs the method's job for it.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, split_part
+from onegen.pipelines.hygiene.settings import DedupMethod
 
-PHASH, SEMANTIC = "phash", "semantic"
-DEDUP_METHODS = (PHASH, SEMANTIC)
+DEDUP_METHODS = tuple(method for method in get_args(DedupMethod) if method)  # the settings type owns them
+PHASH, SEMANTIC = DEDUP_METHODS
 CATALOG_KEYS_META = "onegen.catalog_keys_sha256"  # the same metadata key annotation parts carry
 
 

@@ -17,21 +17,13 @@ column). Pure numpy; no Ray, no model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from onegen.pipelines.hygiene.dedup_groups import components, representatives
+from onegen.pipelines.hygiene.settings import SemDedupConfig
 
 CHUNK = 4096  # rows per similarity block: memory CHUNK x cluster size float32
-
-
-@dataclass(frozen=True)
-class SemDedupConfig:
-    n_clusters: int = 100
-    threshold: float = 0.95  # cosine similarity at or above which two embeddings are duplicates
-    iterations: int = 20
-    seed: int = 0
 
 
 def normalise(embeddings: np.ndarray) -> np.ndarray:

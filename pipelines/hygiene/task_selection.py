@@ -16,19 +16,14 @@ Pure; no Ray, no model: both read stored annotation rows.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from onegen.core.tasks import POSE2IMAGE, TASKS
 from onegen.pipelines.hygiene.filters import FILTERED_PREFIX, ScoreFilter
+from onegen.pipelines.hygiene.settings import PoseSelection
 
 POSE_STORE = TASKS[POSE2IMAGE].annotator  # the store whose person boxes the pose2image selection reads
 NSFW_STORE = "nsfw"
-
-
-@dataclass(frozen=True)
-class PoseSelection:
-    min_person_area: float = 0.1  # largest person box / image area; 0 keeps every image with a person
 
 
 def largest_person_fraction(keypoints_json: str | None, width: int, height: int) -> float:

@@ -46,43 +46,23 @@ from onegen.pipelines.hygiene.build_hygiene import (
 )
 from onegen.pipelines.hygiene.task_selection import POSE_STORE, person_area_reason
 from onegen.pipelines.jobs.annotate import keys_sha256
+from onegen.pipelines.jobs.settings import BuildConfig
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig
 from onegen.pipelines.runtime.unit_job import UnitJob, run_job
 from onegen.pipelines.samples.common import CAPTION_STORE, TaskSource, candidates, choose_caption
-from onegen.pipelines.samples.faceid import FACES_STORE, FaceidConfig, faceid_samples
-from onegen.pipelines.samples.multiview import CAMERAS_STORE, MultiviewConfig, multiview_samples
+from onegen.pipelines.samples.faceid import FACES_STORE, faceid_samples
+from onegen.pipelines.samples.multiview import CAMERAS_STORE, multiview_samples
 from onegen.pipelines.sources.catalog_images import ERROR_COLUMN, resolve_images
 
 ORDINAL_SHIFT = 32  # ordinal = part << 32 | row << 8 | sample of that row
 ROW_SHIFT = 8
 LAYOUT_VERSION = 2  # 2: shards named per build unit; folders built by version 1 are refused, not mixed
-ROWS_PER_UNIT_FACTOR = 4
 BUILD_CPUS = 1.0  # per build unit task, as ingest (docs/decisions.md, "Ray")
 
 
 class BuildInputError(Exception):
     """The catalog / annotations cannot make the asked-for shards (missing store, unknown task)."""
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    root: str
-    out: str
-    tasks: tuple[str, ...] = ()  # empty: every task the stores can make
-    samples_per_shard: int = 1000
-    max_shard_bytes: int = 1 << 30
-    prefix: str = "onegen"
-    caption_mode: str = "original"  # original | dense | random
-    overwrite: bool = False
-    multiview: MultiviewConfig = MultiviewConfig()
-    faceid: FaceidConfig = FaceidConfig()
-    rows_per_unit: int = 0  # catalog rows a build unit gathers at least; 0: 4 x samples_per_shard
-    hygiene: HygieneConfig = HygieneConfig()  # filters, dedup, pose / ID selection (none by default)
-
-    @property
-    def unit_rows(self) -> int:
-        return self.rows_per_unit or ROWS_PER_UNIT_FACTOR * self.samples_per_shard
 
 
 def available_tasks(root: str) -> dict[str, TaskSource]:

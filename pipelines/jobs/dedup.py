@@ -37,7 +37,6 @@ import pyarrow as pa
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.dedup_groups import (
-    DedupConfig,
     band_layout,
     band_values,
     close_pairs,
@@ -47,6 +46,7 @@ from onegen.pipelines.hygiene.dedup_groups import (
     star_edges,
 )
 from onegen.pipelines.hygiene.dedup_tables import CATALOG_KEYS_META
+from onegen.pipelines.jobs.settings import DedupJobConfig
 from onegen.pipelines.runtime.unit_job import UnitJob, finish_unit, run_job
 
 PHASH_STORE = "phash"
@@ -60,13 +60,6 @@ BUCKET_SCHEMA = pa.schema([("band", pa.int8()), ("value", pa.uint64()), ("sha256
                            ("key", pa.string()), ("area", pa.int64()), ("exempt", pa.string())])
 EDGE_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64())])
 NODE_SCHEMA = pa.schema([("row_id", pa.int64()), ("key", pa.string()), ("area", pa.int64()), ("exempt", pa.string())])
-
-
-@dataclass(frozen=True)
-class DedupJobConfig:
-    root: str
-    dedup: DedupConfig = DedupConfig()
-    partitions: int = 16  # bucket partitions = edge tasks
 
 
 @dataclass(frozen=True)

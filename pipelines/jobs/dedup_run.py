@@ -1,6 +1,7 @@
 """`onegen dedup` and a recipe's dedup stage: the method's job, run into the table the build reads.
 
-    run_dedup(root, HygieneConfig(dedup="phash", max_distance=4), ray_config)   # -> the job's counts
+    run_dedup(root, "phash", DedupConfig(max_distance=4), SemDedupConfig(), ray_config)   # -> its counts
+    build_dedup_job(root, hygiene)   # the job whose table a build reads (a recipe's dedup stage)
 
 `dedup_tables.dedup_table` (pipelines/hygiene) tells the methods apart and names each one's table; this is
 the one place that picks the job writing it: pHash (pipelines/jobs/dedup.py, from the `phash` store) or
@@ -20,19 +21,21 @@ from onegen.pipelines.runtime.ray_setup import RayConfig
 from onegen.pipelines.runtime.unit_job import run_job
 
 
-def dedup_job(root: str, config: HygieneConfig) -> DedupTableJob | None:
-    """The job writing the table `config.dedup` names (pHash or semantic), or None when dedup is off."""
+def dedup_job(root: str, method: str, phash: DedupConfig, semantic: SemDedupConfig) -> DedupTableJob:
+    """The job writing the `method` table: pHash (from the `phash` store) or semantic (from `clip`)."""
+    if method == PHASH:
+        return PhashDedupJob(DedupJobConfig(root, phash))
+    return SemanticDedupJob(root, semantic)
+
+
+def build_dedup_job(root: str, config: HygieneConfig) -> DedupTableJob | None:
+    """The job writing the table a build with `config` reads, or None when dedup is off."""
     if dedup_table(root, config) is None:
         return None
-    if config.dedup == PHASH:
-        return PhashDedupJob(DedupJobConfig(root, DedupConfig(config.max_distance)))
-    return SemanticDedupJob(root, SemDedupConfig(threshold=config.semantic_threshold))
+    return dedup_job(root, config.dedup, DedupConfig(config.max_distance),
+                     SemDedupConfig(threshold=config.semantic_threshold))
 
 
-def run_dedup(root: str, config: HygieneConfig, ray_config: RayConfig) -> dict:
-    """Run the dedup job of `config.dedup` with its setting; returns the counts its table's marker holds.
-    ValueError when dedup is off (a caller's bug: the CLI and recipes validate it)."""
-    job = dedup_job(root, config)
-    if job is None:
-        raise ValueError("run_dedup needs a dedup method (config.dedup is empty)")
-    return run_job(job, ray_config)
+def run_dedup(root: str, method: str, phash: DedupConfig, semantic: SemDedupConfig, ray_config: RayConfig) -> dict:
+    """Run the `method` dedup job; returns the counts its table's marker holds (`onegen dedup`)."""
+    return run_job(dedup_job(root, method, phash, semantic), ray_config)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, part_name
 from onegen.manifests.schemas import CATALOG_SCHEMA, REJECTS_SCHEMA
+from onegen.pipelines.jobs.settings import IngestConfig
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig
 from onegen.pipelines.runtime.unit_job import COMPLETION_META, COMPLETION_STAMP, UnitJob, run_job
@@ -39,22 +40,12 @@ from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
 from onegen.pipelines.sources.kinds import SCENE_KINDS, read_items, read_scene
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
 from onegen.pipelines.sources.url_fetch import FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    source: SourceSpec
-    out: str
-    limits: ImageLimits = field(default_factory=ImageLimits)
-    rows_per_part: int = 256
-    num_cpus: float = 1.0  # per ingest task: decoding is CPU-bound, and Ray prestarts one worker per CPU
-    images: str = "copy"  # copy | reference (see the module docstring)
-    overwrite: bool = False
+RECORDED_WHEN_SET = ("max_views", "captions", "caption_key", "caption_text")  # SourceSpec fields added later
 
 
 @dataclass
@@ -235,8 +226,11 @@ def run_ingest(config: IngestConfig, ray_config: RayConfig, listing: Listing | N
 
 def job_record(config: IngestConfig, listing: Listing) -> dict:
     """What jobs/ingest-<source>.json holds for `config` over the source's `listing`."""
-    # how URLs are fetched changes no row that is kept, so it is not part of the job's identity
-    source = {k: v for k, v in asdict(config.source).items() if not k.startswith("fetch_")}
+    # how URLs are fetched changes no row that is kept, so it is not part of the job's identity; the
+    # published-source fields are recorded only when set, so records made before them stay valid
+    defaults = asdict(SourceSpec(config.source.path))
+    source = {k: v for k, v in asdict(config.source).items()
+              if not k.startswith("fetch_") and (k not in RECORDED_WHEN_SET or v != defaults[k])}
     record = {"job": "ingest", "source": source, "limits": asdict(config.limits),
               "rows_per_part": config.rows_per_part, "input": listing.fingerprint, "items": listing.items}
     if config.images != "copy":  # recorded only when not the default, so older records stay valid

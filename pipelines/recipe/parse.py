@@ -3,35 +3,34 @@
     root = "dataset"                  # dataset root (catalog/, annotations/)
     shards = "shards"                 # shards folder
 
-    [[sources]]                       # one ingest job each -> IngestConfig
-    path = "inputs/photos"            # + kind, name, caption_column, image_column, uri_column,
-    rows_per_part = 256               #   images (copy | reference), min_side, max_pixels, image_format
+    [[sources]]                       # one ingest job each -> IngestConfig: the `onegen ingest` flags,
+    path = "inputs/photos"            #   same names (kind, name, caption_column, images, min_side, ...;
+    rows_per_part = 256               #   `onegen ingest --help` explains each)
 
     [[annotators]]                    # in order; one annotate job each (consecutive CPU ones fused)
     name = "depth"                    # a name of `onegen annotate --annotators`, or module:Class
     model = "depth-anything/Depth-Anything-V2-Large-hf"   # any field, as `--set depth.model=...`
     num_gpus = 1
 
-    [build]                           # -> BuildConfig: the `onegen build` flags, same names
-    tasks = []                        # empty: every task the stores can make
-    samples_per_shard = 1000          # + max_shard_bytes, rows_per_unit, prefix, caption, views,
-                                      #   samples_per_scene, sliding_window, view_resolution,
-                                      #   min_subject_images, filters, dedup, dedup_distance,
-                                      #   semantic_threshold, min_person_area, id_nsfw_threshold
+    [build]                           # -> BuildConfig: the `onegen build` flags, same names (caption,
+    tasks = []                        #   views = "2-12", ...), except `filters = [...]` for the
+    samples_per_shard = 1000          #   repeatable `--filter`; empty tasks: every task the stores make
     [train]                           # written to <shards>/train.json for `onegen train --config`
     weights = { text2image = 1, image2image = 1, id = 1, multiview = 1 }   # per task family
-    out = "runs/onegen"               # + any other TrainConfig field
+    out = "runs/onegen"               # + any other TrainConfig field, the `onegen train` flags'
+    data.reverse_prob = 0.5           #   names; the loader's as data.X (or a [train.data] table)
 
 Relative paths (root, shards, source paths, train.out) are relative to the recipe's base folder (the
 recipe file's folder unless `onegen run --dir` says otherwise); `{dir}` in any string is replaced by
-that folder (for annotator checkpoints next to the data, as the demo's). Every unknown field or
-wrong type is a RecipeError of one line. No code is executed: annotators are built through
+that folder (for annotator checkpoints next to the data, as the demo's). The `[[sources]]`, `[build]`
+and `[train]` keys are made from the jobs' settings dataclasses (core/config_fields.py), the same fields
+the command-line flags come from. Every unknown field, wrong type or refused value is a RecipeError of
+one line. No code is executed: annotators are built through
 pipelines/jobs/annotator_choices.py, like `--annotators` / `--set`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,26 +38,12 @@ from typing import Any
 import tomllib
 
 from onegen.annotators.base import Annotator
+from onegen.core.config_fields import SettingError, from_table
 from onegen.core.tasks import FAMILY_NAMES, TASKS
-from onegen.pipelines.hygiene.build_hygiene import HygieneConfig
-from onegen.pipelines.hygiene.task_selection import PoseSelection
 from onegen.pipelines.jobs.annotator_choices import AnnotatorChoiceError, make_annotator
-from onegen.pipelines.jobs.build import BuildConfig
-from onegen.pipelines.jobs.ingest import IngestConfig
-from onegen.pipelines.samples.faceid import FaceidConfig
-from onegen.pipelines.samples.multiview import MultiviewConfig
-from onegen.pipelines.sources.image_checks import ImageLimits
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.jobs.settings import BuildConfig, IngestConfig
 
 TOP_LEVEL = {"root", "shards", "sources", "annotators", "build", "train"}
-SOURCE_FIELDS = {"path": "", "kind": "auto", "name": "", "caption_column": "", "image_column": "", "uri_column": "",
-                 "rows_per_part": 256, "images": "copy", "min_side": 64, "max_pixels": 64_000_000,
-                 "image_format": "jpg"}
-BUILD_FIELDS = {"tasks": [], "samples_per_shard": 1000, "max_shard_bytes": 1 << 30, "rows_per_unit": 0,
-                "prefix": "onegen", "caption": "original", "views": "2-12", "samples_per_scene": 1,
-                "sliding_window": False, "view_resolution": 256, "min_subject_images": 4, "filters": [],
-                "dedup": "", "dedup_distance": 4, "semantic_threshold": 0.95, "min_person_area": 0.0,
-                "id_nsfw_threshold": None}
 
 
 class RecipeError(Exception):
@@ -143,31 +128,18 @@ def _only(table: Any, allowed: set[str] | dict, where: str) -> None:
         raise RecipeError(f"recipe: [{where}] has unknown field(s) {unknown}; fields: {', '.join(sorted(allowed))}")
 
 
-def _typed(table: dict, defaults: dict, where: str) -> dict:
-    """`defaults` overlaid with `table`, each value of its default's type (ints pass for floats)."""
-    _only(table, defaults, where)
-    values = dict(defaults)
-    for name, value in table.items():
-        default = defaults[name]
-        want = float if isinstance(default, float) or default is None else type(default)
-        ok = isinstance(value, want) and not (isinstance(value, bool) and want is not bool)
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise RecipeError(f"recipe: [{where}] {name} = {value!r}: expected {want.__name__}")
-        values[name] = value
-    return values
-
-
 def _source(entry: dict, index: int, root: str, base: str) -> IngestConfig:
-    where = f"sources.{index}"
-    values = _typed(entry, SOURCE_FIELDS, where)
-    if not values["path"]:
-        raise RecipeError(f"recipe: [{where}] needs a path")
-    spec = SourceSpec(_path(values["path"], base), values["kind"], values["name"], values["caption_column"],
-                      values["image_column"], values["uri_column"])
-    limits = ImageLimits(values["min_side"], values["max_pixels"], values["image_format"])
-    return IngestConfig(spec, root, limits, values["rows_per_part"], images=values["images"])
+    if isinstance(entry.get("path"), str):
+        entry = {**entry, "path": _path(entry["path"], base)}
+    return _settings(IngestConfig, entry, f"sources.{index}", out=root)
+
+
+def _settings(cls: type, table: dict, where: str, **given: Any) -> Any:
+    """`cls` from a recipe table (core/config_fields.py); its SettingError becomes a RecipeError."""
+    try:
+        return from_table(cls, table, where, **given)
+    except SettingError as error:
+        raise RecipeError(f"recipe: {error}") from None
 
 
 def _annotator(entry: dict, index: int) -> Annotator:
@@ -184,41 +156,50 @@ def _annotator(entry: dict, index: int) -> Annotator:
 
 
 def _build(table: dict, root: str, shards: str) -> BuildConfig:
-    values = _typed(table, BUILD_FIELDS, "build")
-    unknown = [t for t in values["tasks"] if t not in TASKS]
+    build = _settings(BuildConfig, table, "build", root=root, out=shards, overwrite=False)
+    unknown = [t for t in build.tasks if t not in TASKS]
     if unknown:
         raise RecipeError(f"recipe: [build] unknown task(s) {unknown}; tasks: {', '.join(TASKS)}")
-    low, _, high = values["views"].partition("-")
-    try:
-        multiview = MultiviewConfig(int(low), int(high or low), values["samples_per_scene"],
-                                    values["sliding_window"], values["view_resolution"])
-        hygiene = HygieneConfig(tuple(values["filters"]), values["dedup"], values["dedup_distance"],
-                                values["semantic_threshold"], PoseSelection(values["min_person_area"]),
-                                values["id_nsfw_threshold"])
-    except ValueError as error:
-        raise RecipeError(f"recipe: [build] {error}") from None
-    return BuildConfig(root, shards, tuple(values["tasks"]), values["samples_per_shard"], values["max_shard_bytes"],
-                       values["prefix"], values["caption"], False, multiview, FaceidConfig(values["min_subject_images"]),
-                       rows_per_unit=values["rows_per_unit"], hygiene=hygiene)
+    return build
 
 
 def _train(table: dict, shards: str, base: str) -> dict[str, Any]:
-    """TrainConfig fields: `weights` (family -> weight) becomes task_weights; names are checked at run."""
+    """The TrainConfig values train.json gets, checked now against TrainConfig (unknown key, wrong type or
+    value: a RecipeError): the table as written, plus `shards` and `task_weights` from `weights`
+    (family -> weight). Those two keep their bare (pre-`data`) names, so that a recipe run before the
+    loader's settings were nested writes the same train.json and is not seen as changed."""
     if not isinstance(table, dict):
         raise RecipeError("recipe: [train] must be a table")
     values = dict(table)
+    data = values.get("data")
+    own_weights = "task_weights" in values or (isinstance(data, dict) and "task_weights" in data)
+    if own_weights and "weights" not in values:  # TrainConfig's own spelling, [[family, weight], ...]
+        return _checked_train({"shards": shards, **values}, base)
     weights = values.pop("weights", {family: 1.0 for family in FAMILY_NAMES})
     _only(weights, set(FAMILY_NAMES), "train.weights")
     if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights.values()):
         raise RecipeError("recipe: [train.weights] weights must be numbers >= 0")
+    return _checked_train({"shards": shards, **values, "task_weights": [[f, float(w)] for f, w in weights.items()]},
+                          base)
+
+
+def _checked_train(values: dict[str, Any], base: str) -> dict[str, Any]:
+    from onegen.training.train_config import config_from_values
+
     if isinstance(values.get("out"), str):
         values["out"] = _path(values["out"], base)
-    return {"shards": shards, **values, "task_weights": [[f, float(w)] for f, w in weights.items()]}
+    try:
+        config_from_values(values, "train")
+    except SettingError as error:
+        raise RecipeError(f"recipe: {error}") from None
+    return values
 
 
 def train_fields() -> set[str]:
-    """TrainConfig's field names. From the torch-free config module: importing the trainer for
-    them cost every `onegen run` 2.4 s of torch import (bench/results/startup.txt)."""
+    """The top-level keys a train.json may have: TrainConfig's field names (`data` among them) and the
+    loader's bare legacy names. From the torch-free config module: importing the trainer for them cost
+    every `onegen run` 2.4 s of torch import (bench/results/startup.txt)."""
+    from onegen.core.config_fields import options
     from onegen.training.train_config import TrainConfig
 
-    return {f.name for f in dataclasses.fields(TrainConfig)}
+    return {key.split(".", 1)[0] for option in options(TrainConfig) for key in option.keys}

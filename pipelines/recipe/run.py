@@ -31,7 +31,7 @@ from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.pipelines.jobs.annotate import AnnotateJob, MissingRequirement
 from onegen.pipelines.jobs.build import BuildConfig, BuildInputError, BuildJob
-from onegen.pipelines.jobs.dedup_run import dedup_job as dedup_job_of
+from onegen.pipelines.jobs.dedup_run import build_dedup_job
 from onegen.pipelines.jobs.ingest import IngestConfig, IngestJob, list_source
 from onegen.pipelines.recipe.parse import Recipe, RecipeError, train_fields
 from onegen.pipelines.runtime import job_state
@@ -103,7 +103,7 @@ def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
 
 def dedup_job(recipe: Recipe) -> UnitJob | None:
     """The dedup job whose table `[build] dedup` reads (pHash or semantic), or None when dedup is off."""
-    return dedup_job_of(recipe.root, recipe.build.hygiene)
+    return build_dedup_job(recipe.root, recipe.build.hygiene)
 
 
 def plan_dedup(recipe: Recipe, upstream: list[StagePlan]) -> StagePlan | None:

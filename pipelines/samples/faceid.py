@@ -12,23 +12,15 @@ usable photos (seeded by key), so a subject of n photos gives n samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from onegen.annotators.base import key_rng
 from onegen.core.task_prompts import faceid_prompt
 from onegen.core.tasks import FACEID as TASK
 from onegen.core.tasks import TASKS
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.samples.common import sample_meta, text_members
+from onegen.pipelines.samples.settings import FaceidConfig
 
 FACES_STORE = TASKS[TASK].annotator  # the store whose rows say which photos are usable (the task table's)
-
-
-@dataclass(frozen=True)
-class FaceidConfig:
-    min_subject_images: int = 4
-    min_views: int = 2
-    max_views: int = 5
 
 
 def faceid_samples(subject_rows: list[dict], faces_rows: list[dict | None], captions: list[str | None],

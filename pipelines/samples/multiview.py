@@ -36,41 +36,17 @@ from PIL import Image
 
 from onegen.annotators.base import key_rng
 from onegen.annotators.cameras_annotator import CamerasAnnotator, npy_bytes
-from onegen.core.camera_geometry import RAY_STRIDE, normalize_cameras, plucker_rays, rays_to_latent
+from onegen.core.camera_geometry import normalize_cameras, plucker_rays, rays_to_latent
 from onegen.core.image_codec import encode_jpeg
 from onegen.core.task_prompts import multiview_prompt
 from onegen.core.tasks import MULTIVIEW as TASK
 from onegen.core.tasks import TASKS
 from onegen.manifests.shard_writer import Sample
 from onegen.pipelines.samples.common import sample_meta, text_members
+from onegen.pipelines.samples.settings import MultiviewConfig
 from onegen.pipelines.sources.image_checks import to_rgb_array
 
 CAMERAS_STORE = TASKS[TASK].annotator  # the store of the scene's normalised cameras (the task table's)
-ORDINALS_PER_ROW = 256  # the caller reserves this many ordinals per scene row
-_LATENT_MULTIPLE = 2 * RAY_STRIDE  # resolution must be a multiple of 16 (latent 2x2 patches)
-
-
-@dataclass(frozen=True)
-class MultiviewConfig:
-    """How views are drawn from a scene. Invalid values raise ValueError at construction."""
-
-    min_views: int = 2
-    max_views: int = 12
-    samples_per_scene: int = 1
-    sliding_window: bool = False  # consecutive views in frame order instead of a random subset
-    resolution: int = 256  # square output side, multiple of 16
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_views <= self.max_views:
-            raise ValueError(f"need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}")
-        if not 1 <= self.samples_per_scene <= ORDINALS_PER_ROW:
-            raise ValueError(
-                f"samples_per_scene must be in [1, {ORDINALS_PER_ROW}], got {self.samples_per_scene}"
-            )
-        if self.resolution <= 0 or self.resolution % _LATENT_MULTIPLE:
-            raise ValueError(
-                f"resolution must be a positive multiple of {_LATENT_MULTIPLE}, got {self.resolution}"
-            )
 
 
 @dataclass(frozen=True)

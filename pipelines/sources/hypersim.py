@@ -39,7 +39,7 @@ import re
 import fsspec
 import numpy as np
 
-from onegen.pipelines.sources.spec import SourceError
+from onegen.pipelines.sources.names import SourceError
 
 SCENE = re.compile(r"^ai_\d{3}_\d{3}$")
 PREVIEW = re.compile(r"^scene_(cam_\d+)_final_preview$")

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onegen.core.image_codec import encode_jpeg, encode_png
+from onegen.pipelines.sources.settings import ImageLimits
 
 _FORMAT_OF_PIL = {"JPEG": "jpg", "PNG": "png"}
 _EXIF_ORIENTATION = 0x0112
@@ -33,16 +34,6 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What the catalog accepts. `image_format` is the one encoding every catalog image has."""
-
-    min_side: int = 64
-    max_pixels: int = 64_000_000
-    image_format: str = "jpg"  # "jpg" (quality 95) | "png"
-    jpeg_quality: int = 95
 
 
 @dataclass(frozen=True)

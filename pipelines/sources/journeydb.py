@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from onegen.pipelines.sources.spec import IMAGE_EXTENSIONS, SourceError
+from onegen.pipelines.sources.names import IMAGE_EXTENSIONS, SourceError
 
 ANNOTATION_SUFFIXES = ("_anno_realease_repath.jsonl", "_anno_repath.jsonl", "_anno.jsonl")
 

@@ -53,14 +53,14 @@ from onegen.pipelines.sources.folder import (
     read_caption_sidecar,
     read_whole,
 )
-from onegen.pipelines.sources.spec import (
+from onegen.pipelines.sources.names import (
     CAPTION_COLUMNS,
     IMAGE_COLUMNS,
     IMAGE_EXTENSIONS,
     SourceError,
-    SourceSpec,
     pick_column,
 )
+from onegen.pipelines.sources.settings import SourceSpec
 from onegen.pipelines.sources.table import is_table_file, list_table, read_table_rows
 from onegen.pipelines.sources.tar import list_tars, read_tar_members
 from onegen.pipelines.sources.url_fetch import FetchConfig

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from onegen.manifests import files
 from onegen.pipelines.sources.kinds import iter_items
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 
 SPILL_SCHEMA = pa.schema([("uri", pa.string()), ("item", pa.string())])
 

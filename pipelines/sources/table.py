@@ -28,14 +28,14 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from onegen.pipelines.sources.folder import file_stamp
-from onegen.pipelines.sources.spec import (
+from onegen.pipelines.sources.names import (
     CAPTION_COLUMNS,
     IMAGE_COLUMNS,
     URI_COLUMNS,
     SourceError,
-    SourceSpec,
     pick_column,
 )
+from onegen.pipelines.sources.settings import SourceSpec
 from onegen.pipelines.sources.url_fetch import FetchConfig, fetch_urls
 
 _DELIMITED = re.compile(r"\.(csv|tsv)\d*$")  # Unsplash ships photos.tsv000

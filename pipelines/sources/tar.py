@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import fsspec
 
 from onegen.pipelines.sources.folder import file_stamp
-from onegen.pipelines.sources.spec import IMAGE_EXTENSIONS, SourceError, SourceSpec
+from onegen.pipelines.sources.names import IMAGE_EXTENSIONS, SourceError
+from onegen.pipelines.sources.settings import SourceSpec
 
 
 def list_tars(spec: SourceSpec) -> list[dict]:

@@ -98,7 +98,8 @@ def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_loc
     from onegen.training.train import config_from_args
 
     config = config_from_args(build_parser().parse_args(["train", "--config", str(tmp_path / "shards" / "train.json")]))
-    assert config.task_weights == (("text2image", 2.0), ("image2image", 1.0)) and config.shards == str(tmp_path / "shards")
+    assert config.data.task_weights == (("text2image", 2.0), ("image2image", 1.0))
+    assert config.data.shards == str(tmp_path / "shards")
     assert all(p.state == "done" for p in plan_recipe(recipe))
     after, ray_started = _plan_in_fresh_process(path)
     assert ray_started == "RAY_STARTED False" and all(" done " in line for line in after), after

@@ -93,7 +93,7 @@ def test_co3d_category_folder_is_one_scene_per_sequence(tmp_path):
     from onegen.pipelines.jobs.ingest import ingest_rows
     from onegen.pipelines.sources.image_checks import ImageLimits
     from onegen.pipelines.sources.kinds import list_items
-    from onegen.pipelines.sources.spec import SourceSpec
+    from onegen.pipelines.sources.settings import SourceSpec
 
     spec = importlib.util.spec_from_file_location("readers", Path(__file__).with_name("test_camera_readers.py"))
     readers = importlib.util.module_from_spec(spec)

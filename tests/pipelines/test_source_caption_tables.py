@@ -14,7 +14,8 @@ from onegen.pipelines.jobs.ingest import ingest_rows
 from onegen.pipelines.sources.caption_tables import CaptionJoin, load_caption_table
 from onegen.pipelines.sources.image_checks import ImageLimits
 from onegen.pipelines.sources.kinds import list_items
-from onegen.pipelines.sources.spec import SourceError, SourceSpec
+from onegen.pipelines.sources.names import SourceError
+from onegen.pipelines.sources.settings import SourceSpec
 from tests.pipelines.test_source_helpers import jpeg
 
 UIDS = ["8476c4170df24cf5bbe6967222d1a42d", "b1e52e9e8b3b4d6f9bd4e3b1b2c1a0ff", "ffffffffffffffffffffffffffffffff"]

@@ -15,7 +15,7 @@ from onegen.pipelines.jobs.ingest import ingest_rows
 from onegen.pipelines.sources.image_checks import ImageLimits
 from onegen.pipelines.sources.kinds import detect_kind, list_items, read_scene
 from onegen.pipelines.sources.lens import undistort_array
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 
 FULL_W, FULL_H, DOWN = 256, 192, 4
 K_FULL = np.array([[210.0, 0, 131.0], [0, 205.0, 93.0], [0, 0, 1]])

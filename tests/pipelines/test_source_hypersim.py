@@ -19,7 +19,7 @@ from onegen.pipelines.jobs.ingest import ingest_rows
 from onegen.pipelines.sources.hypersim import pinhole_from_hypersim
 from onegen.pipelines.sources.image_checks import ImageLimits
 from onegen.pipelines.sources.kinds import detect_kind, list_items
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 from tests.pipelines.test_source_helpers import jpeg
 
 W, H, METERS = 32, 24, 0.0254

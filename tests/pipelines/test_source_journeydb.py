@@ -13,7 +13,7 @@ import pytest
 from onegen.pipelines.jobs.ingest import ingest_rows
 from onegen.pipelines.sources.image_checks import ImageLimits
 from onegen.pipelines.sources.kinds import detect_kind, list_items
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 from tests.pipelines.test_source_helpers import jpeg
 
 

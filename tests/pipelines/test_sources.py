@@ -10,7 +10,8 @@ import pytest
 
 from onegen.pipelines.sources.kinds import detect_kind, list_items, read_items
 from onegen.pipelines.sources.listing import list_parts
-from onegen.pipelines.sources.spec import SourceError, SourceSpec
+from onegen.pipelines.sources.names import SourceError
+from onegen.pipelines.sources.settings import SourceSpec
 from tests.conftest import encode, photo, write_photo_folder
 
 
@@ -122,7 +123,7 @@ def test_folder_is_walked_in_uri_order_and_the_nearest_metadata_names_the_captio
     import fsspec
 
     from onegen.pipelines.sources.folder import iter_folder
-    from onegen.pipelines.sources.spec import CAPTION_COLUMNS, IMAGE_EXTENSIONS
+    from onegen.pipelines.sources.names import CAPTION_COLUMNS, IMAGE_EXTENSIONS
 
     root = tmp_path / "photos"
     # names whose directory-by-directory order differs from their full paths' order ("-" < "." < "/")

@@ -109,7 +109,7 @@ def test_external_annotator_feeds_the_build_through_ray(tmp_path, ray_local, ext
     from onegen.pipelines.jobs.annotate import run_annotators
     from onegen.pipelines.jobs.build import BuildConfig, BuildInputError, run_build
     from onegen.pipelines.jobs.ingest import IngestConfig, run_ingest
-    from onegen.pipelines.sources.spec import SourceSpec
+    from onegen.pipelines.sources.settings import SourceSpec
 
     write_photo_folder(tmp_path / "photos", count=6)
     root = str(tmp_path / "data")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from onegen.pipelines.sources.kinds import detect_kind, iter_items, list_items, read_items
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 from onegen.pipelines.sources.url_fetch import FetchFailed
 from tests.conftest import encode, photo
 

@@ -24,7 +24,7 @@ from onegen.pipelines.cli.main import main
 from onegen.pipelines.jobs.annotate import run_annotators
 from onegen.pipelines.runtime.units import RECORD_SCHEMA
 from onegen.pipelines.sources.kinds import list_items, read_items
-from onegen.pipelines.sources.spec import SourceSpec
+from onegen.pipelines.sources.settings import SourceSpec
 from tests.conftest import TEST_RAY, photo, write_photo_folder
 
 pytestmark = pytest.mark.timeout(600)

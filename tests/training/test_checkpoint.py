@@ -1,7 +1,6 @@
 """DCP step folders on one process: completion marker, debris, export to safetensors, RNG states, the
 Checkpointer's named Stateful parts and keeping the newest K folders."""
 
-import dataclasses
 import json
 import os
 
@@ -22,14 +21,16 @@ from onegen.training.checkpoint import (
     training_meta,
 )
 from onegen.training.train import Ema, TrainConfig, train
+from onegen.training.train_config import config_from_values
 from onegen.training.train_logs import param_digest
 
 
 def _config(shards: str, out: str, **changes) -> TrainConfig:
-    base = TrainConfig(shards=shards, out=out, preset="tiny", batch_size=2, steps=2, ckpt_every=1, lr=1e-3,
-                       ema_decay=0.5, num_workers=0, shuffle_buffer=2, progress=False, data_log=True,
-                       sample_rows=0, task_weights=(("text2image", 1.0),), buckets=((64, 64),))
-    return dataclasses.replace(base, **changes)
+    base = dict(shards=shards, out=out, preset="tiny", batch_size=2, steps=2, ckpt_every=1,
+                lr=1e-3, ema_decay=0.5, num_workers=0, shuffle_buffer=2, progress=False,
+                data_log=True, sample_rows=0, task_weights=(("text2image", 1.0),),
+                buckets=((64, 64),))
+    return config_from_values({**base, **changes})
 
 
 @pytest.fixture(scope="module")

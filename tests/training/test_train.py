@@ -8,13 +8,16 @@ import torch
 
 from onegen.pipelines.cli.train_commands import add_train_command
 from onegen.training.train import TrainConfig, config_from_args, train
+from onegen.training.train_config import config_from_values
 
 
 def _config(shards: str, out: str, **changes) -> TrainConfig:
-    base = TrainConfig(shards=shards, out=out, preset="tiny", batch_size=8, steps=80, lr=2e-3, ema_decay=0.9,
-                       caption_dropout=0.0, num_workers=0, shuffle_buffer=8, ckpt_every=1000, progress=False,
-                       task_weights=(("text2image", 1.0),), buckets=((64, 64),))
-    return dataclasses.replace(base, **changes)
+    """Loader fields by their bare names, as a train.json may give them (config_from_values nests them)."""
+    base = dict(shards=shards, out=out, preset="tiny", batch_size=8, steps=80, lr=2e-3,
+                ema_decay=0.9, caption_dropout=0.0, num_workers=0, shuffle_buffer=8,
+                ckpt_every=1000, progress=False, task_weights=(("text2image", 1.0),),
+                buckets=((64, 64),))
+    return config_from_values({**base, **changes})
 
 
 def test_tiny_model_overfits_eight_samples(latent_shards, tmp_path):
@@ -49,7 +52,7 @@ def test_cli_flags_override_config_file(tmp_path):
                               "--task-weights", '[["text2image", 2.0]]'])
     config = config_from_args(args)
     assert (config.preset, config.steps, config.lr, config.compile) == ("tiny", 7, 0.001, True)
-    assert config.buckets == ((64, 96),) and config.task_weights == (("text2image", 2.0),)
+    assert config.data.buckets == ((64, 96),) and config.data.task_weights == (("text2image", 2.0),)
 
 
 def test_fsdp_path_imports():
@@ -120,7 +123,7 @@ def test_train_step_noises_every_view_unless_conditions_are_held_clean(latent_sh
     from onegen.training.train import Ema, Trainer
 
     config = _config(latent_shards, "unused", batch_size=2, task_weights=(("image2image", 1.0),))
-    batch = next(make_loader(config.data()))  # canny2image: [image, condition], one generated per row
+    batch = next(make_loader(config.data))  # canny2image: [image, condition], one generated per row
     for prob, expect_clean in ((0.0, False), (1.0, True)):
         model, seen = build_model("tiny"), []
         model.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[1].clone()))
