@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class MissingCheckpointError(RuntimeError):
+
+class MissingCheckpointError(UserError):
     """Weights for a model id / path are not on this machine."""
+from onegen.core.errors import UserError
 
 
 @dataclass(frozen=True)

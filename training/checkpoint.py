@@ -34,6 +34,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from onegen.core.errors import PathError
 from onegen.model.flow import ScheduleConfig
 from onegen.model.nextdit import PRESETS, build_model
 
@@ -163,7 +164,7 @@ def load_training_checkpoint(folder: str, model: torch.nn.Module, ema: dict[str,
 
 def read_meta(folder: str) -> dict:
     if not is_complete(folder):
-        raise FileNotFoundError(f"{folder} is not a complete onegen checkpoint (no {MARKER} marker)")
+        raise PathError(f"{folder} is not a complete onegen checkpoint (no {MARKER} marker)")
     with open(os.path.join(folder, "meta.json")) as handle:
         return json.load(handle)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from onegen.core.errors import PathError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.dedup_groups import duplicate_reason
@@ -68,11 +69,11 @@ def check_hygiene_inputs(root: str, config: HygieneConfig) -> None:
     layout = DatasetLayout(root)
     missing = [name for name in hygiene_stores(config) if layout.find_store(name) is None]
     if missing:
-        raise FileNotFoundError(f"hygiene needs the {', '.join(missing)} annotation(s): run "
-                                f"`onegen annotate --annotators {','.join(missing)}` first (no model runs at build)")
+        raise PathError(f"hygiene needs the {', '.join(missing)} annotation(s): run "
+                        f"`onegen annotate --annotators {','.join(missing)}` first (no model runs at build)")
     table = dedup_table(root, config)
     if table is not None and not files.exists(files.join(table, DONE_MARKER)):
-        raise FileNotFoundError(f"--dedup {config.dedup}: no finished dedup table at {table}; run the dedup job first")
+        raise PathError(f"--dedup {config.dedup}: no finished dedup table at {table}; run the dedup job first")
 
 
 def unit_duplicates(root: str, config: HygieneConfig, source: str, part_file: str,

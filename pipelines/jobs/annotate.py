@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onegen.annotators.base import Annotator, decode_batch
+from onegen.core.errors import UserError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.jobs.annotate_units import annotate_unit, stateless
@@ -50,7 +51,7 @@ RESOURCE_FIELDS = ("num_gpus", "num_cpus", "batch_size", "concurrency")
 CATALOG_KEYS_META = "onegen.catalog_keys_sha256"
 
 
-class MissingRequirement(Exception):
+class MissingRequirement(UserError):
     """An annotator needs another annotator's outputs that are not there yet."""
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 from onegen.annotators.base import ConditionSpec
 from onegen.core import tasks as task_table
+from onegen.core.errors import UserError
 from onegen.manifests import files
 from onegen.manifests.dataset_card import write_dataset_card
 from onegen.manifests.layout import DatasetLayout, ShardLayout
@@ -59,7 +60,7 @@ ROWS_PER_UNIT_FACTOR = 4
 BUILD_CPUS = 1.0  # per build unit task, as ingest (docs/decisions.md, "Ray")
 
 
-class BuildInputError(Exception):
+class BuildInputError(UserError):
     """The catalog / annotations cannot make the asked-for shards (missing store, unknown task)."""
 
 
@@ -254,7 +255,7 @@ def build_unit(unit: dict, config: dict):
 def job_record(config: BuildConfig) -> tuple[list[TaskSource], list[str], list[tuple[str, str, int]], dict]:
     """(tasks, stores read, catalog parts, build.json record) of `config`; reads stores, starts nothing.
 
-    Raises BuildInputError / FileNotFoundError when the stores cannot make the asked-for shards."""
+    Raises BuildInputError / PathError (user errors) when the stores cannot make the asked-for shards."""
     layout = DatasetLayout(config.root)
     tasks = choose_tasks(config.root, config.tasks)
     stores = sorted({t.store for t in tasks if t.store})

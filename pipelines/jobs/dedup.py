@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
+from onegen.core.errors import PathError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.dedup_groups import (
@@ -192,7 +193,7 @@ def part_output(out: str, part: DedupPart) -> str:
 def read_part_duplicates(out: str, source: str, part_file: str, catalog_keys_sha256: str | None = None) -> dict[str, str]:
     """{duplicate key: representative} of one catalog part, for a build unit; refuses a stale or unfinished table."""
     if not files.exists(files.join(out, DONE_MARKER)):
-        raise FileNotFoundError(f"no finished dedup table at {out}: run `onegen dedup` first")
+        raise PathError(f"no finished dedup table at {out}: run `onegen dedup` first")
     path = files.join(out, source, part_file)
     recorded = files.read_metadata(path).get(CATALOG_KEYS_META)
     if catalog_keys_sha256 is not None and recorded != catalog_keys_sha256:
@@ -207,12 +208,12 @@ def plan_dedup_parts(root: str, store_name: str = PHASH_STORE) -> list[DedupPart
     layout = DatasetLayout(root)
     found = layout.find_store(store_name)
     if found is None:
-        raise FileNotFoundError(f"no {store_name} annotations under {root}: run `onegen annotate --annotators {store_name}` first")
+        raise PathError(f"no {store_name} annotations under {root}: run `onegen annotate --annotators {store_name}` first")
     parts = []
     for index, (source, path) in enumerate(layout.catalog_parts()):
         annotation_path = layout.store_part(found, path)
         if not files.exists(annotation_path):
-            raise FileNotFoundError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run the {store_name} annotator first")
+            raise PathError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run the {store_name} annotator first")
         parts.append(DedupPart(index, source, path, annotation_path))
     return parts
 

@@ -39,6 +39,7 @@ from typing import Any
 import tomllib
 
 from onegen.annotators.base import Annotator
+from onegen.core.errors import UserError
 from onegen.core.tasks import FAMILY_NAMES, TASKS
 from onegen.pipelines.hygiene.build_hygiene import HygieneConfig
 from onegen.pipelines.hygiene.task_selection import PoseSelection
@@ -61,7 +62,7 @@ BUILD_FIELDS = {"tasks": [], "samples_per_shard": 1000, "max_shard_bytes": 1 << 
                 "id_nsfw_threshold": None}
 
 
-class RecipeError(Exception):
+class RecipeError(UserError):
     """A recipe that cannot be read or names something unknown; the message is one line."""
 
 

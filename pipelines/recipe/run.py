@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from onegen.annotators.base import Annotator
 from onegen.manifests import files
+from onegen.core.errors import PathError
 from onegen.manifests.layout import DatasetLayout, ShardLayout, part_name
 from onegen.pipelines.hygiene.build_hygiene import dedup_table
 from onegen.pipelines.jobs.annotate import MissingRequirement, annotator_identity, keys_sha256, plan_parts
@@ -107,7 +108,7 @@ def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
         return StagePlan("build", "waiting", 0, 0, 0, 0, f"after {', '.join(unfinished)}", "units")
     try:
         _, _, parts, record = build_record(config)
-    except (BuildInputError, FileNotFoundError) as error:
+    except (BuildInputError, PathError) as error:  # its inputs come from an earlier stage of this run
         return StagePlan("build", "waiting", 0, 0, 0, 0, str(error), "units")
     shards = ShardLayout(config.out)
     changes = job_state.recorded_changes(shards.record(), record)

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from onegen.core.errors import UserError
 from onegen.pipelines.sources.folder import (
     folder_entries,
     iter_files,
@@ -54,7 +55,7 @@ URI_COLUMNS = ("uri", "url", "path", "image_path", "file_name")
 CAPTION_COLUMNS = ("caption", "text", "txt", "prompt")
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A user error about the source itself; the message is one line for the terminal."""
 
 
