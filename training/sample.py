@@ -39,7 +39,6 @@ from onegen.core.task_prompts import faceid_prompt
 from onegen.core.tasks import condition_tasks, sampler_tasks, swapped_tasks
 from onegen.model.flow import ScheduleConfig, fixed_sigmas, release_schedule, sample_euler
 from onegen.model.nextdit import (
-    CheckpointMismatch,
     NextDiT,
     build_model,
     check_preset,
@@ -222,12 +221,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from onegen.model.vae import Vae
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model, info = load_denoiser(args.checkpoint, device, args.preset)
-    except CheckpointMismatch as error:  # a user error: cli.main prints its one line on the terminal
-        from onegen.core.errors import PathError
-
-        raise PathError(str(error)) from None
+    model, info = load_denoiser(args.checkpoint, device, args.preset)  # CheckpointMismatch: a user error
     config = info.get("train_config") or {}
     encoders = {"--text-encoder": args.text_encoder or config.get("text_encoder", ""),
                 "--vae": args.vae or config.get("vae", "")}

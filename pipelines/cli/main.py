@@ -1,8 +1,9 @@
 """The `onegen` command line: ingest, annotate, build, manifest {stats,verify,select}, demo.
 
 Thin by design: each sub-command fills its job's dataclass config and calls the job. User errors
-(bad source, changed job, missing annotations or weights) print one `onegen: error: ...` line and
-exit 2; anything else is a bug and keeps its traceback.
+(`UserError`, core/errors.py: bad source, changed job, missing annotations or weights), raised here or
+on a Ray worker, print one `onegen: error: ...` line and exit 2; anything else is a bug and keeps its
+traceback (pipelines/cli/failures.py tells them apart).
 """
 
 from __future__ import annotations
@@ -10,25 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
+from onegen.core.errors import UserError
+from onegen.pipelines.cli.failures import report_failure, user_error_message
 from onegen.pipelines.runtime.ray_setup import RayConfig
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from onegen.core.errors import PathError
-    from onegen.core.weights import MissingCheckpointError
-    from onegen.pipelines.hygiene.filters import FilterError
-    from onegen.pipelines.jobs.annotate import MissingRequirement
-    from onegen.pipelines.jobs.annotator_choices import AnnotatorChoiceError
-    from onegen.pipelines.jobs.build import BuildInputError
-    from onegen.pipelines.recipe.parse import RecipeError
-    from onegen.pipelines.runtime.job_state import JobConflict
-    from onegen.pipelines.sources.kinds import SourceError
-
-    return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
-            MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError)
 
 
 def _ray_config(args: argparse.Namespace) -> RayConfig:
@@ -64,7 +51,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from onegen.pipelines.jobs.annotate import run_annotators
+    from onegen.pipelines.jobs.annotate import AnnotationFailed, run_annotators
     from onegen.pipelines.jobs.annotator_choices import make_annotators
 
     annotators = make_annotators([n for n in args.annotators.split(",") if n], args.set or [])
@@ -72,28 +59,11 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         summaries = run_annotators(args.root, annotators, args.overwrite, _ray_config(args),
                                    retry_errors=args.retry_errors, max_error_rate=args.max_error_rate)
     except Exception as error:
-        return report_failure(error, "AnnotationFailed", f"{args.root.rstrip('/')}/jobs/annotate-failure.log")
+        return report_failure(error, AnnotationFailed, f"{args.root.rstrip('/')}/jobs/annotate-failure.log")
     for summary in summaries:
         print(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done); "
               f"statuses: {summary.statuses}")
     return 0
-
-
-def report_failure(error: BaseException, name: str, log_path: str) -> int:
-    """A job failure of type `name` (raised on a worker, wrapped by Ray): its one line on stderr, the
-    whole traceback in `log_path`, exit status 1. Anything else propagates with its traceback."""
-    import traceback
-
-    from onegen.manifests import files
-
-    message = remote_error(error, (name,))
-    if message is None:
-        raise error
-    files.commit_bytes(log_path, "".join(traceback.format_exception(error)).encode())
-    from onegen.core.job_output import terminal_stderr
-
-    print(f"onegen: error: {message} (traceback: {log_path})", file=terminal_stderr())  # not the job's log
-    return 1
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -311,30 +281,6 @@ def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
     return next(action for action in parser._actions if flag in action.option_strings)
 
 
-def remote_user_error(error: BaseException) -> str | None:
-    """The message of a user error raised on a Ray worker (e.g. missing weights at actor setup).
-
-    Ray re-raises a worker's exception on the driver wrapped in its own types, keeping only the text
-    of the original traceback, so the original is found by its class name in that text.
-    """
-    return remote_error(error, tuple(cls.__name__ for cls in _user_errors()))
-
-
-def remote_error(error: BaseException, class_names: tuple[str, ...]) -> str | None:
-    """The message of an exception of one of `class_names` somewhere in `error`'s chain or its text."""
-    names = "|".join(class_names)
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return None
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(seen))
-        found = re.search(rf"\b(?:{names}): ([^\n]+)", text)
-        if found:
-            return found.group(1).strip()
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 # The folder whose jobs/<command>.log gets a job's third-party output (core/job_output.py).
 _JOB_FOLDERS = {"ingest": "out", "annotate": "root", "dedup": "root", "build": "out", "demo": "out",
                 "precompute": "out", "train": "out", "sample": "out"}
@@ -362,13 +308,10 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
         # the demo names its log itself; under torchrun one rank names it
         announce = args.command != "demo" and os.environ.get("RANK", "0") == "0"
-        with job_output(folder, args.command, args.verbose, announce=announce, user_errors=_user_errors()):
+        with job_output(folder, args.command, args.verbose, announce=announce, user_errors=(UserError,)):
             return args.run(args)
-    except _user_errors() as error:
-        print(f"onegen: error: {error}", file=sys.stderr)
-        return 2
     except Exception as error:
-        message = remote_user_error(error)
+        message = user_error_message(error)  # a UserError, here or on a Ray worker; None: a bug
         if message is None:
             raise
         print(f"onegen: error: {message}", file=sys.stderr)

@@ -53,6 +53,18 @@ def test_entry_point_keeps_exit_codes_and_tracebacks(tmp_path):
     assert _onegen("--help").returncode == 0
 
 
+def test_a_file_not_found_in_our_own_code_is_a_bug_with_its_traceback(tmp_path):
+    """FileNotFoundError is no user error by its class (only a checked path is: PathError). A manifest that
+    is listed but cannot be opened (a dangling link) fails inside our reading code: traceback, exit 1."""
+    shards = _shards(tmp_path / "shards")
+    (tmp_path / "shards" / "manifests" / "onegen-zz-000000.parquet").symlink_to(tmp_path / "gone.parquet")
+    run = _onegen("manifest", "stats", shards)
+    assert run.returncode == 1 and "onegen: error" not in run.stderr
+    assert run.stderr.startswith("Traceback") and run.stderr.splitlines()[-1].startswith("FileNotFoundError: ")
+    with pytest.raises(FileNotFoundError, match="gone.parquet|onegen-zz-000000"):
+        main(["manifest", "stats", shards])
+
+
 def _dataset_root(folder) -> str:
     (folder / "catalog" / "photos").mkdir(parents=True)
     return str(folder)
