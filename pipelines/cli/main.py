@@ -110,16 +110,18 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 def cmd_manifest(args: argparse.Namespace) -> int:
     from onegen.manifests.query import select_shards, shard_stats
-    from onegen.manifests.verify import verify_shards
+    from onegen.manifests.stats_table import stats_table
+    from onegen.manifests.verify import summary_line, verify_shards
 
     if args.manifest_command == "stats":
-        print(json.dumps(shard_stats(args.shards), indent=2))
+        stats = shard_stats(args.shards)
+        print(json.dumps(stats, indent=2) if args.json else stats_table(stats))
         return 0
     if args.manifest_command == "verify":
         checked, problems = verify_shards(args.shards)
         for line in problems:
             print(line)
-        print(f"verified {checked} samples: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        print(summary_line(checked, problems))
         return 1 if problems else 0
     for path in select_shards(args.shards, args.task or None, args.source or None):
         print(path)
@@ -148,7 +150,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, _ray_config(args), overwrite=args.overwrite)
 
 
-_MANIFEST_HELP = {"stats": "samples per task / source, bytes (tar sizes), skips, rejects, annotation statuses (JSON)",
+_MANIFEST_HELP = {"stats": "samples per task / source, shards, bytes (tar sizes), skips, rejects, annotation "
+                           "statuses: a short table, or every count as JSON (--json)",
                   "verify": "re-read every tar against its manifest (sizes, sha256, members); rc 1 on a problem",
                   "select": "print the shard paths holding the given --task / --source"}
 
@@ -250,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "select":
             sub.add_argument("--task", action="append", help="repeatable")
             sub.add_argument("--source", action="append", help="repeatable")
+        if name == "stats":
+            sub.add_argument("--json", action="store_true", help="every count as JSON (default: a short table)")
         sub.set_defaults(run=cmd_manifest)
 
     from onegen.pipelines.cli.preview_command import add_commands as add_preview_commands
