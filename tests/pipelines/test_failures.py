@@ -135,8 +135,9 @@ def test_a_user_error_at_an_actors_setup_is_one_line_and_exit_2(root, capsys):
     raises its setup error with its first batch instead, and the CLI finds it by type behind Ray's wrapper."""
     argv = ["annotate", str(root), "--annotators", f"{__name__}:WeightsOnlyOnTheDriver", *RAY]
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("onegen: error: weightless checkpoint 'nobody-here/no-such-weights'") and err.count("\n") == 1
+    # lines of earlier tests' workers that Ray forwards late ("(annotate_unit pid=N) ...") are not ours
+    lines = [line for line in capsys.readouterr().err.splitlines() if " pid=" not in line]
+    assert len(lines) == 1 and lines[0].startswith("onegen: error: weightless checkpoint 'nobody-here/no-such-weights'")
     assert not list((root / "annotations" / "weightless@1").rglob("*.parquet"))
 
 
