@@ -267,9 +267,13 @@ def load_yolo(detector: str) -> Any:
     if os.path.isfile(expanded):
         return YOLO(expanded, task="detect")
     if detector.endswith((".yaml", ".yml")) and os.sep not in detector:
-        # a cfg bundled with ultralytics (yolov8n.yaml -> yolov8.yaml at scale n): random init; an unknown
-        # name raises FileNotFoundError from its local search (downloads happen only for URLs)
-        return YOLO(detector, task="detect")
+        # a cfg bundled with ultralytics (yolov8n.yaml -> yolov8.yaml at scale n): random init; for an
+        # unknown name its local search raises FileNotFoundError (downloads happen only for URLs)
+        try:
+            return YOLO(detector, task="detect")
+        except FileNotFoundError as error:  # the name the user gave, not one of our paths: a user error
+            raise MissingCheckpointError(f"pose detector {detector!r}: no such model yaml ships with ultralytics "
+                                         f"({error}); give a local YOLO .pt file or a bundled yaml") from None
     raise MissingCheckpointError(
         f"pose detector checkpoint {detector!r} not found: give a local YOLO .pt file (or a model yaml)"
     )

@@ -8,12 +8,17 @@ job fails at actor setup instead of hanging on a hub call.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from onegen.core.errors import UserError
 
-class MissingCheckpointError(RuntimeError):
+
+class MissingCheckpointError(UserError):
     """Weights for a model id / path are not on this machine."""
 
 
@@ -73,21 +78,38 @@ def pick_device(num_gpus: float) -> str:
 
 
 def import_yolo():
-    """ultralytics' YOLO class, imported so that it can never reach the network or change Pillow.
+    """ultralytics' YOLO class, imported so that it can never reach the network, change Pillow or print
+    on stdout.
 
     ultralytics checks online and auto-installs packages unless told not to (YOLO_OFFLINE,
     YOLO_AUTOINSTALL), and on import it monkey-patches `PIL.Image.open` so that any unidentified image
     triggers a pip install of pi-heif. That would turn a bad input file anywhere in the same process
     into a network call; the original `Image.open` is put back.
+    Its logger writes to the `sys.stdout` of import time, and the import itself logs a 3-line banner
+    when its settings file is new (a fresh HOME / YOLO_CONFIG_DIR). Those are third-party messages: the
+    import runs with stdout sent to stderr, and the logger then writes to whatever `sys.stderr` is when
+    it logs, which a quiet job sends to its log file (core/job_output.py).
     """
-    import sys
-
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     from PIL import Image
-    from ultralytics import YOLO
 
+    with contextlib.redirect_stdout(sys.stderr):
+        from ultralytics import YOLO
+    for handler in logging.getLogger("ultralytics").handlers:
+        if type(handler) is logging.StreamHandler and not isinstance(handler.stream, _CurrentStderr):
+            handler.setStream(_CurrentStderr())
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and hasattr(patches, "_image_open"):
         Image.open = patches._image_open  # the Pillow original, kept by ultralytics when it patched
     return YOLO
+
+
+class _CurrentStderr:
+    """A stream that writes to `sys.stderr` as it is at each write (a quiet job swaps it for its log)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

@@ -16,6 +16,11 @@ from onegen.manifests import files
 from onegen.manifests.layout import ShardLayout
 
 
+def summary_line(checked: int, problems: list[str]) -> str:
+    """The closing line of a verification (after its problem lines): `onegen manifest verify` and the demo."""
+    return f"verified {checked} samples: {'OK' if not problems else f'{len(problems)} problem(s)'}"
+
+
 def verify_shards(out: str) -> tuple[int, list[str]]:
     """(number of samples checked, problem lines)."""
     problems: list[str] = []

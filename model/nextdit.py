@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onegen.core.errors import UserError
+
 
 @dataclass(frozen=True)
 class NextDiTConfig:
@@ -339,7 +341,7 @@ def save_checkpoint(model: NextDiT, path: str | Path, preset: str) -> None:
     torch.save(payload, str(path))
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError, ValueError):
     """A checkpoint holds another preset (or another architecture) than the one asked for."""
 
 

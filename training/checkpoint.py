@@ -54,6 +54,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.stateful import Stateful
 
+from onegen.core.errors import PathError
 from onegen.model.flow import ScheduleConfig
 from onegen.model.nextdit import PRESETS, build_model
 
@@ -264,7 +265,7 @@ def latest_checkpoint(out: str) -> str | None:
 
 def read_meta(folder: str) -> dict:
     if not is_complete(folder):
-        raise FileNotFoundError(f"{folder} is not a complete onegen checkpoint (no {MARKER} marker)")
+        raise PathError(f"{folder} is not a complete onegen checkpoint (no {MARKER} marker)")
     with open(os.path.join(folder, "meta.json")) as handle:
         return json.load(handle)
 

@@ -50,7 +50,6 @@ from onegen.core.tasks import (
 )
 from onegen.model.flow import ScheduleConfig, fixed_sigmas, release_schedule, sample_euler
 from onegen.model.nextdit import (
-    CheckpointMismatch,
     NextDiT,
     build_model,
     check_preset,
@@ -288,12 +287,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     steps = defaults[0] if args.steps is None else args.steps
     cfg_scale = defaults[1] if args.cfg_scale is None else args.cfg_scale
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model, info = load_denoiser(args.checkpoint, device, args.preset)
-    except CheckpointMismatch as error:  # a user error: cli.main prints its one line on the terminal
-        from onegen.core.errors import PathError
-
-        raise PathError(str(error)) from None
+    model, info = load_denoiser(args.checkpoint, device, args.preset)  # CheckpointMismatch: a user error
     config = info.get("train_config") or {}
     encoders = {"--text-encoder": args.text_encoder or config.get("text_encoder", ""),
                 "--vae": args.vae or config.get("vae", "")}

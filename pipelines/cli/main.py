@@ -1,8 +1,9 @@
 """The `onegen` command line: ingest, annotate, build, manifest {stats,verify,select}, demo.
 
 Thin by design: each sub-command fills its job's dataclass config and calls the job. User errors
-(bad source, changed job, missing annotations or weights) print one `onegen: error: ...` line and
-exit 2; anything else is a bug and keeps its traceback.
+(`UserError`, core/errors.py: bad source, changed job, missing annotations or weights), raised here or
+on a Ray worker, print one `onegen: error: ...` line and exit 2; anything else is a bug and keeps its
+traceback (pipelines/cli/failures.py tells them apart).
 """
 
 from __future__ import annotations
@@ -10,26 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
+from onegen.core.errors import UserError
+from onegen.pipelines.cli.failures import report_failure, user_error_message
 from onegen.pipelines.runtime.ray_setup import RayConfig
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from onegen.core.config_fields import SettingError
-    from onegen.core.errors import PathError
-    from onegen.core.weights import MissingCheckpointError
-    from onegen.pipelines.hygiene.filters import FilterError
-    from onegen.pipelines.jobs.annotate import MissingRequirement
-    from onegen.pipelines.jobs.annotator_choices import AnnotatorChoiceError
-    from onegen.pipelines.jobs.build import BuildInputError
-    from onegen.pipelines.recipe.parse import RecipeError
-    from onegen.pipelines.runtime.job_state import JobConflict
-    from onegen.pipelines.sources.names import SourceError
-
-    return (SourceError, JobConflict, MissingRequirement, BuildInputError, AnnotatorChoiceError,
-            MissingCheckpointError, FileNotFoundError, FilterError, PathError, RecipeError, SettingError)
 
 
 def _ray_config(args: argparse.Namespace) -> RayConfig:
@@ -61,6 +47,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_annotate(args: argparse.Namespace) -> int:
     from onegen.core.config_fields import from_args
     from onegen.pipelines.jobs.annotate import run_annotators
+    from onegen.pipelines.jobs.annotate_work import AnnotationFailed
     from onegen.pipelines.jobs.annotator_choices import make_annotators
     from onegen.pipelines.jobs.settings import AnnotateSettings
 
@@ -72,28 +59,11 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     except Exception as error:
         from onegen.manifests.layout import DatasetLayout
 
-        return report_failure(error, "AnnotationFailed", DatasetLayout(args.root).failure_log("annotate"))
+        return report_failure(error, AnnotationFailed, DatasetLayout(args.root).failure_log("annotate"))
     for summary in summaries:
         print(f"annotated {summary.annotator}: {summary.parts} parts ({summary.parts_done_before} already done); "
               f"statuses: {summary.statuses}")
     return 0
-
-
-def report_failure(error: BaseException, name: str, log_path: str) -> int:
-    """A job failure of type `name` (raised on a worker, wrapped by Ray): its one line on stderr, the
-    whole traceback in `log_path`, exit status 1. Anything else propagates with its traceback."""
-    import traceback
-
-    from onegen.manifests import files
-
-    message = remote_error(error, (name,))
-    if message is None:
-        raise error
-    files.commit_bytes(log_path, "".join(traceback.format_exception(error)).encode())
-    from onegen.core.job_output import terminal_stderr
-
-    print(f"onegen: error: {message} (traceback: {log_path})", file=terminal_stderr())  # not the job's log
-    return 1
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -124,16 +94,18 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 def cmd_manifest(args: argparse.Namespace) -> int:
     from onegen.manifests.query import select_shards, shard_stats
-    from onegen.manifests.verify import verify_shards
+    from onegen.manifests.stats_table import stats_table
+    from onegen.manifests.verify import summary_line, verify_shards
 
     if args.manifest_command == "stats":
-        print(json.dumps(shard_stats(args.shards), indent=2))
+        stats = shard_stats(args.shards)
+        print(json.dumps(stats, indent=2) if args.json else stats_table(stats))
         return 0
     if args.manifest_command == "verify":
         checked, problems = verify_shards(args.shards)
         for line in problems:
             print(line)
-        print(f"verified {checked} samples: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        print(summary_line(checked, problems))
         return 1 if problems else 0
     for path in select_shards(args.shards, args.task or None, args.source or None):
         print(path)
@@ -163,7 +135,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, _ray_config(args), overwrite=args.overwrite)
 
 
-_MANIFEST_HELP = {"stats": "samples per task / source, bytes (tar sizes), skips, rejects, annotation statuses (JSON)",
+_MANIFEST_HELP = {"stats": "samples per task / source, shards, bytes (tar sizes), skips, rejects, annotation "
+                           "statuses: a short table, or every count as JSON (--json)",
                   "verify": "re-read every tar against its manifest (sizes, sha256, members); rc 1 on a problem",
                   "select": "print the shard paths holding the given --task / --source"}
 
@@ -207,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "select":
             sub.add_argument("--task", action="append", help="repeatable")
             sub.add_argument("--source", action="append", help="repeatable")
+        if name == "stats":
+            sub.add_argument("--json", action="store_true", help="every count as JSON (default: a short table)")
         sub.set_defaults(run=cmd_manifest)
 
     from onegen.pipelines.cli.eval_command import add_commands as add_eval_commands
@@ -240,30 +215,6 @@ def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
     return next(action for action in parser._actions if flag in action.option_strings)
 
 
-def remote_user_error(error: BaseException) -> str | None:
-    """The message of a user error raised on a Ray worker (e.g. missing weights at actor setup).
-
-    Ray re-raises a worker's exception on the driver wrapped in its own types, keeping only the text
-    of the original traceback, so the original is found by its class name in that text.
-    """
-    return remote_error(error, tuple(cls.__name__ for cls in _user_errors()))
-
-
-def remote_error(error: BaseException, class_names: tuple[str, ...]) -> str | None:
-    """The message of an exception of one of `class_names` somewhere in `error`'s chain or its text."""
-    names = "|".join(class_names)
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return None
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(seen))
-        found = re.search(rf"\b(?:{names}): ([^\n]+)", text)
-        if found:
-            return found.group(1).strip()
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 # The folder whose jobs/<command>.log gets a job's third-party output (core/job_output.py).
 _JOB_FOLDERS = {"ingest": "out", "annotate": "root", "dedup": "root", "build": "out", "demo": "out",
                 "precompute": "out", "train": "out", "sample": "out"}
@@ -293,13 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         # the demo names its log itself; under torchrun one rank names it
         announce = args.command != "demo" and os.environ.get("RANK", "0") == "0"
         with job_output(job_log(folder, args.command), args.command, args.verbose, announce=announce,
-                        user_errors=_user_errors()):
+                        user_errors=(UserError,)):
             return args.run(args)
-    except _user_errors() as error:
-        print(f"onegen: error: {error}", file=sys.stderr)
-        return 2
     except Exception as error:
-        message = remote_user_error(error)
+        message = user_error_message(error)  # a UserError, here or on a Ray worker; None: a bug
         if message is None:
             raise
         print(f"onegen: error: {message}", file=sys.stderr)

@@ -97,7 +97,7 @@ def clear_demo_outputs(root: Path) -> list[str]:
 
 
 def run_demo(out: str, ray_config: RayConfig, overwrite: bool = False) -> int:
-    from onegen.pipelines.cli.main import main
+    """Every step of the demo under `out` (module docstring); 0, or 1 when the shards fail verification."""
     from onegen.pipelines.demo.tiny_models import demo_annotator_settings
     from onegen.pipelines.demo.train_step import run_training_demo
     from onegen.pipelines.preview.report import write_preview
@@ -119,17 +119,29 @@ def run_demo(out: str, ray_config: RayConfig, overwrite: bool = False) -> int:
     recipe = load_recipe(bundled_recipe("demo"), str(root))
     print(f"[demo] onegen run {recipe.path} --dir {root} ...", flush=True)
     run_recipe(recipe, ray_config, echo=lambda line: print(f"[demo] {line}", flush=True))
-    for step in (["manifest", "stats", str(shards)], ["manifest", "verify", str(shards)]):
-        print(f"[demo] onegen {' '.join(step[:2])} ...", flush=True)
-        code = main(step)
-        if code != 0:
-            print(f"[demo] step failed with exit code {code}")
-            return code
+    if not check_shards(shards):
+        return 1
     report = write_preview(str(shards), str(root / "preview"), per_task=4)
     print(f"[demo] preview report: {report}", flush=True)
     training = run_training_demo(str(shards), str(root))
     print(demo_summary(dataset, shards, report, training, root))
     return 0
+
+
+def check_shards(shards: Path) -> bool:
+    """Print the stats table of `shards` (`onegen manifest stats`; its --json has every count) and verify
+    them (`onegen manifest verify`); False when verification finds a problem."""
+    from onegen.manifests.query import shard_stats
+    from onegen.manifests.stats_table import stats_table
+    from onegen.manifests.verify import summary_line, verify_shards
+
+    print(f"[demo] onegen manifest stats {shards} (all counts: --json):")
+    print("\n".join(f"[demo]   {line}" for line in stats_table(shard_stats(str(shards))).splitlines()), flush=True)
+    print(f"[demo] onegen manifest verify {shards} ...", flush=True)
+    checked, problems = verify_shards(str(shards))
+    for line in [*problems, summary_line(checked, problems)]:
+        print(f"[demo] {line}", flush=True)
+    return not problems
 
 
 def demo_summary(dataset: Path, shards: Path, report: str, training: dict, root: Path) -> str:

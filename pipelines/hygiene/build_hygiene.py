@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from onegen.core.errors import PathError
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene import dedup_tables
 from onegen.pipelines.hygiene.dedup_groups import duplicate_reason
@@ -49,11 +50,11 @@ def check_hygiene_inputs(root: str, config: HygieneConfig) -> None:
     layout = DatasetLayout(root)
     missing = [name for name in hygiene_stores(config) if layout.find_store(name) is None]
     if missing:
-        raise FileNotFoundError(f"hygiene needs the {', '.join(missing)} annotation(s): run "
-                                f"`onegen annotate --annotators {','.join(missing)}` first (no model runs at build)")
+        raise PathError(f"hygiene needs the {', '.join(missing)} annotation(s): run "
+                        f"`onegen annotate --annotators {','.join(missing)}` first (no model runs at build)")
     table = dedup_table(root, config)
     if table is not None and not dedup_tables.is_finished(table):
-        raise FileNotFoundError(f"--dedup {config.dedup}: no finished dedup table at {table}; run the dedup job first")
+        raise PathError(f"--dedup {config.dedup}: no finished dedup table at {table}; run the dedup job first")
 
 
 def unit_duplicates(root: str, config: HygieneConfig, catalog_part: str,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import get_args
 
+from onegen.core.errors import PathError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, split_part
 from onegen.pipelines.hygiene.settings import DedupMethod
@@ -49,10 +50,10 @@ def is_finished(table: str) -> bool:
 def read_part_duplicates(table: str, catalog_part: str, catalog_keys_sha256: str | None = None) -> dict[str, str]:
     """{duplicate key: representative} of the catalog part at path `catalog_part`, for a build unit.
 
-    Refuses an unfinished table (FileNotFoundError) and one made from another version of the part
+    Refuses an unfinished table (PathError: run the dedup job first) and one made from another version of the part
     (RuntimeError, when `catalog_keys_sha256` is given)."""
     if not is_finished(table):
-        raise FileNotFoundError(f"no finished dedup table at {table}: run `onegen dedup` first")
+        raise PathError(f"no finished dedup table at {table}: run `onegen dedup` first")
     path = DatasetLayout.dedup_part(table, catalog_part)
     recorded = files.read_metadata(path).get(CATALOG_KEYS_META)
     if catalog_keys_sha256 is not None and recorded != catalog_keys_sha256:

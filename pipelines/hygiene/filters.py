@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from onegen.core.errors import UserError
+
 FILTER_COLUMNS: dict[str, tuple[str, str]] = {
     "aesthetic": ("aesthetic", "score"),
     "nsfw": ("nsfw", "score"),
@@ -46,7 +48,7 @@ _OPERATORS = {">=": (lambda v, t: v >= t, "<"), ">": (lambda v, t: v > t, "<="),
 _PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*(>=|<=|>|<)\s*(\S+)\s*$")
 
 
-class FilterError(ValueError):
+class FilterError(UserError, ValueError):
     """A filter expression that cannot be parsed, or names an unknown score; the message is one line."""
 
 

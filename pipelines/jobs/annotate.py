@@ -29,6 +29,7 @@ import warnings
 from dataclasses import asdict, dataclass, replace
 
 from onegen.annotators.base import Annotator
+from onegen.core.errors import UserError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.jobs.annotate_work import (
@@ -60,7 +61,7 @@ RESOURCE_FIELDS = ("num_gpus", "num_cpus", "batch_size", "concurrency")
 STATELESS_CPUS = 0.5  # per stateless unit task
 
 
-class MissingRequirement(Exception):
+class MissingRequirement(UserError):
     """An annotator needs another annotator's outputs that are not there yet."""
 
 

@@ -112,10 +112,16 @@ class AnnotatorActor:
         self.parts = parts
         self.decode_images = any(a.decode_images for a in annotators)
         self.kinds = {kind for a in annotators for kind in a.kinds}
-        for annotator in annotators:
-            annotator.setup()
+        self.setup_error: Exception | None = None
+        try:
+            for annotator in annotators:
+                annotator.setup()
+        except Exception as error:  # raised with the first batch: an actor that dies in __init__ reaches
+            self.setup_error = error  # the driver as ActorDiedError holding only text (pipelines/cli/failures.py)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.setup_error is not None:
+            raise self.setup_error
         units = batch.column(UNIT_COLUMN)
         keys, kinds, rows = decode_batch(batch.drop_columns([UNIT_COLUMN]).to_pydict(), self.decode_images, self.kinds)
         table = pa.table({UNIT_COLUMN: units})

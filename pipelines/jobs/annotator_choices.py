@@ -16,6 +16,7 @@ import typing
 from typing import Any
 
 from onegen.annotators.base import Annotator
+from onegen.core.errors import UserError
 
 # name -> (module, class). Plain data for the CLI's lookup, not a plug-in registry.
 ANNOTATOR_CLASSES: dict[str, tuple[str, str]] = {
@@ -40,7 +41,7 @@ ANNOTATOR_CLASSES: dict[str, tuple[str, str]] = {
 }
 
 
-class AnnotatorChoiceError(Exception):
+class AnnotatorChoiceError(UserError):
     """Unknown annotator name or a bad --set option; the message is one line."""
 
 

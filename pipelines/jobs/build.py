@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 from onegen.annotators.base import ConditionSpec
 from onegen.core import tasks as task_table
+from onegen.core.errors import UserError
 from onegen.core.tasks import FACEID, MULTIVIEW, POSE2IMAGE, TEXT2IMAGE
 from onegen.manifests import files
 from onegen.manifests.dataset_card import write_dataset_card
@@ -61,7 +62,7 @@ LAYOUT_VERSION = 2  # 2: shards named per build unit; folders built by version 1
 BUILD_CPUS = 1.0  # per build unit task, as ingest (docs/decisions.md, "Ray")
 
 
-class BuildInputError(Exception):
+class BuildInputError(UserError):
     """The catalog / annotations cannot make the asked-for shards (missing store, unknown task)."""
 
 
@@ -206,7 +207,7 @@ def _duplicates(root: str, part: PartRead, hygiene: HygieneConfig) -> dict[str, 
 def job_record(config: BuildConfig) -> tuple[list[TaskSource], list[str], list[tuple[str, str, int]], dict]:
     """(tasks, stores read, catalog parts, build.json record) of `config`; reads stores, starts nothing.
 
-    Raises BuildInputError / FileNotFoundError when the stores cannot make the asked-for shards."""
+    Raises BuildInputError / PathError (user errors) when the stores cannot make the asked-for shards."""
     layout = DatasetLayout(config.root)
     tasks = choose_tasks(config.root, config.tasks)
     stores = sorted({t.store for t in tasks if t.store})

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
+from onegen.core.errors import PathError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.dedup_groups import (
@@ -184,12 +185,12 @@ def plan_dedup_parts(root: str, store_name: str = PHASH_STORE) -> list[DedupPart
     layout = DatasetLayout(root)
     found = layout.find_store(store_name)
     if found is None:
-        raise FileNotFoundError(f"no {store_name} annotations under {root}: run `onegen annotate --annotators {store_name}` first")
+        raise PathError(f"no {store_name} annotations under {root}: run `onegen annotate --annotators {store_name}` first")
     parts = []
     for index, (source, path) in enumerate(layout.catalog_parts()):
         annotation_path = layout.store_part(found, path)
         if not files.exists(annotation_path):
-            raise FileNotFoundError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run the {store_name} annotator first")
+            raise PathError(f"{found} has not annotated {source}/{path.rsplit('/', 1)[-1]}: run the {store_name} annotator first")
         parts.append(DedupPart(index, source, path, annotation_path))
     return parts
 

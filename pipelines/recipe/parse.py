@@ -39,6 +39,7 @@ import tomllib
 
 from onegen.annotators.base import Annotator
 from onegen.core.config_fields import SettingError, from_table
+from onegen.core.errors import UserError
 from onegen.core.tasks import FAMILY_NAMES, TASKS
 from onegen.pipelines.jobs.annotator_choices import AnnotatorChoiceError, make_annotator
 from onegen.pipelines.jobs.settings import BuildConfig, IngestConfig
@@ -46,7 +47,7 @@ from onegen.pipelines.jobs.settings import BuildConfig, IngestConfig
 TOP_LEVEL = {"root", "shards", "sources", "annotators", "build", "train"}
 
 
-class RecipeError(Exception):
+class RecipeError(UserError):
     """A recipe that cannot be read or names something unknown; the message is one line."""
 
 

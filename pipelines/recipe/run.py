@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from onegen.annotators.base import Annotator
+from onegen.core.errors import PathError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.pipelines.jobs.annotate import AnnotateJob, MissingRequirement
 from onegen.pipelines.jobs.build import BuildConfig, BuildInputError, BuildJob
 from onegen.pipelines.jobs.dedup_run import build_dedup_job
 from onegen.pipelines.jobs.ingest import IngestConfig, IngestJob, list_source
-from onegen.pipelines.recipe.parse import Recipe, RecipeError, train_fields
+from onegen.pipelines.recipe.parse import Recipe, RecipeError, bundled_recipe, train_fields
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
 from onegen.pipelines.runtime.unit_job import UnitJob, progress, run_job
@@ -93,7 +95,7 @@ def plan_build(config: BuildConfig, upstream: list[StagePlan]) -> StagePlan:
         return StagePlan("build", "waiting", 0, 0, 0, 0, f"after {', '.join(unfinished)}", "units")
     try:
         job = BuildJob.of(config)
-    except (BuildInputError, FileNotFoundError) as error:
+    except (BuildInputError, PathError) as error:  # its inputs come from an earlier stage of this run
         return StagePlan("build", "waiting", 0, 0, 0, 0, str(error), "units")
     plan = _stage("build", job, job.changes(), "units")
     if plan.state == "done" and not files.exists(ShardLayout(config.out).done_marker()):
@@ -118,7 +120,7 @@ def plan_dedup(recipe: Recipe, upstream: list[StagePlan]) -> StagePlan | None:
         return StagePlan(name, "waiting", 1, 0, 0, 0, f"after {', '.join(unfinished)}")
     try:
         plan = _stage(name, job, None)
-    except FileNotFoundError as missing:
+    except PathError as missing:
         return StagePlan(name, "waiting", 1, 0, 0, 0, str(missing))
     plan.detail = job.out
     return plan
@@ -146,9 +148,25 @@ def plan_train(recipe: Recipe, build: StagePlan) -> StagePlan:
     return StagePlan(path.rsplit("/", 1)[-1], state, 1, int(state == "done"), 0, 0, path)
 
 
+def require_sources(recipe: Recipe) -> None:
+    """Raise RecipeError for a source path of `recipe` that does not exist, saying where relative paths
+    resolve and how to point them elsewhere (`--dir`); for the bundled demo recipe, that `onegen demo`
+    writes its inputs."""
+    missing = [s.source.path for s in recipe.sources if not files.exists(s.source.path)]
+    if not missing:
+        return
+    hint = f"relative paths of {recipe.path} resolve against {recipe.base}: pass --dir DIR to resolve them against DIR"
+    if os.path.realpath(recipe.path) == os.path.realpath(bundled_recipe("demo")):
+        hint += (f"; this is the demo's recipe, whose inputs `onegen demo --out DIR` writes (DIR/inputs/...), "
+                 f"then `onegen run {recipe.path} --dir DIR`")
+    raise RecipeError(f"source path does not exist: {missing[0]} ({hint})")
+
+
 def plan_recipe(recipe: Recipe, listings: list[Listing] | None = None) -> list[StagePlan]:
     """Every stage's plan, from the stores alone (and the sources' `listings` when given, one per
-    source): no Ray is started, no model is loaded."""
+    source): no Ray is started, no model is loaded. A missing source path is a RecipeError (`require_sources`)."""
+    if listings is None:
+        require_sources(recipe)
     plans = [plan_ingest(source, listing)
              for source, listing in zip(recipe.sources, listings or [None] * len(recipe.sources), strict=True)]
     not_ingested = sum(p.rows_pending for p in plans)
@@ -171,6 +189,7 @@ def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,
     unknown = sorted(set(recipe.train) - train_fields())
     if unknown:
         raise RecipeError(f"recipe: [train] has unknown field(s) {unknown}; fields: {', '.join(sorted(train_fields()))}")
+    require_sources(recipe)
     listings = [list_source(source) for source in recipe.sources]  # each source listed once: plan and ingest
     plans = plan_recipe(recipe, listings)
     changed = [p for p in plans if p.state == "changed"]

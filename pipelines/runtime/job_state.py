@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from onegen.core.errors import UserError
 from onegen.manifests import files
 
 
-class JobConflict(Exception):
+class JobConflict(UserError):
     """A rerun whose configuration or input differs from what the outputs were made with."""
 
 

@@ -62,6 +62,9 @@ def configure_unit_context() -> None:
     context.target_max_block_size = None
     context.enable_progress_bars = False  # one bar per stage, collect_records' own (core/job_output.py)
     context.print_on_execution_start = False
+    # a UDF's own exception reaches the driver as RayTaskError(<its class>) with `.cause`, not as a
+    # UserCodeException that lost it: how the CLI tells a user error from a bug (pipelines/cli/failures.py)
+    context.raise_original_map_exception = True
 
 
 def unit_dataset(numbers: Iterable[int]):

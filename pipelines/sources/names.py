@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import get_args
 
+from onegen.core.errors import UserError
 from onegen.pipelines.sources.settings import SourceKind
 
 KINDS = get_args(SourceKind)[1:]  # the `--kind` choices besides "auto" (kinds.py lists and reads each)
@@ -20,7 +21,7 @@ URI_COLUMNS = ("uri", "url", "path", "image_path", "file_name", "photo_image_url
 CAPTION_COLUMNS = ("caption", "text", "txt", "prompt", "original_caption", "photo_description")
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A user error about the source itself; the message is one line for the terminal."""
 
 

@@ -141,6 +141,9 @@ def test_yaml_detector_builds_without_download():
 
     yolo = load_yolo("yolov8n.yaml")
     assert sum(p.numel() for p in yolo.model.parameters()) > 0
+    with pytest.raises(MissingCheckpointError, match="'yolo-nonesuch.yaml': no such model yaml") as info:
+        load_yolo("yolo-nonesuch.yaml")  # a user error (one line, exit 2), not a FileNotFoundError
+    assert "\n" not in str(info.value)
 
 
 def test_missing_checkpoints_fail_at_setup_with_one_line(checkpoints):

@@ -40,7 +40,7 @@ def _onegen(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def test_manifest_stats_exits_0_in_100_of_100_runs(tmp_path):
     shards = _shards(tmp_path / "shards")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda _: _onegen("manifest", "stats", shards), range(100)))
+        runs = list(pool.map(lambda _: _onegen("manifest", "stats", shards, "--json"), range(100)))
     codes = [run.returncode for run in runs]
     assert codes == [0] * 100, [(run.returncode, run.stderr[-300:]) for run in runs if run.returncode][:3]
     assert all(json.loads(run.stdout)["samples"] == 10 for run in runs)
@@ -51,6 +51,32 @@ def test_entry_point_keeps_exit_codes_and_tracebacks(tmp_path):
     assert _onegen("manifest", "stats", str(tmp_path / "missing")).returncode == 2
     assert _onegen("build").returncode == 2  # argparse: missing arguments
     assert _onegen("--help").returncode == 0
+
+
+def test_manifest_stats_prints_a_table_and_every_count_with_json(tmp_path, capsys):
+    from onegen.manifests.query import shard_stats
+
+    shards = _shards(tmp_path / "shards")
+    assert main(["manifest", "stats", shards]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[:3]] == [["task", "samples"], ["canny2image", "5"], ["text2image", "5"]]
+    tars = sum(p.stat().st_size for p in (tmp_path / "shards").glob("*.tar"))
+    assert lines[3].split()[:5] == ["all", "10", "in", "4", "shards,"] and f"({tars} bytes)" in lines[3]
+    assert lines[4] == "sources: photos 10" and len(lines) == 5
+    assert main(["manifest", "stats", shards, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == shard_stats(shards)
+
+
+def test_a_file_not_found_in_our_own_code_is_a_bug_with_its_traceback(tmp_path):
+    """FileNotFoundError is no user error by its class (only a checked path is: PathError). A manifest that
+    is listed but cannot be opened (a dangling link) fails inside our reading code: traceback, exit 1."""
+    shards = _shards(tmp_path / "shards")
+    (tmp_path / "shards" / "manifests" / "onegen-zz-000000.parquet").symlink_to(tmp_path / "gone.parquet")
+    run = _onegen("manifest", "stats", shards)
+    assert run.returncode == 1 and "onegen: error" not in run.stderr
+    assert run.stderr.startswith("Traceback") and run.stderr.splitlines()[-1].startswith("FileNotFoundError: ")
+    with pytest.raises(FileNotFoundError, match="gone.parquet|onegen-zz-000000"):
+        main(["manifest", "stats", shards])
 
 
 def _dataset_root(folder) -> str:

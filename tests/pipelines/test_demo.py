@@ -25,6 +25,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert json.loads((out / "shards" / "train.json").read_text())["task_weights"]
     checked, problems = verify_shards(str(out / "shards"))
     assert problems == [] and f"verified {checked} samples: OK" in result.stdout
+    assert "[demo]   all " in result.stdout and '"samples_per_task"' not in result.stdout  # the table, not the JSON
+    assert "Ultralytics" not in result.stdout  # its settings banner (a fresh YOLO_CONFIG_DIR, conftest) is in the log
     stats = json.loads((out / "shards" / "_SUCCESS.json").read_text())
     assert set(stats["samples_per_task"]) == {
         "text2image", "canny2image", "deblurring", "super_resolution", "image_inpainting", "depth2image",
@@ -34,6 +36,26 @@ def test_demo_runs_end_to_end(tmp_path):
     assert {p.name for p in samples.iterdir()} >= {"text2image", "faceid", "camera_pose"}
     assert (samples / "camera_pose" / "cameras.json").exists()
     assert [p for p in (out / "training" / "run" / "checkpoints").glob("step_*") if (p / "COMPLETE").exists()]
+
+
+def test_demo_prints_the_stats_table_and_verifies(tmp_path, capsys):
+    """The demo's stats and verify step, called directly (the demo no longer runs the CLI): the table,
+    the verification line, and False once a tar no longer matches its manifest."""
+    from onegen.pipelines.demo.command import check_shards
+    from tests.pipelines.test_cli_entry import _shards
+
+    shards = tmp_path / "shards"
+    _shards(shards)
+    assert check_shards(shards) is True
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["[demo]", "task", "samples"] and out[4].split()[:3] == ["[demo]", "all", "10"]
+    assert out[-1] == "[demo] verified 10 samples: OK" and not any("{" in line for line in out)
+    tar = sorted(shards.glob("*.tar"))[0]
+    data = bytearray(tar.read_bytes())
+    data[512 + 10] ^= 0xFF  # a byte of the first member's data (after its 512-byte header): same size
+    tar.write_bytes(bytes(data))
+    assert check_shards(shards) is False
+    assert capsys.readouterr().out.splitlines()[-1].endswith("problem(s)")
 
 
 def test_demo_overwrite_starts_over_on_its_own_folders_only(tmp_path, monkeypatch):

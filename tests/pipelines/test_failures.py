@@ -1,7 +1,9 @@
 """Failures are loud or retryable, never silently turned into data (through the real runner on Ray):
 a buggy annotator fails the job and commits nothing; declared data errors are recorded; the error-rate
 breaker trips above the configured rate and not at it; --retry-errors redoes only the error rows;
-out-of-memory halves once and keeps the size that worked, or fails at one row; fsync errors abort."""
+out-of-memory halves once and keeps the size that worked, or fails at one row; fsync errors abort.
+A user error raised on a worker (weights missing at an actor's setup) is one line and exit 2; a bug
+raised there keeps its type and traceback, whatever its text says."""
 
 import sys
 from dataclasses import dataclass
@@ -14,10 +16,13 @@ import pytest
 import torch
 
 from onegen.annotators.base import Annotator
+from onegen.core.errors import PathError
+from onegen.core.weights import resolve_checkpoint
 from onegen.manifests import files
 from onegen.manifests.query import catalog_stats
-from onegen.pipelines.cli.main import main, report_failure
-from onegen.pipelines.jobs.annotate import run_annotators
+from onegen.pipelines.cli.failures import report_failure, user_error_message
+from onegen.pipelines.cli.main import main
+from onegen.pipelines.jobs.annotate import AnnotationFailed, run_annotators
 from tests.conftest import TEST_RAY, write_photo_folder
 
 pytestmark = pytest.mark.timeout(600)
@@ -65,6 +70,40 @@ class OomAbove(Annotator):
         return [{"mean": float(r["image"].mean())} for r in rows]
 
 
+@dataclass
+class WeightsOnlyOnTheDriver(Annotator):
+    """Declares no checkpoints, so the driver's preflight passes (as on a cluster whose driver cannot see a
+    worker's disk), then finds no weights at setup on the worker: a user error raised in an actor."""
+
+    name: ClassVar[str] = "weightless"
+    output_schema: ClassVar[pa.Schema] = pa.schema([("mean", pa.float64())])
+
+    def setup(self):
+        resolve_checkpoint("nobody-here/no-such-weights", "weightless")
+
+    def annotate_one(self, row):
+        return {"mean": 0.0}
+
+
+@dataclass
+class SetupBug(Annotator):
+    """A bug at setup whose text names a user-error class: only its type may decide."""
+
+    name: ClassVar[str] = "setupbug"
+    output_schema: ClassVar[pa.Schema] = pa.schema([("mean", pa.float64())])
+
+    def setup(self):
+        raise ValueError("wrong index; onegen.core.weights.MissingCheckpointError: said only in the text")
+
+    def annotate_one(self, row):
+        return {"mean": 0.0}
+
+
+def _task_raises(unit: dict) -> pa.Table:
+    """A one-step unit task (ingest, build) that fails with the exception its unit names."""
+    raise PathError(unit["text"]) if unit["user"] else ValueError(unit["text"])
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, ray_local):
     from ray import cloudpickle
@@ -85,10 +124,61 @@ def test_a_buggy_annotator_fails_the_job_and_commits_nothing(root, capsys):
         run_annotators(str(root), [Buggy()], False, TEST_RAY)
     assert not list((root / "annotations" / "buggy@1").rglob("*.parquet"))
     log = root / "jobs" / "annotate-failure.log"
-    assert report_failure(failed.value, "AnnotationFailed", str(log)) == 1
+    assert report_failure(failed.value, AnnotationFailed, str(log)) == 1
     line = capsys.readouterr().err.strip()
     assert len(line.splitlines()) == 1 and line.startswith("onegen: error: buggy@1 on ")
     assert "part-0000" in line and "TypeError" in line and "Traceback" in log.read_text()
+
+
+def test_a_user_error_at_an_actors_setup_is_one_line_and_exit_2(root, capsys):
+    """Ray hands the driver an ActorDiedError with only text when an actor's __init__ raises; the actor
+    raises its setup error with its first batch instead, and the CLI finds it by type behind Ray's wrapper."""
+    argv = ["annotate", str(root), "--annotators", f"{__name__}:WeightsOnlyOnTheDriver", *RAY]
+    assert main(argv) == 2
+    # lines of earlier tests' workers that Ray forwards late ("(annotate_unit pid=N) ...") are not ours
+    lines = [line for line in capsys.readouterr().err.splitlines() if " pid=" not in line]
+    assert len(lines) == 1 and lines[0].startswith("onegen: error: weightless checkpoint 'nobody-here/no-such-weights'")
+    assert not list((root / "annotations" / "weightless@1").rglob("*.parquet"))
+
+
+def test_a_bug_on_a_worker_keeps_its_type_and_traceback(root, capsys):
+    """A ValueError at an actor's setup whose text names MissingCheckpointError (what the old text search
+    matched) is not a user error: it propagates as itself, with the worker's traceback."""
+    argv = ["annotate", str(root), "--annotators", f"{__name__}:SetupBug", *RAY]
+    with pytest.raises(ValueError, match="wrong index") as raised:
+        main(argv)
+    assert user_error_message(raised.value) is None
+    assert "in setup" in str(raised.value)  # Ray's text of the worker traceback names the failing frame
+    assert "onegen: error" not in capsys.readouterr().err
+
+
+def test_unit_task_errors_are_told_apart_by_type(root):
+    """Plain unit tasks (ingest, build): a worker's PathError is a user error, shown as its own one line;
+    a ValueError is not, whatever it says."""
+    from onegen.pipelines.runtime.units import run_unit_tasks
+
+    for user, text, expected in ((True, "no such folder: /x", "no such folder: /x"),
+                                 (False, "onegen.core.errors.PathError: no such folder: /x", None)):
+        with pytest.raises(PathError if user else ValueError) as raised:
+            run_unit_tasks(_task_raises, [{"user": user, "text": text}], (), 0.5, "fails", False)
+        assert user_error_message(raised.value) == expected
+
+
+def test_a_bug_raised_while_handling_a_user_error_is_a_bug():
+    """Only Ray's wrappers are looked through: neither __context__ nor an exception of ours raised `from`
+    a user error makes a bug a user error."""
+    try:
+        try:
+            raise PathError("a user error")
+        except PathError:
+            raise KeyError("a bug")  # noqa: B904 (the point: implicitly chained, __context__)
+    except KeyError as bug:
+        assert isinstance(bug.__context__, PathError) and user_error_message(bug) is None
+    try:
+        raise KeyError("a bug") from PathError("a user error")
+    except KeyError as bug:
+        assert user_error_message(bug) is None
+    assert user_error_message(PathError("raised here: as it is\nwhole")) == "raised here: as it is\nwhole"
 
 
 def test_data_errors_are_rows_and_the_breaker_trips_above_the_rate(root, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from onegen.core.errors import PathError
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout
 from onegen.pipelines.hygiene.build_hygiene import (
@@ -33,11 +34,11 @@ def test_inputs_are_checked_before_any_unit(tmp_path):
     root = _root(tmp_path)
     config = HygieneConfig(filters=("aesthetic>=5", "clip_score>=0.2"), id_nsfw_threshold=0.5)
     assert hygiene_stores(config) == ["aesthetic", "clip", "nsfw"]
-    with pytest.raises(FileNotFoundError, match="--annotators clip"):
+    with pytest.raises(PathError, match="--annotators clip"):
         check_hygiene_inputs(root, config)
     with pytest.raises(FilterError):
         check_hygiene_inputs(root, HygieneConfig(filters=("aesthetic=>5",)))
-    with pytest.raises(FileNotFoundError, match="no finished dedup table"):
+    with pytest.raises(PathError, match="no finished dedup table"):
         check_hygiene_inputs(root, HygieneConfig(filters=("aesthetic>=5",), dedup="phash"))
     check_hygiene_inputs(root, HygieneConfig(filters=("aesthetic>=5", "nsfw<0.5")))
 

@@ -5,6 +5,7 @@ Run in a fresh interpreter: pytest's own capture of warnings and logging would h
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -47,3 +48,30 @@ def test_verbose_redirects_nothing(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "a third-party warning" in run.stderr and "E core_worker.cc" in run.stderr and "log: " not in run.stdout
     assert not (tmp_path / "jobs").exists()
+
+
+YOLO_SCRIPT = """
+import sys
+from onegen.core.job_output import job_output
+from onegen.pipelines.demo.tiny_models import tiny_yolo
+with job_output(sys.argv[1], "demo", verbose=False):  # the demo builds its tiny YOLO like this
+    tiny_yolo(sys.argv[1] + "/yolo")
+    print("[demo] our line", flush=True)
+"""
+
+
+def test_ultralytics_settings_banner_stays_off_stdout_on_a_fresh_home(tmp_path):
+    """On a fresh HOME (no Ultralytics settings yet) importing ultralytics logs a 3-line banner on the
+    stdout it found at import; the demo's first lines were that banner. It belongs in the job's log."""
+    home, settings = tmp_path / "home", tmp_path / "yolo-settings"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "YOLO_VERBOSE")}
+    env.update(HOME=str(home), YOLO_CONFIG_DIR=str(settings), YOLO_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", YOLO_SCRIPT, str(tmp_path / "demo")], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    log = tmp_path / "demo" / "jobs" / "demo.log"
+    assert run.stdout == f"[demo] our line\nlog: {log} (third-party messages and Ray worker output)\n"
+    assert "Ultralytics" not in run.stderr
+    assert (settings / "Ultralytics" / "settings.json").exists()  # the settings were new: the banner was due
+    assert "Creating new Ultralytics Settings" in log.read_text()

@@ -159,17 +159,3 @@ def test_user_errors_are_one_line(argv, message, tmp_path, capsys, built):
 def test_no_output_escapes_the_output_folder(built):
     base, _, _ = built
     assert not (base.parent / "evil.jpg").exists() and not Path(os.sep, "evil.jpg").exists()
-
-
-def test_worker_side_user_errors_become_one_line():
-    """Ray re-raises an actor's MissingCheckpointError as its own error type; the CLI finds it by name."""
-    from onegen.pipelines.cli.main import remote_user_error
-
-    wrapped = RuntimeError("The actor died because of an error raised in its creation task, \x1b[36mray::Map\x1b[39m\n"
-                           "  File annotate.py, line 144\nonegen.annotators.loading.MissingCheckpointError: "
-                           "depth checkpoint 'x/y' is not in the local HF cache\n")
-    assert remote_user_error(RuntimeError("outer")) is None
-    try:
-        raise ValueError("outer") from wrapped
-    except ValueError as error:
-        assert remote_user_error(error) == "depth checkpoint 'x/y' is not in the local HF cache"

@@ -164,3 +164,24 @@ def test_bad_recipes_are_one_line_user_errors(tmp_path, capsys, text, message):
     assert main(["run", str(path), "--plan"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("onegen: error: recipe") and "\n" not in error and message in error
+
+
+def test_plan_with_missing_sources_says_where_paths_resolve_and_how_to_make_them(tmp_path, capsys, monkeypatch):
+    """`onegen run recipes/demo.toml --plan` outside the demo's folder: the demo writes those inputs, and
+    `--dir` points a recipe at them; any other recipe gets the --dir half."""
+    from onegen.pipelines.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    demo = bundled_recipe("demo")
+    assert main(["run", demo, "--plan"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"onegen: error: source path does not exist: {os.path.dirname(demo)}/inputs/photos")
+    assert "--dir DIR" in error and "`onegen demo --out DIR`" in error and error.count("\n") == 1
+    assert main(["run", demo, "--dir", str(tmp_path / "nothing-here"), "--plan"]) == 2
+    assert f"{tmp_path}/nothing-here/inputs/photos" in capsys.readouterr().err
+    mine = tmp_path / "mine.toml"
+    mine.write_text('root = "d"\nshards = "s"\n[[sources]]\npath = "photos"\n')
+    assert main(["run", str(mine), "--plan"]) == 2
+    error = capsys.readouterr().err
+    assert f"does not exist: {tmp_path}/photos (relative paths of {mine} resolve against {tmp_path}" in error
+    assert "--dir DIR" in error and "onegen demo" not in error

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from onegen.core.errors import PathError
 from onegen.model.nextdit import CheckpointMismatch, load_model_checkpoint
 from onegen.training.checkpoint import (
     Checkpointer,
@@ -49,7 +50,7 @@ def test_only_complete_folders_count_and_debris_is_replaced(run, latent_shards):
     (debris / "state").mkdir(parents=True)
     (debris / "state" / "junk").write_text("x")
     assert latest_checkpoint(str(run)) == str(root / "step_00000002")
-    with pytest.raises(FileNotFoundError, match="COMPLETE"):
+    with pytest.raises(PathError, match="COMPLETE"):  # a user error: one line, exit 2
         export_weights(str(debris), str(run / "x.safetensors"))
     train(_config(latent_shards, str(run), steps=3))  # resumes from step 2, saves step 3 again
     assert sorted(os.listdir(debris)) == ["COMPLETE", "meta.json", "rank_00000.pt", "state"]
