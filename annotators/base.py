@@ -1,10 +1,10 @@
-"""The annotator contract (DESIGN §3): a dataclass whose fields are its whole configuration.
+"""The annotator contract (docs/design.md §3): a dataclass whose fields are its whole configuration.
 
 An annotator is called on a dict-of-columns batch of catalog rows and returns a dict-of-columns
 batch with exactly one output row per input row, in order. It never imports Ray: the runner in
 `onegen.pipelines.jobs.annotate` maps it onto Ray Data; tests call it directly.
 
-Input batch columns (catalog, DESIGN §2): key, kind, image (bytes or None), caption_original,
+Input batch columns (catalog, docs/design.md §2): key, kind, image (bytes or None), caption_original,
 meta (JSON string), width, height, subject, view_images (list of bytes or None), plus, for each
 name in `requires` (and in `optional_requires` whose store exists), that annotator's stored columns
 as "<name>.<column>".
@@ -17,7 +17,7 @@ Output columns, one value per input row:
 status is "ok", "error" (exception text in `error`), "skipped" (row kind not handled), or a
 reason an annotator defines (e.g. "no_person"); every input row gets a row, never dropped.
 
-Only data problems become rows (DESIGN §2, failures): a `RowError`, an image that does not decode, or an
+Only data problems become rows (docs/design.md §2, failures): a `RowError`, an image that does not decode, or an
 exception of a type the annotator lists in `data_errors` (isolated by halving the batch down to the row
 that raises it). Anything else raised by `annotate` (a bug, a CUDA error, missing weights) propagates
 and fails the unit. An out-of-memory error halves the batch and retries; the annotator then keeps the
@@ -51,7 +51,7 @@ COMMON_FIELDS = [
 
 @dataclass(frozen=True)
 class ConditionSpec:
-    """How the shard builder turns one annotator output into a two-view sample (DESIGN §4).
+    """How the shard builder turns one annotator output into a two-view sample (docs/design.md §4).
 
     View 0 is the catalog image, view 1 the bytes in `column` (encoded as `ext`). The prompt is
     `[[<task>]] ` + the tags in `tags_column` (when set, e.g. semantic-map colour tags) + the caption.

@@ -1,4 +1,4 @@
-"""The "cameras" annotator: normalised cameras and 16-channel Plücker ray maps of a scene (DESIGN §5).
+"""The "cameras" annotator: normalised cameras and 16-channel Plücker ray maps of a scene (docs/design.md §5).
 
 Input: a catalog row of kind "scene" whose meta (JSON) holds
   {"cameras": [{"c2w": 4x4 OpenCV camera-to-world, "K": 3x3 pixels, "width": int, "height": int}, ...]}

@@ -1,4 +1,4 @@
-"""`caption` and `entities` annotators: dense captions and entity lists from a VLM (DESIGN §3).
+"""`caption` and `entities` annotators: dense captions and entity lists from a VLM (docs/design.md §3).
 
 Both share one loader and batched generator (annotators.vlm) and differ in prompt and parser.
 

@@ -1,4 +1,4 @@
-"""Weight-free condition annotators: canny, blur, lowres, inpaint (DESIGN §3, edges / degrade).
+"""Weight-free condition annotators: canny, blur, lowres, inpaint (docs/design.md §3, edges / degrade).
 
 Each produces view 1 of a two-view sample at the source resolution (view 0 is the image itself).
 Every random parameter is drawn from `key_rng(key, "<name>@<version>")`, so a rerun writes

@@ -1,6 +1,6 @@
 """Depth annotator: Depth Anything V2 (transformers) -> 16-bit relative inverse depth + condition image.
 
-Output columns (one row per catalog image, DESIGN §3):
+Output columns (one row per catalog image, docs/design.md §3):
 - `png16` (binary): 16-bit single-channel PNG at the source resolution (H, W) of the model's relative
   inverse depth (larger = nearer), normalised per image to [0, 1] and stored as round(d * 65535).
 - `condition` (binary): 8-bit PNG (H, W, 3), the same normalised map as round(d * 255) replicated to three

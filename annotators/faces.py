@@ -1,6 +1,6 @@
 """Faces (ID) annotator: which subject images are usable for the ID task (one face, passes the NSFW filter).
 
-Output columns (one row per catalog row of kind "subject_image" or "image", DESIGN §3):
+Output columns (one row per catalog row of kind "subject_image" or "image", docs/design.md §3):
 - `faces_json` (string): JSON list, best first, of every face kept: {"box": [x0, y0, x1, y1] (source
   pixels, float), "score": float}.
 - `n_faces` (int32): number of entries in faces_json (1 on every "ok" row).

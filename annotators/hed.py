@@ -1,6 +1,6 @@
 """HED soft-edge annotator: controlnet-aux's ControlNetHED_Apache2 network, batched on the device.
 
-Output column (one row per catalog image, DESIGN §3):
+Output column (one row per catalog image, docs/design.md §3):
 - `condition` (binary): 8-bit PNG (H, W, 3) at the source resolution, the HED edge probability
   (0 = no edge, 255 = edge) replicated to three channels as ControlNet HED conditions are; view 1 of
   the `[[hed2img]]` sample.

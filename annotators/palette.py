@@ -1,4 +1,4 @@
-"""The fixed 20-colour palette of semantic / box maps and their prompt tags (DESIGN §4).
+"""The fixed 20-colour palette of semantic / box maps and their prompt tags (docs/design.md §4).
 
 Colours follow the released OneDiffusion prompt guide, in its order. Each sample draws its own
 colours: `choose_colours(key, n)` picks `n <= MAX_CLASSES` distinct palette entries at random,

@@ -1,6 +1,6 @@
 """Pose annotator: YOLO person boxes (ultralytics) -> ViTPose COCO-17 keypoints (transformers) -> pose image.
 
-Output columns (one row per catalog image, DESIGN §3):
+Output columns (one row per catalog image, docs/design.md §3):
 - `keypoints_json` (string): JSON list, one entry per person box above `box_threshold`:
   {"box": [x0, y0, x1, y1] (source pixels), "score": box confidence,
    "keypoints": 17 x [x, y, score] in COCO-17 order, x/y in source pixels}.

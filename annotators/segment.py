@@ -1,6 +1,6 @@
 """Grounded-SAM segment annotator: entity names -> open-vocabulary boxes -> SAM masks -> maps + tags.
 
-Per catalog image row (DESIGN §3-§4):
+Per catalog image row (docs/design.md §3-§4):
 1. class names: the `entities` annotation's list (`row["entities.entities"]`) when the row carries
    it, else the annotator's `vocabulary`; cleaned, de-duplicated case-insensitively, first
    `max_classes` (<= 10) kept. None -> status "no_entities".

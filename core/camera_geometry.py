@@ -1,4 +1,4 @@
-"""Cameras and Plücker rays for the multiview task (DESIGN §5). Pure numpy, no Ray, no pytorch3d.
+"""Cameras and Plücker rays for the multiview task (docs/design.md §5). Pure numpy, no Ray, no pytorch3d.
 
 Conventions (one set, used everywhere in onegen):
 - A camera is an OpenCV camera-to-world matrix `c2w` (4, 4): camera axes x right, y down, z forward

@@ -1,4 +1,4 @@
-"""Prompt strings shared by the shard builder and the sampler (DESIGN §4), from the task table's tokens.
+"""Prompt strings shared by the shard builder and the sampler (docs/design.md §4), from the task table's tokens.
 Imports only core/tasks.py (which imports nothing): the sampler (training/sample.py) reads them without
 pulling in Ray, Arrow or the shard writer.
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# task tokens (the prompt token without brackets; DESIGN §4, the released code's strings)
+# task tokens (the prompt token without brackets; docs/design.md §4, the released code's strings)
 TEXT2IMAGE = "text2image"
 CANNY2IMAGE = "canny2image"
 DEPTH2IMAGE = "depth2image"
@@ -59,7 +59,7 @@ MADE_FROM = tuple(ROW_KINDS)
 
 @dataclass(frozen=True)
 class Task:
-    """One task (DESIGN §4). `token` is the prompt token without brackets."""
+    """One task (docs/design.md §4). `token` is the prompt token without brackets."""
 
     token: str
     family: str

@@ -18,7 +18,7 @@ Read from prs-eth/Marigold (commit b1dffaa, "Marigold-v1-1"):
 
 Where we differ, and why:
 - Which space the prediction is in is a setting (`prediction`): "depth" runs Marigold's `least_square`
-  (the issue's and DESIGN §8's "scale and shift in depth space"); "inverse" runs Marigold's
+  (the issue's and docs/design.md §8's "scale and shift in depth space"); "inverse" runs Marigold's
   `least_square_disparity`, because `onegen sample --task image2depth` writes the depth annotator's
   convention, grey *inverse* depth (near = white, annotators/depth.py), for which a fit in depth space is
   meaningless. Both are Marigold's own code paths.

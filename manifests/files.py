@@ -1,4 +1,4 @@
-"""Atomic, fsspec-backed file commits: the commit rule of DESIGN §2.
+"""Atomic, fsspec-backed file commits: the commit rule of docs/design.md §2.
 
 Every committed file is written under a temporary name in the same folder, flushed and fsynced
 (local files), then renamed. A reader only ever sees whole files; anything still carrying the

@@ -1,4 +1,4 @@
-"""Every path of a dataset root and of a shards folder, in one place (DESIGN §2).
+"""Every path of a dataset root and of a shards folder, in one place (docs/design.md §2).
 
 A dataset root (`onegen ingest --out ROOT`):
 

@@ -1,4 +1,4 @@
-"""Arrow schemas of the three stores (DESIGN §2). Every writer casts to these; readers rely on them.
+"""Arrow schemas of the three stores (docs/design.md §2). Every writer casts to these; readers rely on them.
 
 catalog/<source>/part-NNNNN.parquet      CATALOG_SCHEMA, one row per raw item
 rejects/<source>/part-NNNNN.parquet      REJECTS_SCHEMA, one row per item refused at ingest

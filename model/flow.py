@@ -1,4 +1,4 @@
-"""Flow matching loss and Euler sampler of OneDiffusion (DESIGN §6, §6a).
+"""Flow matching loss and Euler sampler of OneDiffusion (docs/design.md §6, §6a).
 
 Conventions (the released code's): sigma = 1 is pure noise, x_sigma = (1 - sigma) * x0 + sigma * noise,
 the model gets t = 1000 * sigma per view and predicts v = noise - x0. Latents are (B, C, V, H, W).

@@ -1,4 +1,4 @@
-"""OneDiffusion Next-DiT (DESIGN §6, §6a), one file, parameter names of the released checkpoint.
+"""OneDiffusion Next-DiT (docs/design.md §6, §6a), one file, parameter names of the released checkpoint.
 
 Forward contract:
     model(latents, timesteps, caption, caption_mask) -> v

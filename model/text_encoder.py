@@ -1,4 +1,4 @@
-"""T5 text encoder wrapper (DESIGN §6): prompts -> (states, mask) for the Next-DiT caption input.
+"""T5 text encoder wrapper (docs/design.md §6): prompts -> (states, mask) for the Next-DiT caption input.
 
 `TextEncoder.load(model_id)` takes a hub id (from the offline HF cache) or a local folder through
 `onegen.core.weights.resolve_checkpoint`. The folder is either a plain T5 checkpoint (config +

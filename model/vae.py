@@ -1,4 +1,4 @@
-"""diffusers AutoencoderKL wrapper (DESIGN §6, §6a): images <-> 16-channel latents.
+"""diffusers AutoencoderKL wrapper (docs/design.md §6, §6a): images <-> 16-channel latents.
 
 `Vae.load(model_id)` takes a hub id (offline HF cache) or a local folder via `resolve_checkpoint`; a
 diffusers-style repo with a `vae/` subfolder is accepted too.

@@ -1,4 +1,4 @@
-"""The shard loader: WebDataset shards -> homogeneous training batches (DESIGN §6), resumable in O(1).
+"""The shard loader: WebDataset shards -> homogeneous training batches (docs/design.md §6), resumable in O(1).
 
 Streams: one per task family (text2image, image2image, id, multiview; `FAMILIES`), each an endless
 `streams.ShardStream` over that family's shards (from `select_shards`): shards drawn with replacement, so

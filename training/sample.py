@@ -1,4 +1,4 @@
-"""`onegen sample`: Euler sampling of a trained Next-DiT for every task family (DESIGN §6).
+"""`onegen sample`: Euler sampling of a trained Next-DiT for every task family (docs/design.md §6).
 
 One call builds a view layout and a generate mask, then runs `sample_euler` over the generated views;
 condition views stay clean and get the released sampler's last timestep (`--cond-timestep zero`: 0). The

@@ -1,4 +1,4 @@
-"""`onegen train`: flow-matching training of the Next-DiT on shards (DESIGN §6).
+"""`onegen train`: flow-matching training of the Next-DiT on shards (docs/design.md §6).
 
 Reads top to bottom: setup (devices, DDP / FSDP2), the `Trainer` (model + EMA + AdamW + the loss
 generator; `Trainer.step(batch)` is one optimizer step), data (`training.data`), the loop, checkpoints
@@ -7,7 +7,7 @@ and EMA resharded across ranks; every RNG state and the loader's state per rank;
 them), so a rerun with the same OUT resumes exactly and without replaying the data stream. `onegen export`
 turns a step folder into one .safetensors file for `onegen sample`.
 
-Objective (DESIGN §6, paper §3.2): every view gets its own logit-normal sigma (shift `shift`) and every
+Objective (docs/design.md §6, paper §3.2): every view gets its own logit-normal sigma (shift `shift`) and every
 view is in the loss; with `clean_condition_prob` p, a fraction p of the samples instead hold their
 condition views (the loader's roles) clean and out of the loss.
 

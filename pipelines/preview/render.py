@@ -4,7 +4,7 @@ Everything here writes PNG files and returns nothing but paths or PIL images; th
 data live in `onegen.pipelines.preview.report`. Matplotlib runs on the Agg backend (no display, no fonts
 fetched); contact sheets use PIL's built-in default font, so nothing is downloaded.
 
-Ray views are `rayN.npy`: float16 (16, h, w) Plücker ray latents (DESIGN §5,
+Ray views are `rayN.npy`: float16 (16, h, w) Plücker ray latents (docs/design.md §5,
 `onegen.core.camera_geometry.rays_to_latent`). Their false colour maps the first direction copy
 (channels 0-2, unit vectors times RAY_SCALE) from [-1, 1] to RGB [0, 255].
 """

@@ -40,7 +40,7 @@ from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.manifests.query import read_manifests, shard_stats
 from onegen.pipelines.preview import render
 
-# A prompt tag `<#00FFFF cyan mask: dragon>` / `<#FF0000 red boundingbox: head>` (DESIGN §4).
+# A prompt tag `<#00FFFF cyan mask: dragon>` / `<#FF0000 red boundingbox: head>` (docs/design.md §4).
 _TAG = re.compile(r"<(#[0-9A-Fa-f]{6}) ([A-Za-z]+) (mask|boundingbox): ([^<>]*)>")
 _TOKEN = re.compile(r"\[\[[^\[\]]*\]\]")  # task tokens and image markers: [[canny2image]], [[img0]]
 _VIEW = re.compile(r"^(img|ray)(\d+)\.")  # view members: img0.jpg, ray0.npy, img1.png

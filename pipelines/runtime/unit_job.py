@@ -1,7 +1,7 @@
 """The unit-job contract: what ingest, annotate, build and dedup each are, and the one rule for "done".
 
 Why one contract. Every job cuts its work into units that workers read, compute and commit
-(pipelines/runtime/units.py, DESIGN §2 "Who writes"). Before this contract each job had its own unit
+(pipelines/runtime/units.py, docs/design.md §2 "Who writes"). Before this contract each job had its own unit
 shape (JSON dicts, repaired on the far side), its own completion convention (a catalog part, an
 annotation part carrying a key hash, units/unit-N.json, _SUCCESS.json) and `onegen run --plan`
 re-derived each of them. Now a job is a `UnitJob`:

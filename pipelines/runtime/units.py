@@ -1,6 +1,6 @@
 """Units of work on Ray workers: the driver plans them, workers commit them, the driver reads records.
 
-Every job in pipelines/ has one shape (DESIGN §2, "Who writes"), and one contract
+Every job in pipelines/ has one shape (docs/design.md §2, "Who writes"), and one contract
 (pipelines/runtime/unit_job.py: plan typed units, is a unit done, run one, summarise):
 
     driver: plan units (typed frozen dataclasses) -> run_unit_tasks, or unit_dataset(unit numbers)

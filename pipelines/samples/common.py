@@ -1,4 +1,4 @@
-"""Turning catalog rows + annotation rows into training samples (DESIGN §4). Pure; no Ray.
+"""Turning catalog rows + annotation rows into training samples (docs/design.md §4). Pure; no Ray.
 
 A task is described by a `TaskSource`: text2image needs only the catalog; a condition task names the
 annotation store and the `ConditionSpec` it was declared with (read from the store's job.json).

@@ -1,4 +1,4 @@
-"""FaceID samples from an ID subject's photos (DESIGN §4): 2-5 views, target first.
+"""FaceID samples from an ID subject's photos (docs/design.md §4): 2-5 views, target first.
 
 Prompt (`task_prompts.faceid_prompt`, the same function the sampler uses): `[[faceid]] [[img0]]
 <target caption> [[img1]] <caption of reference 1> ...`, each caption the one the builder chose for that

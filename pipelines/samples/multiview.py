@@ -1,4 +1,4 @@
-"""Multiview training samples from a catalog scene row + its `cameras` annotation (DESIGN §4-§5). Pure; no Ray.
+"""Multiview training samples from a catalog scene row + its `cameras` annotation (docs/design.md §4-§5). Pure; no Ray.
 
 One scene row gives `samples_per_scene` samples. Each sample picks 2-12 views (a random subset in
 random order, or a sliding window of consecutive frames), brings every view to a square
@@ -10,7 +10,7 @@ it with its 16-channel Plücker ray latent recomputed at that resolution:
   resolution / side; exact for the half-pixel-centre convention shared by OpenCV's resize and
   `onegen.core.camera_geometry`).
 - The chosen views' normalised c2w are normalised again (`normalize_cameras`) so the FIRST chosen
-  view is camera 0 (DESIGN §5: the normalisation is per sample, not per scene), with the same camera-0
+  view is camera 0 (docs/design.md §5: the normalisation is per sample, not per scene), with the same camera-0
   distance the annotator used.
 - Rays: (16, resolution / 8, resolution / 8) float16 `.npy` bytes (np.save), the latent
   [d, m, d, m, d, m_x] * 1.658.

@@ -1,4 +1,4 @@
-"""The 20-colour palette, per-key colour choice and tag formats of DESIGN §4."""
+"""The 20-colour palette, per-key colour choice and tag formats of docs/design.md §4."""
 
 import pytest
 
@@ -12,7 +12,7 @@ from onegen.annotators.palette import (
     parse_tags,
 )
 
-# DESIGN §4, in its order
+# docs/design.md §4, in its order
 DESIGN_COLOURS = (
     "#FF0000 red, #00FF00 lime, #0000FF blue, #FFFF00 yellow, #FF00FF magenta, #00FFFF cyan, #FFA500 orange, "
     "#800080 purple, #A52A2A brown, #008000 green, #FFC0CB pink, #008080 teal, #FF8C00 darkorange, "

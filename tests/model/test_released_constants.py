@@ -1,4 +1,4 @@
-"""Every normalisation epsilon and constant of the released Next-DiT, pinned (DESIGN §6a).
+"""Every normalisation epsilon and constant of the released Next-DiT, pinned (docs/design.md §6a).
 
 The released code (lehduong/OneDiffusion, onediffusion/models/denoiser/nextdit) fixes: y_embedder[0]
 LayerNorm eps 1e-6; q_norm / k_norm LayerNorm default eps 1e-5; ky_norm 1e-6; the block RMSNorms
