@@ -214,15 +214,3 @@ def test_missing_weights_recommend_hf_download():
         resolve_checkpoint("onegen-tests/not-in-the-cache", "depth")
     assert "`hf download onegen-tests/not-in-the-cache`" in str(missing.value)
     assert "huggingface-cli" not in str(missing.value)
-
-
-def test_every_docs_path_named_in_the_code_exists():
-    import re
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    named = set()
-    for folder in ("onegen", "core", "pipelines", "annotators", "model", "training", "manifests", "bench", "tests"):
-        for path in (repo / folder).rglob("*.py"):
-            named.update(re.findall(r"\bdocs/[A-Za-z0-9_.-]+\.(?:md|png)", path.read_text(encoding="utf-8")))
-    assert named and [name for name in sorted(named) if not (repo / name).exists()] == []
