@@ -12,9 +12,8 @@ method, its setting and its table cannot disagree between them and the build.
 from __future__ import annotations
 
 from onegen.pipelines.hygiene.build_hygiene import HygieneConfig, dedup_table
-from onegen.pipelines.hygiene.dedup_groups import DedupConfig
-from onegen.pipelines.hygiene.dedup_tables import PHASH
-from onegen.pipelines.hygiene.semdedup import SemDedupConfig
+from onegen.pipelines.hygiene.dedup_tables import DEDUP_METHODS, PHASH
+from onegen.pipelines.hygiene.settings import DedupConfig, SemDedupConfig
 from onegen.pipelines.jobs.dedup import DedupJobConfig, DedupTableJob, PhashDedupJob
 from onegen.pipelines.jobs.semdedup import SemanticDedupJob
 from onegen.pipelines.runtime.ray_setup import RayConfig
@@ -22,7 +21,10 @@ from onegen.pipelines.runtime.unit_job import run_job
 
 
 def dedup_job(root: str, method: str, phash: DedupConfig, semantic: SemDedupConfig) -> DedupTableJob:
-    """The job writing the `method` table: pHash (from the `phash` store) or semantic (from `clip`)."""
+    """The job writing the `method` table: pHash (from the `phash` store) or semantic (from `clip`).
+    ValueError for anything else ("" is no method: a caller's bug, the CLI and recipes validate it)."""
+    if method not in DEDUP_METHODS:
+        raise ValueError(f"dedup_job needs a dedup method, one of {DEDUP_METHODS}; got {method!r}")
     if method == PHASH:
         return PhashDedupJob(DedupJobConfig(root, phash))
     return SemanticDedupJob(root, semantic)

@@ -63,17 +63,22 @@ def test_unit_reads_its_own_part_and_reasons_come_in_order(tmp_path):
 
 
 def test_the_dedup_method_names_its_table(tmp_path):
+    from onegen.pipelines.hygiene import dedup_tables
     from onegen.pipelines.hygiene.build_hygiene import dedup_table
+    from onegen.pipelines.hygiene.dedup_groups import DedupConfig
+    from onegen.pipelines.hygiene.semdedup import SemDedupConfig
     from onegen.pipelines.jobs.dedup_run import run_dedup
 
     root = str(tmp_path)
     assert dedup_table(root, HygieneConfig(dedup="phash", max_distance=6)) == f"{root}/dedup/phash-k6"
     assert dedup_table(root, HygieneConfig(dedup="semantic", semantic_threshold=0.9)) == f"{root}/dedup/semantic-t0.9"
     assert dedup_table(root, HygieneConfig()) is None
+    with pytest.raises(ValueError, match="expected one of '', 'phash', 'semantic'"):
+        HygieneConfig(dedup="minhash")  # the settings type refuses it before any table is named
     with pytest.raises(ValueError, match="dedup must be one of"):
-        dedup_table(root, HygieneConfig(dedup="minhash"))
+        dedup_tables.dedup_table(root, "minhash", 4, 0.95)
     with pytest.raises(ValueError, match="needs a dedup method"):
-        run_dedup(root, HygieneConfig(), None)
+        run_dedup(root, "", DedupConfig(), SemDedupConfig(), None)
 
 
 def test_faceid_exclusions_combine_duplicates_filters_and_nsfw_before_the_rule():

@@ -145,7 +145,7 @@ def test_trainer_step_moves_the_ema_toward_the_parameters_by_its_decay(latent_sh
     config = _config(latent_shards, "unused", batch_size=2, ema_decay=0.75)
     trainer = Trainer.create(config, rank=0, world=1, device=torch.device("cpu"))
     before = {k: v.clone() for k, v in trainer.ema.shadow.items()}
-    trainer.step(next(make_loader(config.data())))
+    trainer.step(next(make_loader(config.data)))
     params = dict(trainer.model.named_parameters())
     for name, old in before.items():  # ema' = ema + (1 - decay) * (param - ema)
         torch.testing.assert_close(trainer.ema.shadow[name], old + 0.25 * (params[name].detach() - old))
