@@ -11,7 +11,7 @@
 # the suite runs on the environment's own packages.
 #
 # Benchmarks, most valuable first, each on random weights at the real architectures (bench/real_configs.py; no
-# downloads) and under its own time limit; the full run's limits add up to 410 s, so the install, the machine's
+# downloads) and under its own time limit; the full run's limits add up to 420 s, so the install, the machine's
 # start, the transfers and a rerun fit a 15-minute loan whose commands may run 10 minutes:
 #   vlm      LLaVA-NeXT Mistral-7B captions/s, HF generate batched (64, 16) vs one request at a time
 #   train    2.8B Next-DiT train step, bare vs fed by the shard loader: ms/step and MFU, eager then compiled
@@ -63,10 +63,10 @@ bench_args() {
     esac
   else
     case "$1" in
-      vlm) LIMIT=135; ARGS=(bench/vlm.py --real --n 64 --batch-sizes 64 16 --baseline-n 6 --max-new-tokens 200) ;;
+      vlm) LIMIT=135; ARGS=(bench/vlm.py --real --n 64 --batch-sizes 64 16 --baseline-n 4 --max-new-tokens 160) ;;
       train) LIMIT=145; ARGS=(bench/train_step.py --preset onediffusion-2.8b --batch 4 --views 4 --size 256 --steps 5
                              --workers 8) ;;
-      vision) LIMIT=50; ARGS=(bench/annotators_vision.py --real --device cuda --n 32 --side 512 --repeats 3) ;;
+      vision) LIMIT=60; ARGS=(bench/annotators_vision.py --real --device cuda --n 32 --side 512 --repeats 3) ;;
       segment) LIMIT=55; ARGS=(bench/annotators_segment.py --real --batch 8 --width 512 --repeats 2) ;;
       loader) LIMIT=25; ARGS=(bench/loader.py --views 4 --size 256 --workers 8 --batches 100 --chunk 20) ;;
     esac
