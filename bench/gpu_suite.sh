@@ -5,6 +5,7 @@
 #   bench/gpu_suite.sh --smoke [--wheels DIR] --results DIR     # CPU: tiny models and sizes, same scripts
 #   bench/gpu_suite.sh --plan [--smoke]                         # print the benchmarks, limits and commands only
 #   bench/gpu_suite.sh ... --only vlm,train                     # a rerun of some of them
+#   bench/gpu_suite.sh ... --cap 60                             # no benchmark longer than 60 s (little time left)
 #
 # --wheels DIR: the wheel set of bench/device_wheels.sh, installed with --no-deps into a temporary target folder
 # that goes first on PYTHONPATH (the machine's image lacks these packages and can download nothing). Without it
@@ -34,6 +35,7 @@ PLAN=0
 WHEELS=""
 RESULTS=bench/results
 ONLY=""
+CAP=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -41,11 +43,16 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS="${2:?--wheels needs a folder}"; shift ;;
     --results) RESULTS="${2:?--results needs a folder}"; shift ;;
     --only) ONLY="${2:?--only needs names}"; shift ;;
-    *) echo "gpu_suite.sh: unknown argument $1 (use --wheels DIR, --results DIR, --smoke, --plan, --only a,b)" >&2
+    --cap) CAP="${2:?--cap needs seconds}"; shift ;;
+    *) echo "gpu_suite.sh: unknown argument $1 (use --wheels DIR, --results DIR, --smoke, --plan, --only a,b, --cap S)" >&2
        exit 2 ;;
   esac
   shift
 done
+if ! [[ "$CAP" =~ ^[0-9]+$ ]]; then
+  echo "gpu_suite.sh: --cap takes whole seconds, not $CAP" >&2
+  exit 2
+fi
 MODE=$([ "$SMOKE" = 1 ] && echo smoke || echo full)
 
 # bench_args NAME: the benchmark's command line (after the interpreter) into ARGS, and its time limit into LIMIT.
@@ -70,6 +77,9 @@ bench_args() {
       segment) LIMIT=55; ARGS=(bench/annotators_segment.py --real --batch 8 --width 512 --repeats 2) ;;
       loader) LIMIT=25; ARGS=(bench/loader.py --views 4 --size 256 --workers 8 --batches 100 --chunk 20) ;;
     esac
+  fi
+  if [ "$CAP" -gt 0 ] && [ "$LIMIT" -gt "$CAP" ]; then
+    LIMIT=$CAP
   fi
 }
 BENCHES=(vlm train vision segment loader)

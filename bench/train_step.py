@@ -143,5 +143,6 @@ def main() -> None:
         with open(args.out, "w") as handle:
             handle.write("\n".join(lines) + "\n")
 
+
 if __name__ == "__main__":
     main()

@@ -74,6 +74,28 @@ def test_full_mode_needs_a_gpu(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_benchmark_killed_at_its_limit_keeps_what_it_printed(tmp_path):
+    # A stand-in interpreter: each benchmark prints a measurement from Python, then hangs; everything else is the
+    # real Python. Python's output to a file is block-buffered unless the suite makes it unbuffered.
+    bench = "import sys, time; print('machine: stub'); print(f'summary: {sys.argv[1]} measured'); time.sleep(60)"
+    stub = tmp_path / "python"
+    stub.write_text(f"#!/usr/bin/env bash\ncase \"$1\" in\n  bench/*) exec {sys.executable} -c \"{bench}\" \"$1\" ;;\n"
+                    f"  *) exec {sys.executable} \"$@\" ;;\nesac\n")
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update(PYTHON=str(stub), CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(["bash", str(SUITE), "--smoke", "--only", "vlm,train", "--cap", "2", "--results",
+                           str(tmp_path / "results")], env=env, capture_output=True, text=True, timeout=120)
+    records = [json.loads(line) for line in (tmp_path / "results" / "gpu-cpu.jsonl").read_text().splitlines()]
+    assert done.returncode == 1 and [r["bench"] for r in records] == ["vlm", "train"]  # the kill did not stop train
+    for record in records:
+        assert record["rc"] == 124 and record["limit"] == 2 and record["seconds"] < 30, record
+        script = "vlm" if record["bench"] == "vlm" else "train_step"
+        assert record["summary"] == [f"bench/{script}.py measured"]
+        assert "machine: stub" in record["report"]
+    assert done.stdout.count("killed at its limit") == 2
+
+
 def test_wheel_set_carries_only_what_the_image_lacks():
     image = set(names(DEVICE_LISTS / "image-packages.txt"))
     wheels = names(DEVICE_LISTS / "wheels.txt")
