@@ -6,7 +6,8 @@
 #   - exactly the wheels of bench/device/wheels.txt, for CPython 3.12 on manylinux x86-64 (pip download, no deps);
 #   - onegen itself, built as a wheel from this tree (tracked and untracked-but-not-ignored files, the same files
 #     the device tool sends), in a temporary copy so that no stale build/ folder can leak into it;
-#   - BUILD: one line naming the tree the onegen wheel was built from (the suite records it with every result).
+#   - BUILD: one line naming the tree the onegen wheel was built from, with its bench/tree_hash.py hash (the suite
+#     records the line with every result and refuses the set on a tree with another hash).
 # Older wheels in DIR are removed first (two versions of one package would stop the install). It prints each
 # wheel's size and the total, and fails if the total passes 32 MiB (what travels is 64 MiB in all).
 #
@@ -45,7 +46,8 @@ ISOLATION=--no-build-isolation
 "$PY" -c "import setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" \
   2>/dev/null || ISOLATION=
 "$PY" -m pip wheel --quiet --no-deps $ISOLATION -w "$OUT" "$SRC" >/dev/null
-echo "onegen $(git describe --always --dirty --abbrev=12) built $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$OUT/BUILD"
+echo "onegen $(git describe --always --dirty --abbrev=12) built $(date -u +%Y-%m-%dT%H:%M:%SZ)," \
+  "tree $("$PY" bench/tree_hash.py "$SRC")" >"$OUT/BUILD"
 
 wanted=$(grep -cvE '^\s*(#|$)' bench/device/wheels.txt)
 got=$(find "$OUT" -maxdepth 1 -name '*.whl' | wc -l)

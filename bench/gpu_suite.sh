@@ -8,8 +8,9 @@
 #   bench/gpu_suite.sh ... --cap 60                             # no benchmark longer than 60 s (little time left)
 #
 # --wheels DIR: the wheel set of bench/device_wheels.sh, installed with --no-deps into a temporary target folder
-# that goes first on PYTHONPATH (the machine's image lacks these packages and can download nothing). Without it
-# the suite runs on the environment's own packages.
+# that goes first on PYTHONPATH (the machine's image lacks these packages and can download nothing); refused if
+# its onegen wheel was built from another tree (bench/tree_hash.py). Without it the suite runs on the
+# environment's own packages.
 #
 # Benchmarks, most valuable first, each on random weights at the real architectures (bench/real_configs.py; no
 # downloads) and under its own time limit; the full run's limits add up to 420 s, so the install, the machine's
@@ -115,6 +116,13 @@ if [ -n "$WHEELS" ]; then
   shopt -u nullglob
   if [ ${#wheels[@]} = 0 ]; then
     echo "gpu_suite.sh: no wheels in $WHEELS (make them with bench/device_wheels.sh)" >&2
+    exit 2
+  fi
+  built=$(sed -n 's/.*, tree \([0-9a-f]*\)$/\1/p' "$WHEELS/BUILD" 2>/dev/null)
+  here=$("$PY" bench/tree_hash.py) || exit 2
+  if [ "$built" != "$here" ]; then
+    echo "gpu_suite.sh: the onegen wheel in $WHEELS was built from another tree (${built:-no BUILD file}, this one is" \
+      "$here): run bench/device_wheels.sh again" >&2
     exit 2
   fi
   if ! "$PY" -m pip install --quiet --no-index --no-deps --no-compile --disable-pip-version-check \

@@ -74,6 +74,19 @@ def test_full_mode_needs_a_gpu(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_wheel_set_of_another_tree_is_refused(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "onegen-0.1.0-py3-none-any.whl").write_bytes(b"never installed")
+    here = subprocess.run([sys.executable, str(ROOT / "bench" / "tree_hash.py")], capture_output=True, text=True)
+    assert len(here.stdout.strip()) == 16
+    (wheels / "BUILD").write_text(f"onegen 1234567 built 2026-01-01T00:00:00Z, tree {'0' * 16}\n")
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    done = suite(["--smoke", "--wheels", str(wheels), "--results", str(tmp_path / "results")], env)
+    assert done.returncode == 2 and "built from another tree" in done.stderr and here.stdout.strip() in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_benchmark_killed_at_its_limit_keeps_what_it_printed(tmp_path):
     # A stand-in interpreter: each benchmark prints a measurement from Python, then hangs; everything else is the
     # real Python. Python's output to a file is block-buffered unless the suite makes it unbuffered.
