@@ -109,6 +109,9 @@ PY="${PYTHON:-python3}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=False RAY_USAGE_STATS_ENABLED=0
 export PYTHONUNBUFFERED=1  # a benchmark killed at its limit still leaves every line it printed
 export YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-$WORK/yolo}"
+mkdir -p "$WORK/tmp"
+export TMPDIR="$WORK/tmp"  # the benchmarks' checkpoints and shards (14 GB for the 7B VLM) go when the suite ends,
+                           # also those of a benchmark killed at its limit
 WHEEL_BUILD="none: the environment's own packages"
 if [ -n "$WHEELS" ]; then
   shopt -s nullglob
