@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "bench" / "gpu_suite.sh"
 DEVICE_LISTS = ROOT / "bench" / "device"
-PYTHON_312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python3"
+PYENV_312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python3"  # the machine's pyenv
 FULL_ORDER = ["vlm", "train", "vision", "segment", "loader"]  # most valuable first (issue 25)
 LOAN_SECONDS = 420  # the limits of one full run: ~7 minutes of a 15-minute loan
 
@@ -136,10 +136,12 @@ def cuda_library_path() -> str:
 
 
 def image_venv(env: dict[str, str]) -> Path:
-    """The Python 3.12 image venv, built by bench/image_venv.sh once per content of its pins and script."""
-    if not PYTHON_312.exists():
-        pytest.fail(f"no Python 3.12 at {PYTHON_312} (the machine's pyenv) to build the image venv with")
-    key = hashlib.sha256()
+    """The Python 3.12 image venv, built by bench/image_venv.sh once per interpreter and content of its pins and
+    script."""
+    python_312 = str(PYENV_312) if PYENV_312.exists() else shutil.which("python3.12")
+    if not python_312:
+        pytest.fail(f"no Python 3.12 (neither {PYENV_312} nor python3.12 on PATH) to build the image venv with")
+    key = hashlib.sha256(python_312.encode())
     for part in (DEVICE_LISTS / "image-pins.txt", ROOT / "bench" / "image_venv.sh"):
         key.update(part.read_bytes())
     venv = Path(tempfile.gettempdir()) / f"onegen-image-venv-{key.hexdigest()[:16]}"
@@ -147,7 +149,7 @@ def image_venv(env: dict[str, str]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others wait and reuse it
         if not (venv / ".complete").exists():
             shutil.rmtree(venv, ignore_errors=True)  # a build that was killed half-way
-            done = subprocess.run(["bash", str(ROOT / "bench" / "image_venv.sh"), str(venv), str(PYTHON_312)],
+            done = subprocess.run(["bash", str(ROOT / "bench" / "image_venv.sh"), str(venv), python_312],
                                   env=env, capture_output=True, text=True, timeout=900)
             assert done.returncode == 0, done.stderr[-3000:]
             (venv / ".complete").touch()
