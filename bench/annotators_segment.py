@@ -7,8 +7,10 @@ All three run on the same batch in the same process:
   decoder for the same boxes (no pre/post-processing): the ceiling the annotator can approach;
 - naive: one image at a time: processor + detector + the library's post-processing, then
   `SamPredictor.set_image` and one `predict(box=...)` per box, then rendering.
+The last line, `summary:`, gives the annotator's images/s against the bare forwards and the naive loop.
 
     python bench/annotators_segment.py --tiny            # CPU, tiny random checkpoints
+    python bench/annotators_segment.py --real            # OWLv2 base/16 at 960 px + SAM vit_h, random weights
     python bench/annotators_segment.py --detector grounding_dino \
         --detector-id IDEA-Research/grounding-dino-tiny --sam-type vit_h --sam-checkpoint sam_vit_h.pth
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -103,6 +106,8 @@ def naive(ann: SegmentAnnotator, images: list[np.ndarray], key: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="build tiny random checkpoints (CPU run)")
+    parser.add_argument("--real", action="store_true", help="OWLv2 + SAM vit_h at their real architectures, "
+                        "random weights (bench/real_configs.py)")
     parser.add_argument("--detector", default="owlv2")
     parser.add_argument("--detector-id", default="google/owlv2-base-patch16-ensemble")
     parser.add_argument("--sam-type", default="vit_h")
@@ -117,6 +122,13 @@ def main() -> None:
         args.detector, args.detector_id = "owlv2", tiny_owlv2(os.path.join(folder, "owlv2"))
         args.sam_type, args.sam_checkpoint = "tiny", tiny_sam(os.path.join(folder, "sam"))
         args.threshold = 0.0
+    elif args.real:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from real_configs import real_owlv2, real_sam
+
+        folder = tempfile.mkdtemp(prefix="bench-segment-")
+        args.detector, args.detector_id = "owlv2", real_owlv2(os.path.join(folder, "owlv2"))
+        args.sam_type, args.sam_checkpoint = "vit_h", real_sam(os.path.join(folder, "sam"))
     ann = SegmentAnnotator(detector=args.detector, detector_id=args.detector_id, sam_model_type=args.sam_type,
                            sam_checkpoint=args.sam_checkpoint, box_threshold=args.threshold, num_gpus=1,
                            batch_size=args.batch)
@@ -146,6 +158,9 @@ def main() -> None:
           f"sizes {sorted({im.shape[:2] for im in images})} | statuses {sorted(set(statuses))} | best of {args.repeats}")
     for name, seconds in results.items():
         print(f"  {name:32s} {seconds * 1000:9.1f} ms  {len(images) / seconds:8.2f} images/s")
+    annotator, bare_s, naive_s = results.values()
+    print(f"summary: segment {len(images) / annotator:.2f} img/s = {bare_s / annotator:.2f}x the bare forwards "
+          f"({len(images) / bare_s:.2f}), {naive_s / annotator:.2f}x a naive loop (batch {len(images)})")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ For each annotator, on the same batch of images in the same run:
 - naive loop: images/s of the library path one image at a time (transformers processor + model +
   post-processing; controlnet_aux HEDdetector for HED).
 Pose measures the keypoint stage (ViTPose on one given box per image) like the others, and reports the
-YOLO detector's images/s on its own.
+YOLO detector's images/s on its own. Each annotator's `summary:` line is printed as soon as it is measured.
 
     python bench/annotators_vision.py --tiny                       # tiny random checkpoints, CPU
+    python bench/annotators_vision.py --real --device cuda         # real architectures, random weights
     python bench/annotators_vision.py --device cuda --n 64 \\
         --depth-model depth-anything/Depth-Anything-V2-Small-hf \\
         --pose-model usyd-community/vitpose-base-simple --detector /weights/yolo11n.pt \\
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -75,6 +77,8 @@ def report(name: str, ann_rate: float, bare_rate: float, naive_rate: float, extr
         f"{naive_rate:8.1f} img/s | annotator/bare {ann_rate / bare_rate:5.2f} | annotator/naive "
         f"{ann_rate / naive_rate:5.2f}{extra}"
     )
+    print(f"summary: {name} {ann_rate:.1f} img/s = {ann_rate / bare_rate:.2f}x its bare forward "
+          f"({bare_rate:.1f}), {ann_rate / naive_rate:.2f}x a naive loop{extra.replace(' | ', ', ')}")
 
 
 def bench_depth(model: str, images: list[np.ndarray], args) -> None:
@@ -179,9 +183,18 @@ def build_tiny(root: str) -> dict[str, str]:
             "detector": tiny_yolo(f"{root}/yolo"), "hed": tiny_hed(f"{root}/hed")}
 
 
+def build_real(root: str, device: str) -> dict[str, str]:
+    """Random-weight checkpoints at the real architectures (bench/real_configs.py) under root."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from real_configs import build
+
+    return build(root, {"depth", "pose", "hed"}, device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="build tiny random checkpoints, run on CPU")
+    parser.add_argument("--real", action="store_true", help="real architectures, random weights (real_configs.py)")
     parser.add_argument("--tasks", default="depth,pose,hed")
     parser.add_argument("--depth-model", default="depth-anything/Depth-Anything-V2-Small-hf")
     parser.add_argument("--pose-model", default="usyd-community/vitpose-base-simple")
@@ -197,10 +210,11 @@ def main() -> None:
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.tiny:
+        if args.tiny or args.real:
             os.environ.setdefault("YOLO_CONFIG_DIR", tmp)
-            paths = build_tiny(tmp)
-            args.device, args.half = "cpu", False
+            if args.tiny:
+                args.device, args.half = "cpu", False
+            paths = build_tiny(tmp) if args.tiny else build_real(tmp, args.device)
             args.depth_model, args.pose_model, args.detector, args.hed_model = (
                 paths["depth"], paths["pose"], paths["detector"], paths["hed"]
             )

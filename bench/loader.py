@@ -110,6 +110,8 @@ def main() -> None:
              f"ours: {o:.1f} batches/s | plain WebDataset: {b:.1f} batches/s | ratio {o / b:.2f} (goal >= 0.9)"]
     report = "\n".join(lines)
     print(report)
+    print(f"summary: loader {o / b:.2f}x a plain WebDataset pipeline ({o:.1f} vs {b:.1f} batches/s, "
+          f"{args.workers} workers)")
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as handle:

@@ -13,6 +13,11 @@ the real vocabulary size).
     vlm      LLaVA-NeXT Mistral-7B: CLIP ViT-L/14 at 336 px + Mistral 7B, the released anyres grid
 
     python bench/real_configs.py OUT [--only depth,pose,hed,segment,vlm] [--device cuda]   # prints JSON paths
+    python bench/real_configs.py OUT --device meta   # build every architecture without memory, save no weights
+
+The benchmarks' --real flags call these builders. `--device meta` is the smoke check of them (bench/gpu_suite.sh
+--smoke): each model is built on the meta device (shapes only) and its processor saved, which proves the configs
+and processors work with the installed library versions and prints every model's parameter count.
 """
 
 from __future__ import annotations
@@ -29,23 +34,35 @@ from onegen.pipelines.demo.tiny_models import LLAVA_TEMPLATE, tiny_hed, vlm_toke
 LLAVA_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 
 
-def real_depth(folder: str) -> str:
+def save(folder: str, model, *parts) -> str:
+    """save_pretrained the model (not on the meta device: it has no weights) and its processor parts."""
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{type(model).__name__}: {params / 1e6:.1f}M parameters", flush=True)
+    if next(model.parameters()).device.type != "meta":
+        model.save_pretrained(folder)
+    for part in parts:
+        part.save_pretrained(folder)
+    return folder
+
+
+def real_depth(folder: str, device: str = "cpu") -> str:
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessor
 
     torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(DepthAnythingConfig()).save_pretrained(folder)  # defaults: V2-Small
-    DPTImageProcessor(size={"height": 518, "width": 518}, ensure_multiple_of=14, keep_aspect_ratio=True, resample=3,
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
-    return folder
+    with torch.device(device):
+        model = DepthAnythingForDepthEstimation(DepthAnythingConfig())  # defaults: V2-Small
+    return save(folder, model, DPTImageProcessor(
+        size={"height": 518, "width": 518}, ensure_multiple_of=14, keep_aspect_ratio=True, resample=3,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]))
 
 
-def real_vitpose(folder: str) -> str:
+def real_vitpose(folder: str, device: str = "cpu") -> str:
     from transformers import VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor
 
     torch.manual_seed(0)
-    VitPoseForPoseEstimation(VitPoseConfig(num_labels=17)).save_pretrained(folder)  # defaults: ViT-B/16 256x192
-    VitPoseImageProcessor(size={"height": 256, "width": 192}).save_pretrained(folder)
-    return folder
+    with torch.device(device):
+        model = VitPoseForPoseEstimation(VitPoseConfig(num_labels=17))  # defaults: ViT-B/16 256x192
+    return save(folder, model, VitPoseImageProcessor(size={"height": 256, "width": 192}))
 
 
 def real_yolo(folder: str) -> str:
@@ -57,7 +74,7 @@ def real_yolo(folder: str) -> str:
     return path
 
 
-def real_owlv2(folder: str) -> str:
+def real_owlv2(folder: str, device: str = "cpu") -> str:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import (
         Owlv2Config,
@@ -79,19 +96,23 @@ def real_owlv2(folder: str) -> str:
     config = Owlv2Config(text_config={"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": vocab["<eos>"]},
                          vision_config={"image_size": 960, "patch_size": 16})  # base/16 towers, 512 projection
     torch.manual_seed(0)
-    Owlv2ForObjectDetection(config).save_pretrained(folder)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 960, "width": 960}),
-                   tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    with torch.device(device):
+        model = Owlv2ForObjectDetection(config)
+    return save(folder, model, Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 960, "width": 960}),
+                                              tokenizer=tokenizer))
 
 
-def real_sam(folder: str) -> str:
+def real_sam(folder: str, device: str = "cpu") -> str:
     from onegen.annotators.sam import SAM_ARCHS, build_sam
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     path = os.path.join(folder, "sam_vit_h_random.pth")
-    torch.save(build_sam(SAM_ARCHS["vit_h"]).state_dict(), path)
+    with torch.device(device):
+        sam = build_sam(SAM_ARCHS["vit_h"])
+    print(f"Sam vit_h: {sum(p.numel() for p in sam.parameters()) / 1e6:.1f}M parameters", flush=True)
+    if device != "meta":
+        torch.save(sam.state_dict(), path)
     return path
 
 
@@ -115,27 +136,29 @@ def real_llava_next(folder: str, device: str) -> str:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     with torch.device(device):  # 7B parameters: initialise where they will run, in bf16
         model = LlavaNextForConditionalGeneration._from_config(llava_next_7b_config(tokenizer), dtype=dtype)
-    model.save_pretrained(folder)
-    del model
     image_processor = LlavaNextImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
                                               image_grid_pinpoints=LLAVA_PINPOINTS)
-    LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
-                       vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                       chat_template=LLAVA_TEMPLATE).save_pretrained(folder)
-    return folder
+    return save(folder, model, LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE))
 
 
 def build(root: str, only: set[str], device: str) -> dict[str, str]:
-    """Build the chosen families under root; returns {flag name: path}."""
+    """Build the chosen families under root; returns {flag name: path}. The small models are built on the CPU
+    (seconds) unless `device` is "meta"; the 7B VLM is built on `device`. YOLO11n and HED (the tiny builder
+    already writes the real network) are always real: a few MB."""
+    small = "meta" if device == "meta" else "cpu"
     paths = {}
     if "depth" in only:
-        paths["depth"] = real_depth(os.path.join(root, "depth"))
+        paths["depth"] = real_depth(os.path.join(root, "depth"), small)
     if "pose" in only:
-        paths["pose"], paths["detector"] = real_vitpose(os.path.join(root, "vitpose")), real_yolo(os.path.join(root, "yolo"))
+        paths["pose"] = real_vitpose(os.path.join(root, "vitpose"), small)
+        paths["detector"] = real_yolo(os.path.join(root, "yolo"))
     if "hed" in only:
-        paths["hed"] = tiny_hed(os.path.join(root, "hed"))  # the tiny builder already writes the real network
+        paths["hed"] = tiny_hed(os.path.join(root, "hed"))
     if "segment" in only:
-        paths["owlv2"], paths["sam"] = real_owlv2(os.path.join(root, "owlv2")), real_sam(os.path.join(root, "sam"))
+        paths["owlv2"] = real_owlv2(os.path.join(root, "owlv2"), small)
+        paths["sam"] = real_sam(os.path.join(root, "sam"), small)
     if "vlm" in only:
         paths["llava_next"] = real_llava_next(os.path.join(root, "llava_next"), device)
     return paths
@@ -147,7 +170,9 @@ def main() -> None:
     parser.add_argument("--only", default="depth,pose,hed,segment,vlm")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    print(json.dumps(build(args.out, set(args.only.split(",")), args.device)))
+    paths = build(args.out, set(args.only.split(",")), args.device)
+    print(json.dumps(paths))
+    print(f"summary: configs {', '.join(sorted(paths))} built on {args.device}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """Benchmark: one Next-DiT train step, bare vs fed by the real shard loader from precomputed shards.
 
-Default (GPU): preset onediffusion-2.8b, bf16 autocast, torch.compile, 4 views of 256 px (32 x 32
-latents), batch 4. It writes synthetic precomputed shards (random float16 latents + T5 states, the
-layout `onegen precompute` writes) to a temp dir unless --shards is given, then times
+Default (GPU): preset onediffusion-2.8b, bf16 autocast, 4 views of 256 px (32 x 32 latents), batch 4. It
+writes synthetic precomputed shards (random float16 latents + T5 states, the layout `onegen precompute`
+writes) to a temp dir unless --shards is given, then times
   bare: `Trainer.step` on one fixed batch already on the device (model + optimizer + EMA only);
-  data: `Trainer.step` on batches drawn from `make_loader` (decode, collate, host->device copy too).
+  data: `Trainer.step` on batches drawn from `make_loader` (decode, collate, host->device copy too);
+first eager, then (on a GPU, unless --no-compile) under torch.compile, as training runs it. Each result is
+printed as it exists (`summary:` lines), so a run killed during compilation keeps the eager numbers. On a GPU
+the model is built on the device (initialising 2.8B parameters on the CPU takes longer than the steps).
 MFU = achieved FLOP/s / peak, FLOPs per step = 6 * params * tokens + attention (12 * depth * hidden * N^2
 per sample, fwd + bwd); peak from --peak-tflops (989 for H100 bf16 dense; none on CPU: MFU not shown).
 
-    python bench/train_step.py                                  # GPU, 2.8B
+    python bench/train_step.py                                  # GPU, 2.8B, eager then compiled
     python bench/train_step.py --preset tiny --device cpu --size 64 --out bench/results/train_step_cpu_tiny.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -74,6 +78,25 @@ def timed(fn, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def measure(label: str, model, loader, fixed: dict, optimizer, ema: Ema, config: TrainConfig, device: torch.device,
+            args, flops: float) -> list[str]:
+    """Time the bare and the loader-fed `Trainer.step` of `model`; print and return the report lines."""
+    trainer = Trainer(model, optimizer, ema, config, device, torch.Generator(device).manual_seed(0))
+    bare = timed(lambda: trainer.step(fixed), args.steps, device)
+    fed = timed(lambda: trainer.step(next(loader)), args.steps, device)
+    lines = [f"{label:<8} bare step: {bare * 1e3:.1f} ms | with loader: {fed * 1e3:.1f} ms | loader overhead "
+             f"{100 * (fed - bare) / bare:+.1f}% | {flops / 1e12:.3f} TFLOP/step"]
+    summary = f"summary: {args.preset} {label}: {fed * 1e3:.1f} ms/step with the loader ({bare * 1e3:.1f} bare)"
+    if args.peak_tflops:
+        mfu_bare, mfu_fed = (100 * flops / t / (args.peak_tflops * 1e12) for t in (bare, fed))
+        lines.append(f"{label:<8} MFU bare: {mfu_bare:.1f}% | MFU with loader: {mfu_fed:.1f}% "
+                     f"(peak {args.peak_tflops} TFLOP/s)")
+        summary += f", MFU {mfu_fed:.1f}% with the loader ({mfu_bare:.1f}% bare)"
+    for line in [*lines, summary]:
+        print(line)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="onediffusion-2.8b")
@@ -81,7 +104,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 3 warm-up steps)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=989.0 if torch.cuda.is_available() else 0.0)
@@ -91,36 +114,35 @@ def main() -> None:
     device = torch.device(args.device)
     width = PRESETS[args.preset].caption_width
     shards = args.shards or synthetic_shards(tempfile.mkdtemp(prefix="bench-shards-"), args.views, args.size, width)
-    config = TrainConfig(out=tempfile.mkdtemp(), preset=args.preset, compile=device.type == "cuda" and not args.no_compile,
+    compile_too = device.type == "cuda" and not args.no_compile
+    config = TrainConfig(out=tempfile.mkdtemp(), preset=args.preset, compile=False,
                          data=DataConfig(shards=shards, batch_size=args.batch, caption_dropout=0.0,
                                          num_workers=args.workers, task_weights=(("id", 1.0),),
                                          buckets=((args.size, args.size),)))
-    model = wrap_model(build_model(args.preset).to(device), config, 1, device)
+    with torch.device(device):  # parameters initialised where they train
+        model = build_model(args.preset)
+    ema = Ema(model, config.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, fused=device.type == "cuda")
-    trainer = Trainer(model, optimizer, Ema(model, config.ema_decay), config, device,
-                      torch.Generator(device).manual_seed(0))
     loader = make_loader(config.data)
     fixed = next(loader)
     fixed = {**fixed, "views": [v.to(device) for v in fixed["views"]], "t5": fixed["t5"].to(device)}
-    bare = timed(lambda: trainer.step(fixed), args.steps, device)
-    fed = timed(lambda: trainer.step(next(loader)), args.steps, device)
     flops = step_flops(args.preset, args.batch, args.views, args.size)
     lines = [f"machine: {platform.node()} ({platform.machine()}) | cpu threads: {torch.get_num_threads()} | "
              f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'} | torch {torch.__version__}",
              f"config: {json.dumps({k: v for k, v in vars(args).items() if k != 'shards'})}",
-             f"TrainConfig: compile={config.compile} bf16={config.bf16 and device.type == 'cuda'}",
-             f"bare step: {bare * 1e3:.1f} ms | with loader: {fed * 1e3:.1f} ms | loader overhead "
-             f"{100 * (fed - bare) / bare:+.1f}% | {flops / 1e12:.3f} TFLOP/step"]
-    if args.peak_tflops:
-        lines.append(f"MFU bare: {100 * flops / bare / (args.peak_tflops * 1e12):.1f}% | "
-                     f"MFU with loader: {100 * flops / fed / (args.peak_tflops * 1e12):.1f}% "
-                     f"(peak {args.peak_tflops} TFLOP/s)")
-    report = "\n".join(lines)
-    print(report)
+             f"TrainConfig: bf16={config.bf16 and device.type == 'cuda'} | measured: eager"
+             + (", then torch.compile" if compile_too else "")]
+    print("\n".join(lines), flush=True)
+    lines += measure("eager", wrap_model(model, config, 1, device), loader, fixed, optimizer, ema, config, device,
+                     args, flops)
+    if compile_too:
+        config = dataclasses.replace(config, compile=True)
+        lines += measure("compiled", wrap_model(model, config, 1, device), loader, fixed, optimizer, ema, config,
+                         device, args, flops)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as handle:
-            handle.write(report + "\n")
+            handle.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The tiny LLaVA-NeXT (Mistral text + CLIP vision) and Molmo2 checkpoints come from
 `onegen.pipelines.demo.tiny_models` (configs + an in-memory-trained BPE tokenizer, save_pretrained) and
-load through the same `load_vlm` that real hub ids use. bench/vlm.py --tiny builds `BUILDERS`.
+load through the same `load_vlm` that real hub ids use. bench/vlm.py --tiny builds the same ones.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from onegen.core.image_codec import encode_png  # noqa: E402
 from onegen.core.weights import MissingCheckpointError  # noqa: E402
 from onegen.pipelines.demo.tiny_models import tiny_llava_next, tiny_molmo2  # noqa: E402
 
-BUILDERS = {"llava_next": tiny_llava_next, "molmo2": tiny_molmo2}  # bench/vlm.py --tiny reads this too
+BUILDERS = {"llava_next": tiny_llava_next, "molmo2": tiny_molmo2}
 
 
 @pytest.fixture(scope="module")
