@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+from peer_img2dataset import PHOTOS, timed  # bench/ is on sys.path when a bench script runs
 
 
 def make_bodies(count: int) -> tuple[list[bytes], list[str]]:
@@ -87,14 +87,6 @@ def serve(bodies: list[bytes], kinds: list[str], port_out) -> None:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     port_out.put(httpd.server_address[1])
     httpd.serve_forever()
-
-
-def timed(argv: list[str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
 
 
 def img2dataset_reasons(out: Path) -> collections.Counter:
