@@ -144,34 +144,40 @@ _MANIFEST_HELP = {"stats": "samples per task / source, shards, bytes (tar sizes)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onegen", description="One-Gen data engine")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_job_commands(commands)
+    _add_manifest_commands(commands)
+    from onegen.pipelines.cli.eval_command import add_commands as add_eval_commands
+    from onegen.pipelines.cli.preview_command import add_commands as add_preview_commands
+    from onegen.pipelines.cli.train_commands import add_commands as add_training_commands
 
+    add_preview_commands(commands)
+    add_training_commands(commands)
+    add_eval_commands(commands)
+    _add_run_and_demo(commands)
+    return parser
+
+
+def _add_job_commands(commands) -> None:
+    """ingest, annotate, build, dedup: each one's flags are its settings dataclass's fields."""
     from onegen.core.config_fields import add_arguments
+    from onegen.pipelines.cli.annotator_help import add_annotator_list
     from onegen.pipelines.jobs.settings import AnnotateSettings, BuildConfig, DedupSettings, IngestConfig
 
-    ingest = commands.add_parser("ingest", help="raw items -> catalog")
-    add_arguments(ingest, IngestConfig, given=("overwrite",))
-    _add_ray_options(ingest)
-    ingest.set_defaults(run=cmd_ingest)
+    jobs = (("ingest", "raw items -> catalog", IngestConfig, ("overwrite",), cmd_ingest),
+            ("annotate", "catalog -> annotations/<name>@<version>", AnnotateSettings, ("overwrite",), cmd_annotate),
+            ("build", "catalog + annotations -> shards + manifests", BuildConfig, ("overwrite",), cmd_build),
+            ("dedup", "find near duplicates from stored pHashes / CLIP embeddings", DedupSettings, (), cmd_dedup))
+    for name, help_text, settings, given, run in jobs:
+        extra = {"formatter_class": argparse.RawDescriptionHelpFormatter} if name == "annotate" else {}
+        job = commands.add_parser(name, help=help_text, **extra)
+        add_arguments(job, settings, given=given)
+        _add_ray_options(job)
+        job.set_defaults(run=run)
+        if name == "annotate":
+            add_annotator_list(job)
 
-    annotate = commands.add_parser("annotate", help="catalog -> annotations/<name>@<version>",
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(annotate, AnnotateSettings, given=("overwrite",))
-    _add_ray_options(annotate)
-    annotate.set_defaults(run=cmd_annotate)
-    from onegen.pipelines.cli.annotator_help import add_annotator_list
 
-    add_annotator_list(annotate)
-
-    build = commands.add_parser("build", help="catalog + annotations -> shards + manifests")
-    add_arguments(build, BuildConfig, given=("overwrite",))
-    _add_ray_options(build)
-    build.set_defaults(run=cmd_build)
-
-    dedup = commands.add_parser("dedup", help="find near duplicates from stored pHashes / CLIP embeddings")
-    add_arguments(dedup, DedupSettings)
-    _add_ray_options(dedup)
-    dedup.set_defaults(run=cmd_dedup)
-
+def _add_manifest_commands(commands) -> None:
     manifest = commands.add_parser("manifest", help="stats / verify / select over a shards folder")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", required=True)
     for name in ("stats", "verify", "select"):
@@ -184,14 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="every count as JSON (default: a short table)")
         sub.set_defaults(run=cmd_manifest)
 
-    from onegen.pipelines.cli.eval_command import add_commands as add_eval_commands
-    from onegen.pipelines.cli.preview_command import add_commands as add_preview_commands
-    from onegen.pipelines.cli.train_commands import add_commands as add_training_commands
 
-    add_preview_commands(commands)
-    add_training_commands(commands)
-    add_eval_commands(commands)
-
+def _add_run_and_demo(commands) -> None:
     run = commands.add_parser("run", help="run a whole dataset recipe (TOML): ingest, annotate, build, mixture")
     run.add_argument("recipe", help="recipe file, e.g. recipes/onegen.toml")
     run.add_argument("--dir", help="folder relative recipe paths and {dir} resolve against (default: the recipe's)")
@@ -208,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     _option(demo, "--overwrite").help = ("start over: remove the folders an earlier demo made under --out "
                                          "(inputs, tiny-checkpoints, dataset, shards, preview, training) first")
     demo.set_defaults(run=cmd_demo)
-    return parser
 
 
 def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
