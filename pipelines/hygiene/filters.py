@@ -1,7 +1,9 @@
 """Build-time filters on stored scores, `--filter 'aesthetic>=5'` (issue 13). Pure I/O: no model runs.
 
-A filter is `<name><op><threshold>`, op one of >=, >, <=, < (spaces allowed), name one of `FILTER_COLUMNS`
-or an explicit `<store>.<column>` of any annotation store:
+A filter is `<name><op><threshold>`, op one of >=, >, <=, < (spaces allowed), name one of `FILTER_COLUMNS`,
+an explicit `<store>.<column>` of any annotation store, or `source.<column>`: a table source's own column
+that ingest kept in the catalog (`source.punsafe<0.1`, `source.AESTHETIC_SCORE>=5`; column names compared
+case-insensitively; pipelines/sources/table.py):
 
     aesthetic   -> aesthetic store, column score        (LAION 1-10 scale)
     nsfw        -> nsfw store, column score             (probability)
@@ -42,6 +44,7 @@ FILTER_COLUMNS: dict[str, tuple[str, str]] = {
     "clip_score": ("clip", "clip_score"),
     "clip_score_dense": ("clip", "clip_score_dense"),
 }
+SOURCE_STORE = "source"  # not an annotation store: the catalog row's own `source.<column>` values
 FILTERED_PREFIX = "filtered:"
 _OPERATORS = {">=": (lambda v, t: v >= t, "<"), ">": (lambda v, t: v > t, "<="),
               "<=": (lambda v, t: v <= t, ">"), "<": (lambda v, t: v < t, ">=")}
@@ -105,6 +108,7 @@ def parse_filter(text: str) -> ScoreFilter:
         raise FilterError(f"--filter {text!r}: the threshold must be finite")
     if "." in name:
         store, column = name.split(".", 1)
+        column = column.lower() if store == SOURCE_STORE else column
     elif name in FILTER_COLUMNS:
         store, column = FILTER_COLUMNS[name]
     else:
@@ -120,7 +124,19 @@ def parse_filters(texts: list[str] | tuple[str, ...]) -> tuple[ScoreFilter, ...]
 
 def filter_stores(filters: tuple[ScoreFilter, ...]) -> list[str]:
     """Annotation store names (no version) the filters read, sorted: the build joins these parts."""
-    return sorted({f.store for f in filters})
+    return sorted({f.store for f in filters} - {SOURCE_STORE})
+
+
+def reads_source(filters: tuple[ScoreFilter, ...]) -> bool:
+    return any(f.store == SOURCE_STORE for f in filters)
+
+
+def source_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A catalog row's own source columns as the `source` filters read them: {column (lower case): value},
+    status "ok". A row without the column (not from a table source) then fails as `filtered:source.x=null`."""
+    fields = {name[len(SOURCE_STORE) + 1:].lower(): value for name, value in row.items()
+              if name.startswith(SOURCE_STORE + ".")}
+    return {**fields, "status": "ok"}
 
 
 def apply_filters(filters: tuple[ScoreFilter, ...], annotations: dict[str, dict[str, Any] | None]) -> str | None:

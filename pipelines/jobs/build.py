@@ -45,6 +45,7 @@ from onegen.pipelines.hygiene.build_hygiene import (
     row_skip_reason,
     unit_duplicates,
 )
+from onegen.pipelines.hygiene.filters import SOURCE_STORE, reads_source, source_fields
 from onegen.pipelines.hygiene.task_selection import POSE_STORE, person_area_reason
 from onegen.pipelines.jobs.annotate import keys_sha256
 from onegen.pipelines.jobs.settings import BuildConfig
@@ -141,12 +142,15 @@ def part_candidates(part: PartRead, tasks: tuple[TaskSource, ...], config: Build
     hygiene = config.hygiene
     filters = parse_filters(hygiene.filters)
     duplicates = _duplicates(config.root, part, hygiene)
+    with_source = reads_source(filters)
     out, subjects = [], {}
     for index, row in enumerate(catalog):
         annotations = {name: table[index] for name, table in joined.items()}
         for name, annotation in annotations.items():
             if annotation["key"] != row["key"]:
                 raise RuntimeError(f"{name} part for {part.catalog_path} is not aligned with the catalog")
+        if with_source:  # `source.<column>` filters read the catalog row's own columns
+            annotations[SOURCE_STORE] = source_fields(row)
         ordinal = (part.part_index << ORDINAL_SHIFT) | (index << ROW_SHIFT)
         # a by-reference source that changed, a duplicate, a failed filter: every candidate says why
         reason = row[ERROR_COLUMN].split(":", 1)[0] if row.get(ERROR_COLUMN) else None
@@ -175,8 +179,9 @@ def part_candidates(part: PartRead, tasks: tuple[TaskSource, ...], config: Build
     for members in subjects.values():
         faces = [joined[FACES_STORE][i] if FACES_STORE in joined else None for i, _, _ in members]
         keys = [catalog[i]["key"] for i, _, _ in members]
-        excluded = faceid_exclusions(keys, [{n: t[i] for n, t in joined.items()} for i, _, _ in members],
-                                     duplicates, filters, hygiene)
+        found = [{**{n: t[i] for n, t in joined.items()},
+                  **({SOURCE_STORE: source_fields(catalog[i])} if with_source else {})} for i, _, _ in members]
+        excluded = faceid_exclusions(keys, found, duplicates, filters, hygiene)
         results = faceid_samples([catalog[i] for i, _, _ in members], faces, [c for _, _, c in members],
                                  [o for _, o, _ in members], wanted[FACEID].store, config.faceid,
                                  excluded)

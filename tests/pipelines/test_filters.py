@@ -129,3 +129,19 @@ def test_id_set_drops_nsfw_photos_before_the_four_photo_rule():
                        3: "subject_too_small:2 usable", 4: "missing_annotation:nsfw"}
     # without `excluded` nothing changes (backwards compatible)
     assert all(not isinstance(r, str) for _, r in faceid_samples(rows, faces, captions, ordinals, "faces@1", FaceidConfig()))
+
+
+def test_source_filters_read_the_catalog_rows_own_columns_case_insensitively():
+    from onegen.pipelines.hygiene.filters import SOURCE_STORE, filter_stores, reads_source, source_fields
+
+    filters = parse_filters(["source.AESTHETIC_SCORE>=5", "source.punsafe<0.1", "aesthetic>=4"])
+    assert filter_stores(filters) == ["aesthetic"]  # no annotation store called "source" is joined
+    assert reads_source(filters) and not reads_source(parse_filters(["aesthetic>=4"]))
+    row = {"key": "k", "source.AESTHETIC_SCORE": 6.2, "source.punsafe": 0.3, "caption_original": "x"}
+    fields = {SOURCE_STORE: source_fields(row), "aesthetic": {"status": "ok", "score": 4.5}}
+    assert apply_filters(filters, fields) == "filtered:source.punsafe=0.3>=0.1"
+    row["source.punsafe"] = 0.01
+    assert apply_filters(filters, {**fields, SOURCE_STORE: source_fields(row)}) is None
+    # a row of a source without that column: null, not a crash and not a pass
+    assert apply_filters(filters, {**fields, SOURCE_STORE: source_fields({"key": "k"})}) == \
+        "filtered:source.AESTHETIC_SCORE=null"

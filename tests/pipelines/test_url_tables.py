@@ -156,3 +156,21 @@ def test_a_url_ingest_killed_mid_download_and_rerun_equals_a_clean_run(server, t
     _run(job)
     for folder in ("catalog", "rejects"):
         assert _parquet_rows(killed / folder) == _parquet_rows(clean / folder)
+
+
+@pytest.mark.timeout(600)
+def test_a_build_filters_on_the_source_s_own_scores(server, tmp_path, ray_local):
+    """LAION's AESTHETIC_SCORE kept at ingest decides the build: `--filter 'source.aesthetic_score>=7.5'`."""
+    from onegen.manifests.query import read_manifests
+    from onegen.pipelines.cli.main import main
+    from tests.pipelines.test_kill_resume import RAY
+
+    _laion(server, tmp_path / "laion.parquet")  # scores 5.5, 6.5, ... for the rows in order
+    root, shards = tmp_path / "d", tmp_path / "s"
+    assert main(["ingest", str(tmp_path / "laion.parquet"), "--out", str(root), *RAY]) == 0
+    assert main(["build", str(root), "--out", str(shards), "--tasks", "text2image",
+                 "--filter", "source.aesthetic_score>=7.5", *RAY]) == 0
+    kept = sorted(read_manifests(str(shards)).column("prompt").to_pylist())
+    assert kept == ["[[text2image]] laion 2", "[[text2image]] laion 3"]  # 7.5 and 8.5; 5.5 and 6.5 skipped
+    skipped = pq.read_table(shards / "skipped").column("reason").to_pylist()
+    assert sorted(skipped) == ["filtered:source.aesthetic_score=5.5<7.5", "filtered:source.aesthetic_score=6.5<7.5"]
