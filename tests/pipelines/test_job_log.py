@@ -53,8 +53,9 @@ def test_verbose_redirects_nothing(tmp_path):
 YOLO_SCRIPT = """
 import sys
 from onegen.core.job_output import job_output
+from onegen.manifests.layout import job_log
 from onegen.pipelines.demo.tiny_models import tiny_yolo
-with job_output(sys.argv[1], "demo", verbose=False):  # the demo builds its tiny YOLO like this
+with job_output(job_log(sys.argv[1], "demo"), "demo", verbose=False):  # the demo builds its tiny YOLO like this
     tiny_yolo(sys.argv[1] + "/yolo")
     print("[demo] our line", flush=True)
 """
