@@ -185,7 +185,7 @@ class DatasetLayout:
 
     def store_marker(self, store_name: str, catalog_part: str) -> str:
         """Store "<name>@<version>" has annotated the catalog part at path `catalog_part`."""
-        source, part = catalog_part.rsplit("/", 2)[-2:]
+        source, part = split_part(catalog_part)
         return unit_marker(self.store_dir(store_name), f"{source}/{part.removesuffix(PART_SUFFIX)}")
 
     def store_markers(self, store_name: str) -> str:

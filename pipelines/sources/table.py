@@ -178,16 +178,9 @@ def source_columns(items: list[dict]) -> pa.Table:
 
 
 def _read_fields(fs: fsspec.AbstractFileSystem, path: str, group: str, image_column: str | None) -> pa.Table:
-    """The non-image columns of one row group (a whole JSONL / CSV file)."""
+    """The non-image columns of one row group (a whole JSONL / CSV file; CSV columns as strings)."""
     names = [n for n in _schema(fs, path).names if n != image_column]
-    with fs.open(path, "rb") as handle:
-        if path.endswith(".parquet"):
-            return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=names)
-        if path.endswith(".jsonl"):
-            return pajson.read_json(handle).select(names)
-        return pacsv.read_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
-                              convert_options=pacsv.ConvertOptions(include_columns=names,
-                                                                   column_types={n: pa.string() for n in names}))
+    return _read_group(fs, path, group, names, strings=True)
 
 
 def _is_url_row(item: dict) -> bool:
@@ -212,13 +205,21 @@ def _table_cell(fs: fsspec.AbstractFileSystem, item: dict, loaded: dict) -> byte
 
 
 def _load_group(fs: fsspec.AbstractFileSystem, path: str, group: str, column: str) -> pa.Table:
+    return _read_group(fs, path, group, [column])
+
+
+def _read_group(fs: fsspec.AbstractFileSystem, path: str, group: str, columns: list[str],
+                strings: bool = False) -> pa.Table:
+    """`columns` of row group `group` of a Parquet file (of the whole file for JSONL / CSV, which have no
+    row groups); `strings`: CSV columns read as strings rather than typed by guess."""
     with fs.open(path, "rb") as handle:
         if path.endswith(".parquet"):
-            return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=[column])
+            return pq.ParquetFile(handle).read_row_group(int(group.rsplit("#", 1)[1]), columns=columns)
         if path.endswith(".jsonl"):
-            return pajson.read_json(handle).select([column])
+            return pajson.read_json(handle).select(columns)
+        types = {name: pa.string() for name in columns} if strings else None
         return pacsv.read_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
-                              convert_options=pacsv.ConvertOptions(include_columns=[column]))
+                              convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types))
 
 
 def _group_start(fs: fsspec.AbstractFileSystem, path: str, group: str) -> int:
