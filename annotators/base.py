@@ -63,6 +63,9 @@ class ConditionSpec:
     tags_column: str | None = None
 
 
+NOT_FOR_THIS_SOURCE = "not for this source"  # the error of rows an annotator's `sources` leaves out
+
+
 class RowError(Exception):
     """A data problem with one row: recorded as (status, reason), never raised past the annotator."""
 
@@ -113,6 +116,12 @@ class Annotator:
     num_cpus: float = 0.25
     batch_size: int = 16
     concurrency: int = 1
+    # per-source policy (pipelines/samples/policy.py): the catalog sources whose rows this annotator runs on
+    # (empty: every source); the others' rows get status "skipped", error "not for this source"
+    sources: tuple[str, ...] = ()
+    # the store's name when one annotator runs twice with other settings (a LLaVA-NeXT and a Molmo `caption`,
+    # each for its own sources): the outputs go to `<store>@<version>`, which a build policy then names
+    store: str = ""
 
     # --- to override -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -161,8 +170,8 @@ class Annotator:
     # --- the contract ----------------------------------------------------------------------------
     @property
     def store_name(self) -> str:
-        """Folder name of this annotator's outputs: `<name>@<version>`."""
-        return f"{self.name}@{self.version}"
+        """Folder name of this annotator's outputs: `<name>@<version>` (`<store>@<version>` when `store` is set)."""
+        return f"{self.store or self.name}@{self.version}"
 
     def schema(self) -> pa.Schema:
         """Arrow schema of the rows this annotator produces (common fields + its outputs)."""
@@ -170,14 +179,24 @@ class Annotator:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         keys, kinds, rows = decode_batch(batch, self.decode_images, set(self.kinds))
-        return self.annotate_rows(keys, kinds, rows)
+        return self.annotate_rows(keys, kinds, rows, batch.get("source"))
 
-    def annotate_rows(self, keys: list[str], kinds: list[str], rows: list[dict[str, Any] | RowError | None]) -> dict[str, list]:
-        """Output columns for rows already decoded by `decode_batch` (shared by annotators run together)."""
+    def runs_on(self, source: str | None) -> bool:
+        """True when rows of catalog source `source` are this annotator's to annotate (its `sources`)."""
+        return not self.sources or source in self.sources
+
+    def annotate_rows(self, keys: list[str], kinds: list[str], rows: list[dict[str, Any] | RowError | None],
+                      sources: list[str] | None = None) -> dict[str, list]:
+        """Output columns for rows already decoded by `decode_batch` (shared by annotators run together);
+        `sources`: each row's catalog source (the batch's `source` column), checked against `self.sources`."""
         results: list[dict[str, Any] | RowError | None] = [None] * len(keys)
         todo = []
+        if self.sources and sources is None:
+            raise ValueError(f"{self.name} runs on sources {list(self.sources)} but its batch has no `source` column")
         for i, (kind, row) in enumerate(zip(kinds, rows, strict=True)):
-            if kind not in self.kinds:
+            if self.sources and not self.runs_on(sources[i]):
+                results[i] = RowError(NOT_FOR_THIS_SOURCE, status="skipped")
+            elif kind not in self.kinds:
                 results[i] = RowError(f"{self.name} does not annotate rows of kind {kind!r}", status="skipped")
             elif isinstance(row, RowError):
                 results[i] = row

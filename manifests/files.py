@@ -187,6 +187,34 @@ def count_rows(path: str) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
+def column_statistics(path: str, prefix: str) -> dict[str, dict]:
+    """Footer statistics of the flat columns of the Parquet file at `path` whose names start with `prefix`:
+    {column: {"type", "rows", "nulls", "min", "max"}} merged over row groups; min / max stay None where no
+    row group kept them (all null, or no statistics written). Reads the footer only, never row data."""
+    fs, stripped = filesystem(path)
+    with fs.open(stripped, "rb") as handle:
+        metadata = pq.ParquetFile(handle).metadata
+    types = {field.name: str(field.type) for field in metadata.schema.to_arrow_schema()}
+    found: dict[str, dict] = {}
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            column = row_group.column(index)
+            name = column.path_in_schema  # a flat column's own name (nested ones are "a.list.element")
+            if not name.startswith(prefix) or name not in types:
+                continue
+            entry = found.setdefault(name, {"type": types[name], "rows": 0, "nulls": 0, "min": None, "max": None})
+            entry["rows"] += row_group.num_rows
+            stats = column.statistics
+            if stats is None:
+                continue
+            entry["nulls"] += stats.null_count or 0
+            if stats.has_min_max:
+                entry["min"] = stats.min if entry["min"] is None else min(entry["min"], stats.min)
+                entry["max"] = stats.max if entry["max"] is None else max(entry["max"], stats.max)
+    return found
+
+
 def read_metadata(path: str) -> dict[str, str]:
     """The key/value metadata written with `commit_table`."""
     fs, target = filesystem(path)

@@ -105,6 +105,7 @@ def catalog_stats(root: str) -> dict:
             nsfw[name] = f"on: {checked} images checked" if checked else "off: no NSFW classifier configured"
     catalog_rows = sum(files.count_rows(p) for p in files.list_files(layout.catalog(), ".parquet"))
     stats = {"catalog_rows": catalog_rows, "rejects_per_reason": dict(sorted(rejects.items())),
+             "source_columns": source_column_stats(layout),
              "annotation_statuses": annotations,
              "annotation_errors": {name: dict(sorted(found.items())) for name, found in errors.items() if found}}
     if nsfw:
@@ -113,6 +114,25 @@ def catalog_stats(root: str) -> dict:
 
 
 ERROR_EXAMPLES = 3
+SOURCE_COLUMN_PREFIX = "source."  # a table source's own columns in the catalog (pipelines/sources/table.py)
+
+
+def source_column_stats(layout: DatasetLayout) -> dict[str, dict[str, dict]]:
+    """{catalog source: {its own column (no prefix): {type, rows, nulls, min, max}}} from the catalog parts'
+    Parquet footers (row-group statistics; no row is read): what `build --filter 'source.<column>...'` and a
+    source policy's `dense = "source.<column>"` can use. min / max of text columns are omitted."""
+    found: dict[str, dict[str, dict]] = {}
+    for source, path in layout.catalog_parts():
+        columns = found.setdefault(source, {})
+        for name, entry in files.column_statistics(path, SOURCE_COLUMN_PREFIX).items():
+            merged = columns.setdefault(name[len(SOURCE_COLUMN_PREFIX):], {**entry, "rows": 0, "nulls": 0,
+                                                                           "min": None, "max": None})
+            merged["rows"] += entry["rows"]
+            merged["nulls"] += entry["nulls"]
+            if isinstance(entry["min"], (int, float)) and isinstance(entry["max"], (int, float)):
+                merged["min"] = entry["min"] if merged["min"] is None else min(merged["min"], entry["min"])
+                merged["max"] = entry["max"] if merged["max"] is None else max(merged["max"], entry["max"])
+    return {source: columns for source, columns in found.items() if columns}
 
 
 def _add_errors(found: dict[str, dict], table) -> None:

@@ -2,8 +2,8 @@
 
 What `onegen manifest stats SHARDS` prints, and what the demo ends with: samples per task, the total
 with its shards and bytes, samples per source, then one line each for skipped candidates, the catalog's
-rows and ingest rejects, and annotation rows that are not "ok" (the largest counts, then `others N`: the
-rest summed). Every number is one of `shard_stats`' own; `onegen manifest stats SHARDS --json` prints them all.
+rows and ingest rejects, annotation rows that are not "ok" (the largest counts, then `others N`: the
+rest summed), and one line per table source with its own columns (`source.<column>`: ranges, nulls). Every number is one of `shard_stats`' own; `onegen manifest stats SHARDS --json` prints them all.
 """
 
 from __future__ import annotations
@@ -29,7 +29,18 @@ def stats_table(stats: dict) -> str:
         lines.append(f"catalog: {stats['catalog_rows']} rows; ingest rejects: "
                      + (f"{sum(rejects.values())} ({counts_line(rejects)})" if rejects else "none"))
         lines.append(_annotations_line(stats["annotation_statuses"]))
+        lines += [_source_columns_line(source, columns) for source, columns in stats.get("source_columns", {}).items()]
     return "\n".join(lines)
+
+
+def _source_columns_line(source: str, columns: dict[str, dict]) -> str:
+    """`source <name> columns: aesthetic_score 0.5..9.1, text (2 null), ...`: a table source's own columns,
+    numbers with their range, and the nulls of each (what `--filter 'source.<column>...'` can use)."""
+    parts = []
+    for name, entry in columns.items():
+        text = name + (f" {entry['min']:g}..{entry['max']:g}" if entry["min"] is not None else "")
+        parts.append(text + (f" ({entry['nulls']} null)" if entry["nulls"] else ""))
+    return f"source {source} columns: " + ", ".join(parts)
 
 
 def _annotations_line(statuses: dict[str, dict[str, int]]) -> str:

@@ -114,12 +114,14 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from onegen.pipelines.recipe.parse import load_recipe
-    from onegen.pipelines.recipe.run import plan_recipe, run_recipe
+    from onegen.pipelines.recipe.run import plan_recipe, policy_lines, run_recipe
 
     recipe = load_recipe(args.recipe, args.dir)
     if args.plan:  # from the stores' records and markers alone: no Ray, no model
         for plan in plan_recipe(recipe):
             print(plan.line())
+        for line in policy_lines(recipe):
+            print(line)
         return 0
     from onegen.core.job_output import job_output
     from onegen.manifests.layout import job_log

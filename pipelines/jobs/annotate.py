@@ -73,8 +73,12 @@ class AnnotateSummary:
     statuses: dict[str, int]
 
 
+POLICY_FIELDS = ("sources", "store")  # recorded only when set: stores made before they existed stay unchanged
+
+
 def annotator_identity(annotator: Annotator) -> dict:
-    fields = {k: v for k, v in asdict(annotator).items() if k not in RESOURCE_FIELDS}
+    fields = {k: v for k, v in asdict(annotator).items()
+              if k not in RESOURCE_FIELDS and not (k in POLICY_FIELDS and not v)}
     conditions = [asdict(spec) for spec in annotator.conditions]
     return {"name": annotator.name, "version": annotator.version, "class": type(annotator).__name__,
             "config": fields, "conditions": conditions}

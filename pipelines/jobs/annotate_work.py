@@ -110,8 +110,6 @@ class AnnotatorActor:
     def __init__(self, annotators: tuple[Annotator, ...], parts: dict[int, str]):
         self.annotators = annotators
         self.parts = parts
-        self.decode_images = any(a.decode_images for a in annotators)
-        self.kinds = {kind for a in annotators for kind in a.kinds}
         self.setup_error: Exception | None = None
         try:
             for annotator in annotators:
@@ -123,11 +121,16 @@ class AnnotatorActor:
         if self.setup_error is not None:
             raise self.setup_error
         units = batch.column(UNIT_COLUMN)
-        keys, kinds, rows = decode_batch(batch.drop_columns([UNIT_COLUMN]).to_pydict(), self.decode_images, self.kinds)
+        columns = batch.drop_columns([UNIT_COLUMN]).to_pydict()
+        sources = columns.get("source")
+        # rows of sources no annotator here runs on (their `sources` policy) are not decoded: all skipped
+        running = [a for a in self.annotators if not a.sources or any(a.runs_on(s) for s in set(sources or [None]))]
+        keys, kinds, rows = decode_batch(columns, any(a.decode_images for a in running),
+                                         {k for a in running for k in a.kinds})
         table = pa.table({UNIT_COLUMN: units})
         for position, annotator in enumerate(self.annotators):
             try:
-                outputs = annotator.annotate_rows(keys, kinds, rows)
+                outputs = annotator.annotate_rows(keys, kinds, rows, sources)
             except Exception as error:  # not bad input (base.Annotator): this unit fails, loudly
                 part = self.parts.get(units[0].as_py(), "?")
                 raise AnnotationFailed(f"{annotator.store_name} on {part}: {type(error).__name__}: {error}") from error

@@ -23,6 +23,7 @@ new folder (or with --overwrite) re-shards from the stored annotations without r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -55,6 +56,13 @@ from onegen.pipelines.runtime.unit_job import UnitJob, run_job
 from onegen.pipelines.samples.common import CAPTION_STORE, TaskSource, candidates, choose_caption
 from onegen.pipelines.samples.faceid import FACES_STORE, faceid_samples
 from onegen.pipelines.samples.multiview import CAMERAS_STORE, multiview_samples
+from onegen.pipelines.samples.policy import (
+    EVERY_SOURCE,
+    SOURCE_COLUMN_PREFIX,
+    SourcePolicy,
+    parse_policies,
+    policy_for,
+)
 from onegen.pipelines.sources.catalog_images import ERROR_COLUMN, resolve_images
 
 ORDINAL_SHIFT = 32  # ordinal = part << 32 | row << 8 | sample of that row
@@ -67,11 +75,12 @@ class BuildInputError(UserError):
     """The catalog / annotations cannot make the asked-for shards (missing store, unknown task)."""
 
 
-def available_tasks(root: str) -> dict[str, TaskSource]:
-    """Tasks the stored annotations can make: each store's recorded conditions, and the scene / subject
-    tasks of the task table (core/tasks.py) whose store exists. A condition token without a row
+def available_tasks(root: str) -> dict[str, list[TaskSource]]:
+    """Every way the stored annotations can make each task: each store's recorded conditions, and the scene /
+    subject tasks of the task table (core/tasks.py) whose store exists. A task two stores make (depth@1 and
+    depth_gt@1) lists both; `source_tasks` picks one per source by policy. A condition token without a row
     in the table is refused (the trainer could not place its shards in a family)."""
-    tasks = {TEXT2IMAGE: TaskSource(TEXT2IMAGE)}
+    tasks: dict[str, list[TaskSource]] = {TEXT2IMAGE: [TaskSource(TEXT2IMAGE)]}
     layout = DatasetLayout(root)
     for name in sorted({s.split("@", 1)[0] for s in layout.store_names()}):
         found = layout.find_store(name)
@@ -82,22 +91,50 @@ def available_tasks(root: str) -> dict[str, TaskSource]:
             raise BuildInputError(f"{found} declares task(s) {unknown} with no row in the task table "
                                   "(core/tasks.py ROWS): add one (token, family, views, annotator)")
         for spec in specs:
-            other = tasks.get(spec["task"])
-            if other is not None and other.store != found:  # e.g. depth@1 and depth_gt@1: never pick silently
-                raise BuildInputError(f"two stores make {spec['task']}: {other.store} and {found}; "
-                                      "no source policy names one (remove one store, or build them apart)")
-            tasks[spec["task"]] = TaskSource(spec["task"], found, ConditionSpec(**spec))
+            tasks.setdefault(spec["task"], []).append(TaskSource(spec["task"], found, ConditionSpec(**spec)))
         for token in task_table.scene_and_subject_tasks(name):
-            tasks[token] = TaskSource(token, found)
+            tasks.setdefault(token, []).append(TaskSource(token, found))
     return tasks
 
 
-def choose_tasks(root: str, wanted: tuple[str, ...]) -> list[TaskSource]:
-    available = available_tasks(root)
+def source_tasks(available: dict[str, list[TaskSource]], wanted: tuple[str, ...], sources: list[str],
+                 policies: dict[str, SourcePolicy]) -> dict[str, tuple[TaskSource, ...]]:
+    """{catalog source: its tasks, each from one store}: a task two stores make is made, for each source,
+    by the store its policy's `stores` names; without one the build is refused with one line naming both
+    (never a silent pick). Unknown wanted tasks are refused too."""
     unknown = [t for t in wanted if t not in available]
     if unknown:
         raise BuildInputError(f"unknown or unannotated task(s) {unknown}; available here: {sorted(available)}")
-    return [available[t] for t in (wanted or sorted(available))]
+    chosen: dict[str, tuple[TaskSource, ...]] = {}
+    for source in sources:
+        named = policy_for(policies, source).stores
+        picks = []
+        for task in wanted or sorted(available):
+            options = available[task]
+            if len(options) > 1:
+                options = [o for o in options if o.store.split("@", 1)[0] in named]
+                if len(options) != 1:
+                    both = " and ".join(o.store for o in available[task])
+                    raise BuildInputError(f"two stores make {task}: {both}; source {source!r} names no one of them "
+                                          f"(--policy {source}.stores=<store>, or '*.stores=<store>' for every source)")
+            picks.append(options[0])
+        chosen[source] = tuple(picks)
+    return chosen
+
+
+def check_policies(policies: dict[str, SourcePolicy], sources: list[str], store_names: set[str]) -> None:
+    """Refuse a policy naming a source the catalog lacks or a store the dataset lacks: a typo would
+    otherwise fall back to the defaults without a word."""
+    for source, policy in policies.items():
+        if source != EVERY_SOURCE and source not in sources:
+            raise BuildInputError(f"--policy names source {source!r}, which the catalog lacks (sources: "
+                                  f"{', '.join(sources)})")
+        missing = [s for s in policy.stores if s not in store_names]
+        if policy.dense and not policy.dense.startswith(SOURCE_COLUMN_PREFIX) and policy.dense not in store_names:
+            missing.append(policy.dense)
+        if missing:
+            raise BuildInputError(f"--policy for {source!r} names store(s) {missing} that this dataset lacks "
+                                  f"(stores: {', '.join(sorted(store_names))})")
 
 
 def input_fingerprint(root: str, stores: list[str]) -> tuple[str, list[tuple[str, str, int]]]:
@@ -132,15 +169,18 @@ def cut_units(parts: list[tuple[str, str, int]], unit_rows: int) -> list[list[in
     return units
 
 
-def part_candidates(part: PartRead, tasks: tuple[TaskSource, ...], config: BuildConfig
-                    ) -> list[tuple[str, str, int, Sample | str]]:
-    """(task, catalog key, ordinal, Sample or skip reason) of one catalog part, in ordinal order."""
+def part_candidates(part: PartRead, tasks: tuple[TaskSource, ...], config: BuildConfig,
+                    policy: SourcePolicy | None = None) -> list[tuple[str, str, int, Sample | str]]:
+    """(task, catalog key, ordinal, Sample or skip reason) of one catalog part, in ordinal order; `tasks`
+    and `policy` are the part's source's (its caption mode and dense caption; the build's --caption else)."""
     catalog = resolve_images(files.read_table(part.catalog_path)).to_pylist()
     joined = {name: files.read_table(path).to_pylist() for name, path in part.joins}
     wanted = {t.task: t for t in tasks}
-    mode = config.caption_mode
+    policy = policy or SourcePolicy()
+    mode = policy.caption or config.caption_mode
+    dense_from = policy.dense or CAPTION_STORE
     hygiene = config.hygiene
-    filters = parse_filters(hygiene.filters)
+    filters = parse_filters(hygiene.filters + policy.filters)  # the build's, then the source's own
     duplicates = _duplicates(config.root, part, hygiene)
     with_source = reads_source(filters)
     out, subjects = [], {}
@@ -161,7 +201,7 @@ def part_candidates(part: PartRead, tasks: tuple[TaskSource, ...], config: Build
                     if task_table.made_from_rows(t.task, row["kind"])]
         elif row["kind"] == "image":
             image_sha = _catalog_image_sha256(row)
-            for task, result in candidates(row, ordinal, annotations, tasks, mode):
+            for task, result in candidates(row, ordinal, annotations, tasks, mode, dense_from):
                 if task == POSE2IMAGE and not isinstance(result, str):
                     result = person_area_reason(annotations.get(POSE_STORE), row["width"], row["height"],
                                                 hygiene.pose) or result
@@ -170,12 +210,12 @@ def part_candidates(part: PartRead, tasks: tuple[TaskSource, ...], config: Build
                                             for _, data in result.members]
                 out.append((task, row["key"], ordinal, result))
         elif row["kind"] == "scene" and MULTIVIEW in wanted:
-            caption = choose_caption(row, annotations, mode)
+            caption = choose_caption(row, annotations, mode, dense_from)
             results = multiview_samples(row, annotations.get(CAMERAS_STORE), caption,
                                         config.multiview, ordinal)
             out += [(MULTIVIEW, row["key"], ordinal + i, result) for i, result in enumerate(results)]
         elif row["kind"] == "subject_image" and FACEID in wanted:
-            subjects.setdefault(row["subject"], []).append((index, ordinal, choose_caption(row, annotations, mode)))
+            subjects.setdefault(row["subject"], []).append((index, ordinal, choose_caption(row, annotations, mode, dense_from)))
     for members in subjects.values():
         faces = [joined[FACES_STORE][i] if FACES_STORE in joined else None for i, _, _ in members]
         keys = [catalog[i]["key"] for i, _, _ in members]
@@ -209,15 +249,26 @@ def _duplicates(root: str, part: PartRead, hygiene: HygieneConfig) -> dict[str, 
     return unit_duplicates(root, hygiene, part.catalog_path, keys_sha256(part.catalog_path)[1])
 
 
-def job_record(config: BuildConfig) -> tuple[list[TaskSource], list[str], list[tuple[str, str, int]], dict]:
-    """(tasks, stores read, catalog parts, build.json record) of `config`; reads stores, starts nothing.
+def job_record(config: BuildConfig) -> tuple[list[TaskSource], dict[str, tuple[TaskSource, ...]], list[str],
+                                             list[tuple[str, str, int]], dict]:
+    """(tasks, each source's tasks, stores read, catalog parts, build.json record) of `config`; reads
+    stores, starts nothing. `tasks` holds one TaskSource per task token (the shard streams).
 
     Raises BuildInputError / PathError (user errors) when the stores cannot make the asked-for shards."""
     layout = DatasetLayout(config.root)
-    tasks = choose_tasks(config.root, config.tasks)
-    stores = sorted({t.store for t in tasks if t.store})
-    check_hygiene_inputs(config.root, config.hygiene)
-    for name in [CAPTION_STORE, *hygiene_stores(config.hygiene)]:
+    policies = parse_policies(config.policies)
+    sources = sorted({source for source, _ in layout.catalog_parts()})
+    store_names = {s.split("@", 1)[0] for s in layout.store_names()}
+    check_policies(policies, sources, store_names)
+    by_source = source_tasks(available_tasks(config.root), config.tasks, sources, policies)
+    tasks = list({t.task: t for picks in by_source.values() for t in picks}.values())
+    stores = sorted({t.store for picks in by_source.values() for t in picks if t.store})
+    # the sources' own filters are checked, and their stores joined, as the build-wide ones
+    every_filter = dataclasses.replace(config.hygiene, filters=config.hygiene.filters + tuple(
+        f for p in policies.values() for f in p.filters))
+    check_hygiene_inputs(config.root, every_filter)
+    dense = [p.dense for p in policies.values() if p.dense and not p.dense.startswith(SOURCE_COLUMN_PREFIX)]
+    for name in [CAPTION_STORE, *dense, *hygiene_stores(every_filter)]:
         found = layout.find_store(name)
         if found and found not in stores:
             stores.append(found)
@@ -229,7 +280,9 @@ def job_record(config: BuildConfig) -> tuple[list[TaskSource], list[str], list[t
               "rows_per_unit": config.rows_per_unit, "layout": LAYOUT_VERSION}
     if config.hygiene != HygieneConfig():  # recorded only when used: a threshold change is a changed build
         record["hygiene"] = asdict(config.hygiene)
-    return tasks, stores, parts, record
+    if config.policies:  # likewise: folders built without policies keep their record
+        record["policies"] = list(config.policies)
+    return tasks, by_source, stores, parts, record
 
 
 @dataclass(frozen=True)
@@ -239,6 +292,7 @@ class PartRead:
     part_index: int  # position among every catalog part (path order): the ordinal's high bits
     catalog_path: str
     joins: tuple[tuple[str, str], ...]  # (annotator name, its part for this catalog part)
+    source: str = ""  # the catalog source the part belongs to: its policy and its tasks' stores
 
 
 @dataclass(frozen=True)
@@ -262,9 +316,11 @@ class BuildJob(UnitJob[BuildUnit]):
     description = "build"
     num_cpus = BUILD_CPUS
 
-    def __init__(self, config: BuildConfig, tasks: list[TaskSource], stores: list[str],
-                 parts: list[tuple[str, str, int]], record: dict):
+    def __init__(self, config: BuildConfig, tasks: list[TaskSource], by_source: dict[str, tuple[TaskSource, ...]],
+                 stores: list[str], parts: list[tuple[str, str, int]], record: dict):
         self.config, self.tasks, self.stores, self.parts, self.record = config, tuple(tasks), stores, parts, record
+        self.by_source = by_source  # each catalog source's tasks, each from the store its policy picks
+        self.policies = parse_policies(config.policies)
 
     @classmethod
     def of(cls, config: BuildConfig) -> BuildJob:
@@ -287,7 +343,7 @@ class BuildJob(UnitJob[BuildUnit]):
 
     def plan(self) -> list[BuildUnit]:
         layout = DatasetLayout(self.config.root)
-        return [BuildUnit(number, tuple(_part_reads(i, self.parts[i][1], self.stores, layout) for i in indices),
+        return [BuildUnit(number, tuple(_part_reads(i, self.parts[i], self.stores, layout) for i in indices),
                           sum(self.parts[i][2] for i in indices))
                 for number, indices in enumerate(cut_units(self.parts, self.config.unit_rows))]
 
@@ -306,7 +362,8 @@ class BuildJob(UnitJob[BuildUnit]):
                                        config.max_shard_bytes, stem=layout.shard_stem(config.prefix, t.task, unit.number))
                    for t in self.tasks}
         for part in unit.parts:
-            for task, catalog_key, ordinal, result in part_candidates(part, self.tasks, config):
+            for task, catalog_key, ordinal, result in part_candidates(part, self.by_source[part.source], config,
+                                                                       policy_for(self.policies, part.source)):
                 if isinstance(result, str):
                     writers[task].skip(catalog_key, result, ordinal)
                 else:
@@ -329,8 +386,10 @@ def run_build(config: BuildConfig, ray_config: RayConfig) -> dict:
     return run_job(BuildJob.of(config), ray_config)
 
 
-def _part_reads(index: int, path: str, stores: list[str], layout: DatasetLayout) -> PartRead:
-    return PartRead(index, path, tuple((found.split("@", 1)[0], layout.store_part(found, path)) for found in stores))
+def _part_reads(index: int, part: tuple[str, str, int], stores: list[str], layout: DatasetLayout) -> PartRead:
+    source, path, _ = part
+    return PartRead(index, path, tuple((found.split("@", 1)[0], layout.store_part(found, path)) for found in stores),
+                    source)
 
 
 def _finish(config: BuildConfig) -> dict:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from onegen.core.config_fields import check_choices, group, require, setting
 from onegen.pipelines.hygiene.settings import DedupConfig, HygieneConfig, SemDedupConfig
+from onegen.pipelines.samples.policy import parse_policies
 from onegen.pipelines.samples.settings import FaceidConfig, MultiviewConfig
 from onegen.pipelines.sources.settings import ImageLimits, SourceSpec
 
@@ -63,9 +64,15 @@ class BuildConfig:
     rows_per_unit: int = setting("catalog rows one build unit (one worker task, its own shards) gathers at least "
                                  "(default: 4 x --samples-per-shard)", 0)
     hygiene: HygieneConfig = group(HygieneConfig, "filters, dedup, pose / ID selection (none by default)")
+    policies: tuple[str, ...] = setting(
+        "a per-source policy SOURCE.FIELD=VALUE (SOURCE a catalog source or '*' for the others; repeatable): "
+        "caption=original|dense|random|token, dense=STORE|source.COLUMN (where the dense caption comes from), "
+        "stores=STORE,... (which store makes a task two stores make, e.g. hypersim.stores=depth_gt)",
+        (), flag="policy", repeat=True, metavar="SOURCE.FIELD=VALUE")
 
     def __post_init__(self) -> None:
         check_choices(self)
+        parse_policies(self.policies)  # PolicyError (a SettingError) names a bad one
         require(self.samples_per_shard >= 1, f"samples_per_shard must be at least 1, got {self.samples_per_shard}")
         require(self.max_shard_bytes >= 1, f"max_shard_bytes must be at least 1, got {self.max_shard_bytes}")
         require(self.rows_per_unit >= 0, f"rows_per_unit must be 0 (auto) or more, got {self.rows_per_unit}")

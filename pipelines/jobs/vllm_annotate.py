@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from onegen.annotators.base import Annotator, RowError
+from onegen.annotators.base import NOT_FOR_THIS_SOURCE, Annotator, RowError
 from onegen.pipelines.runtime.units import UNIT_COLUMN
 
 _MIME = {"jpg": "image/jpeg", "png": "image/png"}
@@ -97,6 +97,9 @@ def vllm_row_request(annotator: Annotator, row: dict[str, Any], settings: Any) -
     kind = row.get("kind") or "image"
     carried = {"key": row.get("key"), "kind": kind, "caption_original": row.get("caption_original"),
                UNIT_COLUMN: row.get(UNIT_COLUMN), "caption_view": None}
+    if not annotator.runs_on(row.get("source")):  # its `sources` policy, as on the HF path (annotators/base.py)
+        carried["refused"] = ["skipped", NOT_FOR_THIS_SOURCE]
+        return _NO_REQUEST, carried
     if kind not in annotator.kinds:
         carried["refused"] = ["skipped", f"{annotator.name} does not annotate rows of kind {kind!r}"]
         return _NO_REQUEST, carried

@@ -7,9 +7,13 @@
     path = "inputs/photos"            #   same names (kind, name, caption_column, images, min_side, ...;
     rows_per_part = 256               #   `onegen ingest --help` explains each)
 
+    policy = { caption = "token" }    # this source's build policy (pipelines/samples/policy.py): caption,
+                                      #   dense, stores; becomes `[build] policies` "NAME.FIELD=VALUE"
+
     [[annotators]]                    # in order; one annotate job each (consecutive CPU ones fused)
     name = "depth"                    # a name of `onegen annotate --annotators`, or module:Class
     model = "depth-anything/Depth-Anything-V2-Large-hf"   # any field, as `--set depth.model=...`
+    sources = ["laion", "coyo"]       # only these sources' rows (others: skipped, "not for this source")
     num_gpus = 1
 
     [build]                           # -> BuildConfig: the `onegen build` flags, same names (caption,
@@ -43,6 +47,8 @@ from onegen.core.errors import UserError
 from onegen.core.tasks import FAMILY_NAMES, TASKS
 from onegen.pipelines.jobs.annotator_choices import AnnotatorChoiceError, make_annotator
 from onegen.pipelines.jobs.settings import BuildConfig, IngestConfig
+from onegen.pipelines.samples.policy import FIELDS as POLICY_FIELDS
+from onegen.pipelines.samples.policy import policy_texts
 
 TOP_LEVEL = {"root", "shards", "sources", "annotators", "build", "train"}
 
@@ -81,11 +87,17 @@ def load_recipe(path: str, base: str | None = None) -> Recipe:
         if not isinstance(raw.get(required), str):
             raise RecipeError(f"recipe {path}: `{required} = \"PATH\"` is required")
     root, shards = _path(raw["root"], base), _path(raw["shards"], base)
-    sources = tuple(_source(entry, i, root, base) for i, entry in enumerate(_tables(raw, "sources")))
+    entries = [dict(entry) for entry in _tables(raw, "sources")]
+    policies = [entry.pop("policy", {}) for entry in entries]  # the build's, kept beside the source it is about
+    sources = tuple(_source(entry, i, root, base) for i, entry in enumerate(entries))
     if not sources:
         raise RecipeError(f"recipe {path}: no [[sources]]")
     annotators = tuple(_annotator(entry, i) for i, entry in enumerate(_tables(raw, "annotators")))
-    build = _build(raw.get("build", {}), root, shards)
+    texts: list[str] = []
+    for index, (source, table) in enumerate(zip(sources, policies, strict=True)):
+        _only(table, set(POLICY_FIELDS), f"sources.{index}.policy")
+        texts += policy_texts(source.source.source_name, table)
+    build = _build(raw.get("build", {}), root, shards, tuple(texts))
     return Recipe(os.path.abspath(path), base, root, shards, sources, annotators, build,
                   _train(raw.get("train", {}), shards, base))
 
@@ -156,7 +168,13 @@ def _annotator(entry: dict, index: int) -> Annotator:
         raise RecipeError(f"recipe: [annotators.{index}] {choice}: {error}") from None
 
 
-def _build(table: dict, root: str, shards: str) -> BuildConfig:
+def _build(table: dict, root: str, shards: str, source_policies: tuple[str, ...]) -> BuildConfig:
+    """[build], with the sources' `policy` tables first (a `[build] policies` text of the same field wins)."""
+    if source_policies:
+        own = table.get("policies", [])
+        if not isinstance(own, list):
+            raise RecipeError("recipe: [build] policies must be a list of \"SOURCE.FIELD=VALUE\" strings")
+        table = {**table, "policies": [*source_policies, *own]}
     build = _settings(BuildConfig, table, "build", root=root, out=shards, overwrite=False)
     unknown = [t for t in build.tasks if t not in TASKS]
     if unknown:

@@ -39,6 +39,8 @@ from onegen.pipelines.recipe.parse import Recipe, RecipeError, bundled_recipe, t
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig, init_ray
 from onegen.pipelines.runtime.unit_job import UnitJob, progress, run_job
+from onegen.pipelines.samples.common import CAPTION_STORE
+from onegen.pipelines.samples.policy import parse_policies, policy_for
 from onegen.pipelines.sources.listing import Listing, list_parts
 
 
@@ -175,6 +177,26 @@ def plan_recipe(recipe: Recipe, listings: list[Listing] | None = None) -> list[S
     plans += [dedup] if dedup else []
     build = plan_build(recipe.build, plans)
     return [*plans, build, plan_train(recipe, build)]
+
+
+def policy_lines(recipe: Recipe) -> list[str]:
+    """Per source, what its rows get (`onegen run --plan`): the annotators that run on it, those whose
+    `sources` leave it out, and its build policy (pipelines/samples/policy.py; `*` filled in)."""
+    policies = parse_policies(recipe.build.policies)
+    lines = []
+    for source in recipe.sources:
+        name = source.source.source_name
+        runs = [a.store_name for a in recipe.annotators if a.runs_on(name)]
+        skips = [a.store_name for a in recipe.annotators if not a.runs_on(name)]
+        policy = policy_for(policies, name)
+        caption = policy.caption or recipe.build.caption_mode
+        dense = policy.dense or CAPTION_STORE
+        text = f"policy {name}: annotators {', '.join(runs) or 'none'}"
+        text += f" (not {', '.join(skips)})" if skips else ""
+        text += f"; caption={caption}" + (f" dense={dense}" if caption in ("dense", "random") else "")
+        text += f"; stores={','.join(policy.stores)}" if policy.stores else ""
+        lines.append(text)
+    return lines
 
 
 def run_recipe(recipe: Recipe, ray_config: RayConfig, redo: bool = False,

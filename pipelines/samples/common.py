@@ -6,10 +6,12 @@ annotation store and the `ConditionSpec` it was declared with (read from the sto
 table's `row_kind`, core/tasks.py), either a `Sample` or a skip reason; the builder writes samples into
 shards and skips into the skipped tables, so nothing vanishes.
 
-Prompts: `[[task]] <tags> <caption>` (`task_prompts.task_prompt`); the caption is chosen by `caption_mode`:
-"original" (catalog caption), "dense" (the `caption` annotator's text), or "random" (either, drawn per
-key; falls back to whichever exists). text2image without any caption is skipped ("no_caption");
-condition tasks without a caption keep the token (and tags) alone.
+Prompts: `[[task]] <tags> <caption>` (`task_prompts.task_prompt`); the caption is chosen by `caption_mode`
+(the build's `--caption`, or the row's source policy, samples/policy.py): "original" (catalog caption),
+"dense" (the `caption` annotator's text, or the store / source column the policy's `dense` names),
+"random" (either, drawn per key; falls back to whichever exists), or "token" (none). text2image without any
+caption is skipped ("no_caption"; "token_only" under the token policy); condition tasks without a caption
+keep the token (and tags) alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from onegen.annotators.base import ConditionSpec, key_rng
 from onegen.core.task_prompts import task_prompt
 from onegen.core.tasks import made_from_rows
 from onegen.manifests.shard_writer import Sample
+from onegen.pipelines.samples.policy import SOURCE_COLUMN_PREFIX
 
 CAPTION_STORE = "caption"
 IMAGE_KIND = "image"  # the catalog row kind `candidates` makes samples of
@@ -34,12 +37,14 @@ class TaskSource:
     condition: ConditionSpec | None = None
 
 
-def choose_caption(row: dict, annotations: dict[str, dict], mode: str) -> str | None:
+def choose_caption(row: dict, annotations: dict[str, dict], mode: str, dense_from: str = CAPTION_STORE) -> str | None:
+    """The caption of `row` under `mode` (original | dense | random | token, samples/policy.py); None when the
+    mode's caption is missing, "" for `token` (the task token alone). The dense caption comes from
+    `dense_from`: an annotation store's `caption` column (status ok), or `source.<column>` of the catalog row."""
+    if mode == "token":
+        return ""
     original = (row.get("caption_original") or "").strip() or None
-    dense_row = annotations.get(CAPTION_STORE)
-    dense = None
-    if dense_row and dense_row.get("status") == "ok":
-        dense = (dense_row.get("caption") or "").strip() or None
+    dense = dense_caption(row, annotations, dense_from)
     if mode == "original":
         return original
     if mode == "dense":
@@ -49,17 +54,33 @@ def choose_caption(row: dict, annotations: dict[str, dict], mode: str) -> str | 
     return original or dense
 
 
+def dense_caption(row: dict, annotations: dict[str, dict], dense_from: str = CAPTION_STORE) -> str | None:
+    """The dense caption of `row`: from the store `dense_from`, or from the catalog column `source.<name>`
+    (column names compared case-insensitively, as the `source.` filters do)."""
+    if dense_from.startswith(SOURCE_COLUMN_PREFIX):
+        wanted = dense_from.lower()
+        value = next((v for name, v in row.items() if name.lower() == wanted), None)
+        return str(value).strip() or None if value is not None else None
+    found = annotations.get(dense_from)
+    if found and found.get("status") == "ok":
+        return (found.get("caption") or "").strip() or None
+    return None
+
+
 def candidates(
-    row: dict, ordinal: int, annotations: dict[str, dict], tasks: list[TaskSource], caption_mode: str
+    row: dict, ordinal: int, annotations: dict[str, dict], tasks: list[TaskSource], caption_mode: str,
+    dense_from: str = CAPTION_STORE,
 ) -> Iterator[tuple[str, Sample | str]]:
     """(task, Sample or skip reason) for each task, for one catalog row.
 
-    `annotations` maps annotator name -> that annotator's row for this key (stored columns).
+    `annotations` maps annotator name -> that annotator's row for this key (stored columns);
+    `caption_mode` and `dense_from` as `choose_caption` takes them (the row's source policy).
     """
     kind = row.get("kind", IMAGE_KIND)
     if kind != IMAGE_KIND:
         return
-    caption = choose_caption(row, annotations, caption_mode)
+    caption = choose_caption(row, annotations, caption_mode, dense_from)
+    provenance = _caption_store(annotations, dense_from)
     image_member = (f"img0.{row['image_format']}", row["image"])
     for source in tasks:
         if not made_from_rows(source.task, kind):
@@ -68,13 +89,13 @@ def candidates(
         base = dict(key=sample_key, task=source.task, source=row["source"], source_keys=[row["key"]],
                     width=row.get("width"), height=row.get("height"), ordinal=ordinal)
         if source.condition is None:
-            if not caption:
-                yield source.task, "no_caption"
+            if caption is None or not caption.strip():
+                yield source.task, "token_only" if caption == "" else "no_caption"
                 continue
             prompt = task_prompt(source.task, caption)
             meta = sample_meta(source.task, prompt, ["image"], [row["key"]])
             yield source.task, Sample(prompt=prompt, members=[image_member, *text_members(prompt, meta)],
-                                      n_views=1, annotators=_caption_store(annotations), **base)
+                                      n_views=1, annotators=provenance, **base)
             continue
         name = source.store.split("@", 1)[0]
         annotation = annotations.get(name)
@@ -94,7 +115,7 @@ def candidates(
         meta = sample_meta(source.task, prompt, ["image", spec.column], [row["key"]])
         members = [image_member, (f"img1.{spec.ext}", condition), *text_members(prompt, meta)]
         yield source.task, Sample(prompt=prompt, members=members, n_views=2,
-                                  annotators=[source.store, *_caption_store(annotations)], **base)
+                                  annotators=[source.store, *provenance], **base)
 
 
 def sample_meta(task: str, prompt: str, roles: list[str], source_keys: list[str]) -> dict:
@@ -106,6 +127,7 @@ def text_members(prompt: str, meta: dict) -> list[tuple[str, bytes]]:
     return [("txt", prompt.encode("utf-8")), ("json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
 
 
-def _caption_store(annotations: dict[str, dict]) -> list[str]:
-    row = annotations.get(CAPTION_STORE)
-    return [f"{CAPTION_STORE}@{row['annotator_version']}"] if row and row.get("status") == "ok" else []
+def _caption_store(annotations: dict[str, dict], dense_from: str = CAPTION_STORE) -> list[str]:
+    """The caption store a sample's prompt may have drawn on (none when the dense caption is a source column)."""
+    row = annotations.get(dense_from)
+    return [f"{dense_from}@{row['annotator_version']}"] if row and row.get("status") == "ok" else []

@@ -27,13 +27,14 @@ BUILD = {"tasks": ["text2image", "canny2image"], "samples_per_shard": 10, "max_s
          "caption": "dense", "views": "3-6", "samples_per_scene": 2, "sliding_window": True, "view_resolution": 128,
          "min_subject_images": 5, "faceid_views": "3-4", "rows_per_unit": 50, "filters": ["aesthetic>=5", "nsfw<0.5"],
          "dedup": "semantic", "dedup_distance": 6, "semantic_threshold": 0.9, "min_person_area": 0.2,
-         "id_nsfw_threshold": 0.5}
+         "id_nsfw_threshold": 0.5, "policies": ["co3d.caption=token", "hypersim.stores=depth_gt"]}
 BUILD_ARGV = ["build", "/data/root", "--out", "/data/shards", "--tasks", "text2image,canny2image",
               "--samples-per-shard", "10", "--max-shard-bytes", "4096", "--prefix", "p", "--caption", "dense",
               "--views", "3-6", "--samples-per-scene", "2", "--sliding-window", "--view-resolution", "128",
               "--min-subject-images", "5", "--faceid-views", "3-4", "--rows-per-unit", "50", "--filter", "aesthetic>=5",
               "--filter", "nsfw<0.5", "--dedup", "semantic", "--dedup-distance", "6", "--semantic-threshold", "0.9",
-              "--min-person-area", "0.2", "--id-nsfw-threshold", "0.5"]
+              "--min-person-area", "0.2", "--id-nsfw-threshold", "0.5", "--policy", "co3d.caption=token",
+              "--policy", "hypersim.stores=depth_gt"]
 
 
 def _toml(value) -> str:

@@ -50,7 +50,8 @@ steps = 10
 
 
 def _plan_in_fresh_process(recipe: Path) -> tuple[list[str], str]:
-    """`onegen run RECIPE --plan` in a new interpreter; (plan lines, whether Ray got initialised there)."""
+    """`onegen run RECIPE --plan` in a new interpreter; (stage lines, whether Ray got initialised there). The
+    per-source policy lines that follow the stages are checked to be there, and left out."""
     # os._exit after the flush, as the console script ends (pipelines/cli/process_exit.py): no interpreter
     # teardown racing pyarrow's native threads
     code = ("import os, sys; from onegen.pipelines.cli.main import main; code = main(['run', sys.argv[1], '--plan']); "
@@ -60,7 +61,9 @@ def _plan_in_fresh_process(recipe: Path) -> tuple[list[str], str]:
                             env={**os.environ, "RAY_ADDRESS": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    return lines[:-1], lines[-1]
+    policies = [line for line in lines if line.startswith("policy ")]
+    assert policies == ["policy photos: annotators canny@1, blur@1, phash@1; caption=original"], lines
+    return [line for line in lines[:-1] if line not in policies], lines[-1]
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -138,9 +141,24 @@ def test_shipped_recipes_name_only_known_annotators_tasks_and_families():
         assert {family for family, _ in recipe.train["task_weights"]} <= set(FAMILY_NAMES)
         assert set(recipe.train) <= train_fields()
     onegen = load_recipe(bundled_recipe("onegen"))
-    models = {a.name: getattr(a, "model", "") for a in onegen.annotators}
+    models = {a.store_name.split("@")[0]: getattr(a, "model", "") for a in onegen.annotators}
     assert models["depth"] == "depth-anything/Depth-Anything-V2-Large-hf"
     assert models["caption"].startswith("llava-hf/llava-v1.6") and "Molmo" in models["entities"]
+    assert "Molmo" in models["caption_molmo"]  # LAION-aesthetic is recaptioned with Molmo (paper §4)
+    # the paper's per-source treatment, as policies
+    from onegen.pipelines.samples.policy import parse_policies, policy_for
+
+    policies = parse_policies(onegen.build.policies)
+    assert policy_for(policies, "hypersim").stores == ("depth_gt",) and policy_for(policies, "laion").stores == ("depth",)
+    assert policy_for(policies, "co3d").caption == "token" and policy_for(policies, "laion").dense == "caption_molmo"
+    assert policy_for(policies, "pixelprose").dense == "source.vlm_caption"
+    by_name = {s.source.source_name: s for s in onegen.sources}
+    assert {"pixelprose", "unsplash", "coyo", "laion", "journeydb", "synthetic", "hypersim", "id_subjects", "dl3dv",
+            "objaverse", "co3d"} == set(by_name)
+    assert by_name["objaverse"].source.captions.endswith("Cap3D_automated_Objaverse_full.csv")
+    depth_gt = next(a for a in onegen.annotators if a.name == "depth_gt")
+    assert depth_gt.sources == ("hypersim",) and "hypersim" not in next(a for a in onegen.annotators
+                                                                         if a.name == "depth").sources
     assert {a.name: a.num_gpus for a in onegen.annotators}["segment"] == 1
     assert {s.source.kind for s in onegen.sources} >= {"scenes", "subjects"}
 

@@ -155,15 +155,22 @@ def test_photos_without_depth_are_skipped():
     assert GtDepthAnnotator()(batch)["status"] == ["skipped"]
 
 
-def test_build_refuses_two_stores_making_one_task(tmp_path):
+def test_build_refuses_two_stores_making_one_task_unless_a_policy_names_one(tmp_path):
     from onegen.manifests import files
     from onegen.manifests.layout import DatasetLayout
-    from onegen.pipelines.jobs.build import BuildInputError, available_tasks
+    from onegen.pipelines.jobs.build import BuildInputError, available_tasks, source_tasks
+    from onegen.pipelines.samples.policy import parse_policies
 
     layout = DatasetLayout(str(tmp_path))
     condition = {"task": "depth2image", "column": "condition", "ext": "png", "tags_column": None}
     files.commit_json(layout.store_record("depth@1"), {"conditions": [condition]})
-    assert available_tasks(str(tmp_path))["depth2image"].store == "depth@1"
+    [only] = available_tasks(str(tmp_path))["depth2image"]
+    assert only.store == "depth@1"
     files.commit_json(layout.store_record("depth_gt@1"), {"conditions": [condition]})
-    with pytest.raises(BuildInputError, match="two stores make depth2image: depth@1 and depth_gt@1"):
-        available_tasks(str(tmp_path))
+    available = available_tasks(str(tmp_path))
+    with pytest.raises(BuildInputError, match="two stores make depth2image: depth@1 and depth_gt@1; source 'laion'"):
+        source_tasks(available, ("depth2image",), ["hypersim", "laion"], parse_policies(["hypersim.stores=depth_gt"]))
+    picked = source_tasks(available, ("depth2image",), ["hypersim", "laion"],
+                          parse_policies(["hypersim.stores=depth_gt", "*.stores=depth"]))
+    assert [t.store for t in picked["hypersim"]] == ["depth_gt@1"]
+    assert [t.store for t in picked["laion"]] == ["depth@1"]

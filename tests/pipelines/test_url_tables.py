@@ -174,3 +174,13 @@ def test_a_build_filters_on_the_source_s_own_scores(server, tmp_path, ray_local)
     assert kept == ["[[text2image]] laion 2", "[[text2image]] laion 3"]  # 7.5 and 8.5; 5.5 and 6.5 skipped
     skipped = pq.read_table(shards / "skipped").column("reason").to_pylist()
     assert sorted(skipped) == ["filtered:source.aesthetic_score=5.5<7.5", "filtered:source.aesthetic_score=6.5<7.5"]
+    # `manifest stats` shows the source's own columns, from the catalog parts' footers
+    from onegen.manifests.query import shard_stats
+    from onegen.manifests.stats_table import stats_table
+
+    columns = shard_stats(str(shards))["source_columns"]["laion"]
+    assert (columns["AESTHETIC_SCORE"]["min"], columns["AESTHETIC_SCORE"]["max"]) == (5.5, 8.5)
+    assert columns["AESTHETIC_SCORE"]["rows"] == 4 and columns["AESTHETIC_SCORE"]["nulls"] == 0
+    assert "TEXT" in columns and columns["TEXT"]["min"] is None  # text: no range shown
+    line = next(x for x in stats_table(shard_stats(str(shards))).splitlines() if x.startswith("source laion columns:"))
+    assert "AESTHETIC_SCORE 5.5..8.5" in line
