@@ -13,6 +13,12 @@ What a row's depth is: the catalog row's `meta.depth`, written at ingest by the 
 - `{"uri", "encoding": "hypersim_distance_hdf5", "K"}` (pipelines/sources/hypersim.py): HDF5 key
   "dataset", Euclidean distance in meters to the optical centre; planar depth
   z = distance / |K^-1 [x, y, 1]| at pixel centres (x + 0.5, y + 0.5) (`planar_from_distance`).
+- `{"uri", "mask_uri", "scale_adjustment", "encoding": "co3d_depth_png16"}` (pipelines/sources/co3d.py, per
+  view of a CO3D scene, `meta.depths[i]`): a 16-bit PNG holding float16 bits, z-depth =
+  png.view(float16) * scale_adjustment in the sequence's reconstruction units (not meters), valid where
+  finite, > 0 and inside the 1-bit depth mask (`read_co3d_depth`, as pytorch3d/implicitron/dataset/utils.py
+  `load_16big_png_depth`, `load_depth`, `load_1bit_png_mask` decode it). A scene row itself has no
+  `meta.depth` (its views' depths would be depth2image samples of their own: not made yet).
 Rows without `meta.depth` get status `skipped` (photos of other sources: their depth comes from the
 depth annotator). An unreadable or truncated depth file, or a depth map of another size than the
 photo, is the row's `error`; a constant map is `degenerate_depth`, as for the depth annotator.
@@ -30,6 +36,7 @@ import pyarrow as pa
 
 from onegen.annotators.base import Annotator, ConditionSpec, RowError
 from onegen.annotators.depth import DepthAnnotator, encode_inverse_depth
+from onegen.core.image_codec import decode_png16
 
 
 def pixel_rays_norm(k: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -56,6 +63,27 @@ def read_hypersim_distance(uri: str) -> np.ndarray:
         return np.asarray(file["dataset"][:], dtype=np.float64)
 
 
+def read_co3d_depth(uri: str, scale_adjustment: float, mask_uri: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A CO3D depth PNG -> (z-depth (H, W) float64, valid (H, W) bool); see the module docstring.
+    Raises OSError / ValueError for an unreadable file or a mask of another size."""
+    with fsspec.open(uri, "rb") as handle:
+        bits = decode_png16(handle.read())  # (H, W) uint16: the float16's bit pattern
+    if bits.ndim != 2:
+        raise ValueError(f"{uri}: not a single-channel 16-bit PNG (shape {bits.shape})")
+    depth = np.ascontiguousarray(bits, dtype=np.uint16).view(np.float16).astype(np.float64) * scale_adjustment
+    depth[~np.isfinite(depth)] = 0.0
+    valid = depth > 0
+    if mask_uri:
+        from PIL import Image
+
+        with fsspec.open(mask_uri, "rb") as handle, Image.open(handle) as image:
+            mask = np.asarray(image.convert("L")) > 0  # (H, W): a 1-bit PNG, valid where set
+        if mask.shape != depth.shape:
+            raise ValueError(f"{mask_uri}: mask {mask.shape} != depth {depth.shape}")
+        valid &= mask
+    return np.where(valid, depth, 0.0), valid
+
+
 @dataclass
 class GtDepthAnnotator(Annotator):
     """A source's own depth as a depth2image condition (see the module docstring). No model."""
@@ -79,16 +107,22 @@ class GtDepthAnnotator(Annotator):
         depth = row["meta"].get("depth")
         if not depth:
             raise RowError("the source has no depth for this row", status="skipped")
-        if depth.get("encoding") != "hypersim_distance_hdf5":
-            raise RowError(f"unknown depth encoding {depth.get('encoding')!r}")
+        encoding = depth.get("encoding")
+        if encoding not in ("hypersim_distance_hdf5", "co3d_depth_png16"):
+            raise RowError(f"unknown depth encoding {encoding!r}")
         try:
-            distance = read_hypersim_distance(depth["uri"])
+            if encoding == "hypersim_distance_hdf5":
+                planar = read_hypersim_distance(depth["uri"])
+            else:
+                planar, mask = read_co3d_depth(depth["uri"], float(depth["scale_adjustment"]), depth.get("mask_uri"))
         except (OSError, KeyError, ValueError) as error:
             raise RowError(f"{depth['uri']}: {type(error).__name__}: {error}") from None
-        if row.get("width") and distance.shape != (row["height"], row["width"]):
-            raise RowError(f"depth {distance.shape[1]}x{distance.shape[0]} != photo {row['width']}x{row['height']}")
-        planar = planar_from_distance(distance, np.asarray(depth["K"]))
-        valid = np.isfinite(planar) & (planar > 0)
+        if row.get("width") and planar.shape != (row["height"], row["width"]):
+            raise RowError(f"depth {planar.shape[1]}x{planar.shape[0]} != photo {row['width']}x{row['height']}")
+        if encoding == "hypersim_distance_hdf5":
+            planar = planar_from_distance(planar, np.asarray(depth["K"]))
+            mask = np.ones(planar.shape, dtype=bool)
+        valid = mask & np.isfinite(planar) & (planar > 0)
         inverse = np.zeros_like(planar)
         inverse[valid] = 1.0 / planar[valid]
         encoded = encode_inverse_depth(inverse, valid, self.min_relative_range)

@@ -38,14 +38,14 @@ from onegen.pipelines.runtime.unit_job import COMPLETION_META, COMPLETION_STAMP,
 from onegen.pipelines.runtime.units import NODE_META, committed_by
 from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
-from onegen.pipelines.sources.kinds import SCENE_KINDS, read_items, read_scene
+from onegen.pipelines.sources.kinds import SCENE_KINDS, SceneReader, read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
 from onegen.pipelines.sources.settings import SourceSpec
 from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
 from onegen.pipelines.sources.url_fetch import FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
-RECORDED_WHEN_SET = ("max_views", "captions", "caption_key", "caption_text")  # SourceSpec fields added later
+RECORDED_WHEN_SET = ("max_views", "min_viewpoint_quality", "captions", "caption_key", "caption_text")  # SourceSpec fields added later
 
 
 @dataclass
@@ -68,7 +68,8 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
 
     With `images == "reference"`, rows whose bytes are kept as they are get `image_ref` instead of `image`."""
     if items and items[0]["kind"] in SCENE_KINDS:
-        return [scene_catalog_row(spec, limits, item) for item in items]
+        reader = SceneReader(spec, items)  # one reader per part: a CO3D category's annotations parsed once
+        return [scene_catalog_row(spec, limits, item, reader) for item in items]
     source = spec.source_name
     kind = "subject_image" if items and items[0]["kind"] == "subjects" else "image"
     rows = []
@@ -98,12 +99,13 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
     return rows
 
 
-def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict) -> dict:
-    """A multiview scene folder -> one catalog row (views kept as they are, each checked to decode)."""
+def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict, reader: SceneReader) -> dict:
+    """A multiview scene -> one catalog row (views kept as they are, each checked to decode), read by
+    the part's `reader`."""
     source = spec.source_name
     base = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
     try:
-        row = read_scene(spec, item)
+        row = reader.read(item)
         if item.get("meta"):  # what the listing knows of the scene (a joined caption's key)
             row["meta"] = json.dumps({**json.loads(row["meta"]), **item["meta"]})
         for index, view in enumerate(row["view_images"]):

@@ -21,12 +21,17 @@ camera space is M_cam_from_uv [u, v, 1] with u in [-1, 1] left to right and v in
 pixel centres (the notebook). Scenes with tilt-shift lenses have M[2, 0], M[2, 1] != 0, a homography:
 we write it exactly as a pinhole K (upper triangular, RQ decomposition) and a fixed rotation of the
 camera frame, folded into c2w. c2w is OpenCV (x right, y down, z forward), positions in meters. K is in
-pixels of the stored photo (pixel centres at +0.5).
+pixels of the photo actually read (pixel centres at +0.5): the listing computes it for the CSV's
+`settings_output_img_width` x `_height` (the size of every published frame), and the worker that reads a
+photo of another size (a downscaled copy) rescales it (`fit_to_photo`; another aspect ratio is the
+frame's `read_error`).
 
 Depth: `meta.depth` = {"uri", "encoding": "hypersim_distance_hdf5", "K"}; the `depth_gt` annotator
 (annotators/gt_depth.py) turns the distance into planar depth z = distance / |K^-1 [x, y, 1]| (for an
 untilted camera with fx = fy = f: distance * f / |(x - cx, y - cy, f)|) and writes it in the depth
-annotator's convention. A frame without its depth file is still a photo (meta.depth null).
+annotator's convention. A frame without its depth file is still a photo (meta.depth null). `meta.depth.K`
+stays in pixels of the depth map (the CSV's size), so a downscaled photo's depth is the annotator's row
+error (its size differs from the photo's), never a depth read with the wrong K.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import fsspec
 import numpy as np
 
 from onegen.pipelines.sources.names import SourceError
+from onegen.pipelines.sources.scene_cameras import fit_intrinsics, image_size
 
 SCENE = re.compile(r"^ai_\d{3}_\d{3}$")
 PREVIEW = re.compile(r"^scene_(cam_\d+)_final_preview$")
@@ -92,7 +98,7 @@ def _rq(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def hypersim_cameras(row: dict[str, str], orientations: np.ndarray, positions: np.ndarray) -> tuple[list, np.ndarray]:
     """(OpenCV c2w (4, 4) per keyframe, K) of one camera trajectory of a scene."""
     m = np.array([[float(row[f"M_cam_from_uv_{i}{j}"]) for j in range(3)] for i in range(3)])
-    width, height = int(float(row["settings_output_img_width"])), int(float(row["settings_output_img_height"]))
+    width, height = output_size(row)
     k, tilt = pinhole_from_hypersim(m, width, height)
     meters = float(row["settings_units_info_meters_scale"])
     flip = np.diag([1.0, -1.0, -1.0])
@@ -128,6 +134,11 @@ def list_hypersim(spec) -> list[dict]:
     return items
 
 
+def output_size(parameters: dict[str, str]) -> tuple[int, int]:
+    """(width, height) of a scene's rendered frames, from its metadata_camera_parameters.csv row."""
+    return int(float(parameters["settings_output_img_width"])), int(float(parameters["settings_output_img_height"]))
+
+
 def _camera_items(fs, scene: str, name: str, cam: str, preview: str, parameters: dict | None) -> list[dict]:
     detail = posixpath.join(scene, "_detail", cam)
     problem, poses, k = None, [], None
@@ -150,7 +161,7 @@ def _camera_items(fs, scene: str, name: str, cam: str, preview: str, parameters:
         meta: dict = {"reader": "hypersim", "scene": name, "camera": cam, "frame": index}
         error = problem or (None if index < len(poses) else f"{name}/{cam}: no camera keyframe {index}")
         if error is None:
-            meta["cameras"] = [{"c2w": poses[index].tolist(), "K": k.tolist()}]
+            meta["cameras"] = [{"c2w": poses[index].tolist(), "K": k.tolist(), "calibrated_size": output_size(parameters)}]
             meta["convention"] = "opencv_c2w"
             meta["depth"] = ({"uri": fs.unstrip_protocol(depth), "encoding": "hypersim_distance_hdf5",
                               "K": k.tolist()} if fs.exists(depth) else None)
@@ -170,6 +181,26 @@ def read_hypersim(spec, items: list[dict]):
             continue
         try:
             with fs.open(item["path"], "rb") as handle:
-                yield item, handle.read()
-        except OSError as error:
+                data = handle.read()
+            fit_to_photo(item, data)
+        except (OSError, ValueError) as error:
             yield item, error
+            continue
+        yield item, data
+
+
+def fit_to_photo(item: dict, data: bytes) -> None:
+    """Rescale the item's camera K (in place) from the CSV's output size to the photo's own, when they
+    differ. Raises ValueError for another aspect ratio. A photo whose header does not read is left as is:
+    the image checks reject it with their own reason."""
+    cameras = (item.get("meta") or {}).get("cameras")
+    if not cameras:
+        return
+    try:
+        size = image_size(data)
+    except OSError:  # not a picture (PIL's UnidentifiedImageError): its reject comes from the image checks
+        return
+    camera = cameras[0]
+    calibrated = tuple(camera["calibrated_size"])
+    if size != calibrated:
+        camera["K"] = fit_intrinsics(np.asarray(camera["K"]), calibrated, size, item["uri"]).tolist()

@@ -17,8 +17,7 @@ Kinds (`--kind`, or detected):
               / state.json, or a DatasetDict); image column of the datasets Image feature.
 - scenes      a folder of multiview scene folders, each with a nerfstudio/instant-ngp `transforms.json`
               or a COLMAP model (`sparse/0` or `sparse`, images in `images/`); or CO3D category folders
-              (`frame_annotations.jgz`/`.json`, image paths relative to the category's parent), one
-              scene per sequence; one item per scene.
+              (read by pipelines/sources/co3d.py), one scene per sequence; one item per scene.
 - subjects    an ID set: a folder of subject folders of photos of one person each; one item per photo,
               `group` = subject (parts never split a subject). Captions as for folders.
 Published sources, each read as distributed (their modules name the files the format was read from):
@@ -26,6 +25,8 @@ Published sources, each read as distributed (their modules name the files the fo
               one scene per hash; detected.
 - hypersim    Hypersim `ai_VVV_NNN/` scenes: one photo per tonemapped frame, its camera and its
               ground-truth depth in meta (pipelines/sources/hypersim.py); detected.
+- co3d        CO3D v2 `<category>/{frame,sequence}_annotations.jgz` + `<category>/<sequence>/` (pipelines/
+              sources/co3d.py): one scene per sequence, depth and masks named per view in meta; detected.
 - journeydb   JourneyDB `data/train/imgs/NNN.tgz` + the annotation jsonl (pipelines/sources/journeydb.py);
               detected.
 
@@ -39,13 +40,12 @@ All I/O goes through fsspec, so s3:// and gs:// paths work the same as local one
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Iterator
 
 import fsspec
 
-from onegen.pipelines.sources import dl3dv, hypersim, journeydb
+from onegen.pipelines.sources import co3d, dl3dv, hypersim, journeydb
 from onegen.pipelines.sources.folder import (
     folder_entries,
     iter_files,
@@ -101,7 +101,7 @@ def detect_kind(spec: SourceSpec) -> str:
 
 
 STREAMED_KINDS = ("folder", "subjects", "table")  # listed in uri order as they are walked / read
-SCENE_KINDS = ("scenes", "dl3dv")  # one catalog row (kind "scene") per item
+SCENE_KINDS = ("scenes", "dl3dv", "co3d")  # one catalog row (kind "scene") per item
 
 
 def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
@@ -112,13 +112,15 @@ def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
         return "journeydb"
     if dl3dv.looks_like_dl3dv(fs, root):
         return "dl3dv"
+    if co3d.looks_like_co3d(fs, root):
+        return "co3d"
     return None
 
 
 def _listers() -> dict:
     return {"folder": _list_folder, "table": list_table, "webdataset": list_tars, "hf": _list_hf,
             "scenes": _list_scenes, "subjects": _list_subjects, "dl3dv": dl3dv.list_dl3dv,
-            "hypersim": hypersim.list_hypersim, "journeydb": journeydb.list_journeydb}
+            "hypersim": hypersim.list_hypersim, "journeydb": journeydb.list_journeydb, "co3d": co3d.list_co3d}
 
 
 def iter_items(spec: SourceSpec) -> Iterator[dict]:
@@ -157,15 +159,29 @@ def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, byte
     yield from readers[kind](spec, items)
 
 
+class SceneReader:
+    """The catalog rows of one part's scene items (kinds in SCENE_KINDS), in order, each by the reader
+    its listing named; CO3D sequences share one parse of their category's frame annotations per part
+    (pipelines/sources/co3d.py `PartReader`). `read` raises for a bad scene (Rejected, OSError,
+    ValueError, KeyError, JSONDecodeError): the caller's reject."""
+
+    def __init__(self, spec: SourceSpec, items: list[dict]):
+        self.spec = spec
+        self._co3d = co3d.PartReader(items, spec.source_name, spec.max_views or None, spec.min_viewpoint_quality)
+
+    def read(self, item: dict) -> dict:
+        if item["reader"] == co3d.READER:
+            return self._co3d.read(item)
+        return read_scene(self.spec, item)
+
+
 def read_scene(spec: SourceSpec, item: dict) -> dict:
-    """The catalog row of one scene item (kinds in SCENE_KINDS), by the reader its listing named.
-    Raises for a bad scene (OSError, ValueError, KeyError, JSONDecodeError): the caller's reject."""
+    """The catalog row of one scene item of a transforms.json, COLMAP or DL3DV folder (CO3D sequences are
+    read per part: `SceneReader`). Raises for a bad scene (OSError, ValueError, KeyError, JSONDecodeError)."""
     from onegen.pipelines.sources.dl3dv import read_dl3dv_scene
-    from onegen.pipelines.sources.scene_cameras import read_co3d, read_colmap, read_transforms_json
+    from onegen.pipelines.sources.scene_cameras import read_colmap, read_transforms_json
 
     source, views = spec.source_name, spec.max_views or None
-    if item["reader"] == "co3d":
-        return read_co3d(item["path"], item["root"], item["sequence"], source=source, max_views=views)
     if item["reader"] == "dl3dv":
         return read_dl3dv_scene(item, source, views)
     reader = read_transforms_json if item["reader"] == "nerfstudio" else read_colmap
@@ -201,15 +217,12 @@ def _read_files(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, byt
 
 
 # --- multiview scenes and ID subjects -------------------------------------------------------------
-CO3D_ANNOTATIONS = ("frame_annotations.jgz", "frame_annotations.json")
-
-
 def _scene_reader(fs: fsspec.AbstractFileSystem, folder: str) -> str | None:
     """"nerfstudio", "colmap" or "co3d" when `folder` holds scenes of that layout, else None."""
     if fs.exists(posixpath.join(folder, "transforms.json")):
         return "nerfstudio"
-    if any(fs.exists(posixpath.join(folder, name)) for name in CO3D_ANNOTATIONS):
-        return "co3d"
+    if co3d.is_category(fs, folder):
+        return co3d.READER
     for sparse in ("sparse/0", "sparse"):
         if fs.exists(posixpath.join(folder, sparse, "cameras.bin")) or fs.exists(posixpath.join(folder, sparse, "cameras.txt")):
             return "colmap"
@@ -222,29 +235,13 @@ def _list_scenes(spec: SourceSpec) -> list[dict]:
     items = []
     for folder in folders:
         reader = _scene_reader(fs, folder)
-        if reader == "co3d":
-            items.extend(_co3d_sequences(fs, folder))
+        if reader == co3d.READER:
+            items.extend(co3d.category_items(fs, folder))
         elif reader:
             size = sum(info.get("size") or 0 for info in fs.find(folder, detail=True).values())
             items.append({"uri": fs.unstrip_protocol(folder), "path": folder, "reader": reader, "size": size,
                           "caption": _scene_caption(fs, folder), "caption_key": posixpath.basename(folder)})
     return items
-
-
-def _co3d_sequences(fs: fsspec.AbstractFileSystem, folder: str) -> list[dict]:
-    """One item per sequence of a CO3D category folder."""
-    import gzip
-
-    path = next(posixpath.join(folder, n) for n in CO3D_ANNOTATIONS if fs.exists(posixpath.join(folder, n)))
-    with fs.open(path, "rb") as handle:
-        raw = handle.read()
-    frames = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-    counts: dict[str, int] = {}
-    for frame in frames:
-        counts[frame["sequence_name"]] = counts.get(frame["sequence_name"], 0) + 1
-    return [{"uri": f"{fs.unstrip_protocol(path)}#{name}", "path": path, "reader": "co3d", "sequence": name,
-             "root": posixpath.dirname(folder.rstrip("/")), "size": count, "caption": None, "caption_key": name}
-            for name, count in sorted(counts.items())]
 
 
 def _scene_caption(fs: fsspec.AbstractFileSystem, folder: str) -> str | None:

@@ -9,14 +9,14 @@ with one camera per entry of `view_images` (the image files' bytes, unchanged) a
 `<source>-<first 20 hex of sha256>` (the caller may replace it). No ray code is imported here.
 
 Formats: nerfstudio / instant-ngp transforms.json (`read_transforms_json`), COLMAP sparse models in
-text or binary (`read_colmap`), CO3D frame annotations (`read_co3d`). Every file is read through fsspec
+text or binary (`read_colmap`); CO3D has a module of its own (pipelines/sources/co3d.py) built on
+`scene_row` and `fit_intrinsics`. Every file is read through fsspec
 (a folder may be a local path or an s3:// / gs:// URL); K always follows the picture actually read
 (`fit_intrinsics`: a calibration of w x h applied to a picture k times smaller is divided by k).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -357,69 +357,3 @@ def read_colmap(
         ks.append(_fit_intrinsics(k, (camera["width"], camera["height"]), path))
     extra = {"distortion_dropped": dropped}
     return scene_row(source, posixpath.join(folder, sparse_dir), "colmap", paths, poses, ks, extra)
-
-
-# --- CO3D -------------------------------------------------------------------------------------
-def co3d_camera(viewpoint: dict, image_size_hw: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """CO3D viewpoint -> (OpenCV c2w (4, 4), K (3, 3)).
-
-    CO3D stores PyTorch3D cameras: row-vector world-to-view X_cam = X_world @ R + T with camera
-    axes x left, y up, z forward, so the OpenCV world-to-camera is R_cv = F R^T, t_cv = F T with
-    F = diag(-1, -1, 1). Intrinsics are NDC: with half = (W/2, H/2) for "ndc_norm_image_bounds"
-    (CO3Dv2) or min(W, H)/2 on both axes for "ndc_isotropic" (CO3Dv1), focal_px = focal * half and
-    principal_px = (W/2, H/2) - principal_point * half (PyTorch3D NDC x, y point left and up).
-    """
-    flip = np.diag([-1.0, -1.0, 1.0])
-    rotation = flip @ np.asarray(viewpoint["R"], dtype=np.float64).T
-    translation = flip @ np.asarray(viewpoint["T"], dtype=np.float64)
-    height, width = image_size_hw
-    half_wh = np.array([width, height], dtype=np.float64) / 2
-    fmt = viewpoint.get("intrinsics_format", "ndc_norm_image_bounds").lower()
-    if fmt == "ndc_norm_image_bounds":
-        rescale = half_wh
-    elif fmt == "ndc_isotropic":
-        rescale = np.full(2, half_wh.min())
-    else:
-        raise ValueError(f"unknown CO3D intrinsics_format {fmt!r}")
-    focal = np.asarray(viewpoint["focal_length"], dtype=np.float64) * rescale
-    principal = half_wh - np.asarray(viewpoint["principal_point"], dtype=np.float64) * rescale
-    c2w = np.eye(4)
-    c2w[:3, :3] = rotation.T
-    c2w[:3, 3] = -rotation.T @ translation
-    return c2w, intrinsics_matrix(focal[0], focal[1], principal[0], principal[1])
-
-
-def read_co3d(
-    frame_annotations: str | Path,
-    dataset_root: str | Path,
-    sequence_name: str | None = None,
-    source: str = "co3d",
-    max_views: int | None = None,
-) -> dict[str, Any]:
-    """One CO3D sequence (from a frame_annotations .json or .jgz list) -> catalog row.
-
-    `sequence_name` picks the sequence (required when the file holds several); frames are ordered
-    by frame_number; image paths are relative to `dataset_root`. Conventions: see `co3d_camera`.
-    """
-    raw = read_bytes(frame_annotations)
-    frames = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-    names = sorted({frame["sequence_name"] for frame in frames})
-    if sequence_name is None:
-        if len(names) != 1:
-            raise ValueError(f"{frame_annotations}: {len(names)} sequences; pass sequence_name")
-        sequence_name = names[0]
-    frames = sorted(
-        (f for f in frames if f["sequence_name"] == sequence_name), key=lambda f: f["frame_number"]
-    )
-    if not frames:
-        raise ValueError(f"{frame_annotations}: no frames of sequence {sequence_name!r}")
-    frames = [frames[i] for i in pick_views(len(frames), max_views)]
-    paths, poses, ks = [], [], []
-    for frame in frames:
-        path = posixpath.join(str(dataset_root), frame["image"]["path"])
-        c2w, k = co3d_camera(frame["viewpoint"], frame["image"]["size"])
-        paths.append(path)
-        poses.append(c2w)
-        ks.append(_fit_intrinsics(k, tuple(reversed(frame["image"]["size"])), path))
-    uri = f"{frame_annotations}#{sequence_name}"
-    return scene_row(source, uri, "co3d", paths, poses, ks, {"sequence_name": sequence_name})

@@ -18,7 +18,7 @@ from typing import Literal
 from onegen.core.config_fields import check_choices, require, setting
 
 SourceKind = Literal["auto", "folder", "table", "webdataset", "hf", "scenes", "subjects", "dl3dv", "hypersim",
-                     "journeydb"]
+                     "journeydb", "co3d"]
 ImageFormat = Literal["jpg", "png"]
 
 
@@ -30,13 +30,15 @@ class SourceSpec:
                         flag="source", positional=True)
     kind: SourceKind = setting("what SOURCE is (default: auto, told from its files); scenes: multiview folders "
                                "with cameras; subjects: one folder of ID photos per person; dl3dv, hypersim, "
-                               "journeydb: those datasets as published", "auto")
+                               "journeydb, co3d: those datasets as published", "auto")
     name: str = setting("source name used in keys (default: the path's last part)", "")
     caption_column: str = setting("table / HF source: the caption column (default: text, caption, ...)", "")
     image_column: str = setting("table / HF source: the image bytes column (default: image, jpg, ...)", "")
     uri_column: str = setting("table source: a column of image paths/URLs read instead of bytes", "")
     # published sources (issue 22); recorded in the ingest job only when not at their defaults (jobs/ingest.py)
     max_views: int = setting("scenes: keep at most N frames, evenly spaced (0: all)", 0)
+    min_viewpoint_quality: float = setting("co3d: reject sequences whose viewpoint_quality_score is below this "
+                                           "(low_viewpoint_quality; unscored ones too); 0: keep all", 0.0)
     captions: str = setting("a caption table (CSV / Parquet / JSONL, e.g. Cap3D's) joined onto items by key", "")
     caption_key: str = setting("--captions: its key column (a number for a CSV without header; default: "
                                "uid/id/key/file_name/img_path)", "")
@@ -51,6 +53,8 @@ class SourceSpec:
     def __post_init__(self) -> None:
         check_choices(self)
         require(self.max_views >= 0, f"max_views must be 0 (all) or more, got {self.max_views}")
+        require(self.min_viewpoint_quality >= 0, f"min_viewpoint_quality must be 0 (off) or more, "
+                f"got {self.min_viewpoint_quality}")
         require(self.fetch_concurrency >= 1 and self.fetch_retries >= 0 and self.fetch_timeout > 0,
                 "fetch_concurrency >= 1, fetch_retries >= 0 and fetch_timeout > 0")
 

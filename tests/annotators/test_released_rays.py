@@ -34,7 +34,8 @@ from onegen.core.camera_geometry import (  # noqa: E402
 )
 from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene  # noqa: E402
 from onegen.pipelines.samples.multiview import square_view  # noqa: E402
-from onegen.pipelines.sources.scene_cameras import co3d_camera, read_transforms_json  # noqa: E402
+from onegen.pipelines.sources.co3d import co3d_camera  # noqa: E402
+from onegen.pipelines.sources.scene_cameras import read_transforms_json  # noqa: E402
 
 TOL = 1e-5
 

@@ -13,7 +13,8 @@ import pytest
 
 from onegen.manifests.schemas import CATALOG_SCHEMA
 from onegen.pipelines.demo.synthetic_scene import SceneConfig, write_scene
-from onegen.pipelines.sources.scene_cameras import read_co3d, read_colmap, read_transforms_json, scene_sha256
+from onegen.pipelines.sources.co3d import read_co3d
+from onegen.pipelines.sources.scene_cameras import read_colmap, read_transforms_json, scene_sha256
 
 WIDTH, HEIGHT = 64, 48
 

@@ -119,6 +119,32 @@ def test_cameras_project_as_hypersim_does(hypersim, scene, m):
         np.testing.assert_allclose(projected[:, :2] / projected[:, 2:], pixels, atol=1e-6)
 
 
+@pytest.mark.parametrize("scene, m", [("ai_001_001", STANDARD), ("ai_037_002", TILTED)])
+def test_intrinsics_follow_the_photo_actually_read(hypersim, scene, m):
+    """A downscaled copy (half the CSV's output size): K is in the copy's pixels, so Hypersim's own rays
+    land on half the full-size pixel coordinates; the depth's K stays the depth map's; another aspect
+    ratio is a read_error."""
+    preview = hypersim / scene / "images" / "scene_cam_00_final_preview"
+    (preview / "frame.0000.tonemap.jpg").write_bytes(jpeg(0, W // 2, H // 2))
+    (preview / "frame.0001.tonemap.jpg").write_bytes(jpeg(1, W, H // 2))
+    spec = SourceSpec(str(hypersim), kind="hypersim")
+    items = [i for i in list_items(spec) if f"/{scene}/" in i["uri"]]
+    small, stretched = ingest_rows(spec, ImageLimits(min_side=8), items)
+    meta = json.loads(small["meta"])
+    c2w, k = np.array(meta["cameras"][0]["c2w"]), np.array(meta["cameras"][0]["K"])
+    full_k = np.array(meta["depth"]["K"])
+    np.testing.assert_allclose(k, np.diag([0.5, 0.5, 1.0]) @ full_k, atol=1e-12)
+    rng = np.random.default_rng(1)
+    pixels = rng.uniform([2, 2], [W - 2, H - 2], (20, 2))  # full-size pixel coordinates of Hypersim's rays
+    uv = np.stack([2 * pixels[:, 0] / W - 1, 1 - 2 * pixels[:, 1] / H, np.ones(20)], axis=1)
+    points = POSITIONS[0] + rng.uniform(50, 200, (20, 1)) * (uv @ m.T) @ ORIENTATIONS[0].T
+    cam = (points * METERS - c2w[:3, 3]) @ c2w[:3, :3]
+    projected = cam @ k.T
+    np.testing.assert_allclose(projected[:, :2] / projected[:, 2:], pixels / 2, atol=1e-6)
+    assert (small["width"], small["height"]) == (W // 2, H // 2)
+    assert stretched["reject_reason"] == "read_error" and "does not match calibration" in stretched["reject_error"]
+
+
 def test_untilted_camera_is_the_plain_pinhole():
     k, tilt = pinhole_from_hypersim(STANDARD, 1024, 768)
     np.testing.assert_allclose(k, [[512 / 0.5773502886169104, 0, 512], [0, 384 / 0.4330127164626828, 384], [0, 0, 1]])
