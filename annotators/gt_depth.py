@@ -13,6 +13,10 @@ What a row's depth is: the catalog row's `meta.depth`, written at ingest by the 
 - `{"uri", "encoding": "hypersim_distance_hdf5", "K"}` (pipelines/sources/hypersim.py): HDF5 key
   "dataset", Euclidean distance in meters to the optical centre; planar depth
   z = distance / |K^-1 [x, y, 1]| at pixel centres (x + 0.5, y + 0.5) (`planar_from_distance`).
+- `{"uri", "encoding": "gobjaverse_nd_exr", "camera_distance"}` (pipelines/sources/gobjaverse.py, per view of
+  a scene in `meta.view_depth`): G-Objaverse's `_nd.exr`, normal in B, G, R and PLANAR depth in A (what
+  richdreamer's depth_warp_example.py reads as `cv2.imread(...)[..., 3]`), background where depth <
+  camera_distance - 0.867 (`read_gobjaverse_depth`). EXR is decoded by core/exr.py.
 Rows without `meta.depth` get status `skipped` (photos of other sources: their depth comes from the
 depth annotator). An unreadable or truncated depth file, or a depth map of another size than the
 photo, is the row's `error`; a constant map is `degenerate_depth`, as for the depth annotator.
@@ -56,6 +60,33 @@ def read_hypersim_distance(uri: str) -> np.ndarray:
         return np.asarray(file["dataset"][:], dtype=np.float64)
 
 
+GOBJAVERSE_BOUNDING_RADIUS = 0.867  # depth_warp_example.py: "near = 0.867 #sqrt(3) * 0.5"
+
+
+def read_gobjaverse_depth(uri: str, camera_distance: float) -> np.ndarray:
+    """Planar depth (H, W) float64 of a G-Objaverse `_nd.exr` (its A channel), 0 where there is no surface:
+    as depth_warp_example.py's read_dnormal, values nearer than the camera's distance to the object centre
+    less the bounding sphere's radius (0.867) are background. Raises OSError / ValueError if unreadable."""
+    from onegen.core.exr import read_exr
+
+    with fsspec.open(uri, "rb") as handle:
+        channels = read_exr(handle.read())
+    if "A" not in channels:
+        raise ValueError(f"{uri}: no A (depth) channel; channels are {sorted(channels)}")
+    depth = np.nan_to_num(channels["A"].astype(np.float64), nan=0.0)
+    depth[depth < camera_distance - GOBJAVERSE_BOUNDING_RADIUS] = 0.0
+    return depth
+
+
+def planar_depth(depth: dict) -> np.ndarray:
+    """The planar depth (H, W) that a `meta.depth` entry names, by its encoding (see the module docstring)."""
+    if depth.get("encoding") == "hypersim_distance_hdf5":
+        return planar_from_distance(read_hypersim_distance(depth["uri"]), np.asarray(depth["K"]))
+    if depth.get("encoding") == "gobjaverse_nd_exr":
+        return read_gobjaverse_depth(depth["uri"], float(depth["camera_distance"]))
+    raise RowError(f"unknown depth encoding {depth.get('encoding')!r}")
+
+
 @dataclass
 class GtDepthAnnotator(Annotator):
     """A source's own depth as a depth2image condition (see the module docstring). No model."""
@@ -79,15 +110,12 @@ class GtDepthAnnotator(Annotator):
         depth = row["meta"].get("depth")
         if not depth:
             raise RowError("the source has no depth for this row", status="skipped")
-        if depth.get("encoding") != "hypersim_distance_hdf5":
-            raise RowError(f"unknown depth encoding {depth.get('encoding')!r}")
         try:
-            distance = read_hypersim_distance(depth["uri"])
+            planar = planar_depth(depth)
         except (OSError, KeyError, ValueError) as error:
             raise RowError(f"{depth['uri']}: {type(error).__name__}: {error}") from None
-        if row.get("width") and distance.shape != (row["height"], row["width"]):
-            raise RowError(f"depth {distance.shape[1]}x{distance.shape[0]} != photo {row['width']}x{row['height']}")
-        planar = planar_from_distance(distance, np.asarray(depth["K"]))
+        if row.get("width") and planar.shape != (row["height"], row["width"]):
+            raise RowError(f"depth {planar.shape[1]}x{planar.shape[0]} != photo {row['width']}x{row['height']}")
         valid = np.isfinite(planar) & (planar > 0)
         inverse = np.zeros_like(planar)
         inverse[valid] = 1.0 / planar[valid]
