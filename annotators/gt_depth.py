@@ -19,6 +19,10 @@ What a row's depth is: the catalog row's `meta.depth`, written at ingest by the 
   finite, > 0 and inside the 1-bit depth mask (`read_co3d_depth`, as pytorch3d/implicitron/dataset/utils.py
   `load_16big_png_depth`, `load_depth`, `load_1bit_png_mask` decode it). A scene row itself has no
   `meta.depth` (its views' depths would be depth2image samples of their own: not made yet).
+- `{"uri", "encoding": "gobjaverse_nd_exr", "camera_distance"}` (pipelines/sources/gobjaverse.py, per view of
+  a scene in `meta.view_depth`): G-Objaverse's `_nd.exr`, normal in B, G, R and PLANAR depth in A (what
+  richdreamer's depth_warp_example.py reads as `cv2.imread(...)[..., 3]`), background where depth <
+  camera_distance - 0.867 (`read_gobjaverse_depth`). EXR is decoded by core/exr.py.
 Rows without `meta.depth` get status `skipped` (photos of other sources: their depth comes from the
 depth annotator). An unreadable or truncated depth file, or a depth map of another size than the
 photo, is the row's `error`; a constant map is `degenerate_depth`, as for the depth annotator.
@@ -84,6 +88,39 @@ def read_co3d_depth(uri: str, scale_adjustment: float, mask_uri: str | None = No
     return np.where(valid, depth, 0.0), valid
 
 
+GOBJAVERSE_BOUNDING_RADIUS = 0.867  # depth_warp_example.py: "near = 0.867 #sqrt(3) * 0.5"
+
+
+def read_gobjaverse_depth(uri: str, camera_distance: float) -> np.ndarray:
+    """Planar depth (H, W) float64 of a G-Objaverse `_nd.exr` (its A channel), 0 where there is no surface:
+    as depth_warp_example.py's read_dnormal, values nearer than the camera's distance to the object centre
+    less the bounding sphere's radius (0.867) are background. Raises OSError / ValueError if unreadable."""
+    from onegen.core.exr import read_exr
+
+    with fsspec.open(uri, "rb") as handle:
+        channels = read_exr(handle.read())
+    if "A" not in channels:
+        raise ValueError(f"{uri}: no A (depth) channel; channels are {sorted(channels)}")
+    depth = np.nan_to_num(channels["A"].astype(np.float64), nan=0.0)
+    depth[depth < camera_distance - GOBJAVERSE_BOUNDING_RADIUS] = 0.0
+    return depth
+
+
+def planar_depth(depth: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(planar depth (H, W) float64, valid (H, W) bool) of a `meta.depth` entry, by its encoding (module
+    docstring). An unknown encoding is a RowError; an unreadable file raises OSError / ValueError."""
+    encoding = depth.get("encoding")
+    if encoding == "hypersim_distance_hdf5":
+        planar = planar_from_distance(read_hypersim_distance(depth["uri"]), np.asarray(depth["K"]))
+        return planar, np.isfinite(planar) & (planar > 0)
+    if encoding == "co3d_depth_png16":
+        return read_co3d_depth(depth["uri"], float(depth["scale_adjustment"]), depth.get("mask_uri"))
+    if encoding == "gobjaverse_nd_exr":
+        planar = read_gobjaverse_depth(depth["uri"], float(depth["camera_distance"]))
+        return planar, np.isfinite(planar) & (planar > 0)
+    raise RowError(f"unknown depth encoding {encoding!r}")
+
+
 @dataclass
 class GtDepthAnnotator(Annotator):
     """A source's own depth as a depth2image condition (see the module docstring). No model."""
@@ -107,22 +144,13 @@ class GtDepthAnnotator(Annotator):
         depth = row["meta"].get("depth")
         if not depth:
             raise RowError("the source has no depth for this row", status="skipped")
-        encoding = depth.get("encoding")
-        if encoding not in ("hypersim_distance_hdf5", "co3d_depth_png16"):
-            raise RowError(f"unknown depth encoding {encoding!r}")
         try:
-            if encoding == "hypersim_distance_hdf5":
-                planar = read_hypersim_distance(depth["uri"])
-            else:
-                planar, mask = read_co3d_depth(depth["uri"], float(depth["scale_adjustment"]), depth.get("mask_uri"))
+            planar, valid = planar_depth(depth)
         except (OSError, KeyError, ValueError) as error:
             raise RowError(f"{depth['uri']}: {type(error).__name__}: {error}") from None
         if row.get("width") and planar.shape != (row["height"], row["width"]):
             raise RowError(f"depth {planar.shape[1]}x{planar.shape[0]} != photo {row['width']}x{row['height']}")
-        if encoding == "hypersim_distance_hdf5":
-            planar = planar_from_distance(planar, np.asarray(depth["K"]))
-            mask = np.ones(planar.shape, dtype=bool)
-        valid = mask & np.isfinite(planar) & (planar > 0)
+        valid &= np.isfinite(planar) & (planar > 0)
         inverse = np.zeros_like(planar)
         inverse[valid] = 1.0 / planar[valid]
         encoded = encode_inverse_depth(inverse, valid, self.min_relative_range)

@@ -45,7 +45,7 @@ from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
 from onegen.pipelines.sources.url_fetch import FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
-RECORDED_WHEN_SET = ("max_views", "min_viewpoint_quality", "captions", "caption_key", "caption_text")  # SourceSpec fields added later
+RECORDED_WHEN_SET = ("max_views", "min_viewpoint_quality", "captions", "caption_key", "caption_text", "ids")  # SourceSpec fields added later
 
 
 @dataclass

@@ -29,6 +29,9 @@ Published sources, each read as distributed (their modules name the files the fo
               sources/co3d.py): one scene per sequence, depth and masks named per view in meta; detected.
 - journeydb   JourneyDB `data/train/imgs/NNN.tgz` + the annotation jsonl (pipelines/sources/journeydb.py);
               detected.
+- gobjaverse  G-Objaverse renders `<dictionary_id>/<instance_id>/[campos_512_v4/]NNNNN/NNNNN.{png,json}`
+              (pipelines/sources/gobjaverse.py); one scene per object, named by its Objaverse uid when
+              the index-to-objaverse mapping is beside it; `ids` keeps listed objects (LGM's 80K); detected.
 
 Scenes of every kind take `max_views` (evenly spaced frames, at ingest). `captions` joins a caption
 table (CSV / Parquet / JSONL, e.g. Cap3D's header-less CSV) onto any kind's items by key
@@ -45,7 +48,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from onegen.pipelines.sources import co3d, dl3dv, hypersim, journeydb
+from onegen.pipelines.sources import co3d, dl3dv, gobjaverse, hypersim, journeydb
 from onegen.pipelines.sources.folder import (
     folder_entries,
     iter_files,
@@ -101,7 +104,7 @@ def detect_kind(spec: SourceSpec) -> str:
 
 
 STREAMED_KINDS = ("folder", "subjects", "table")  # listed in uri order as they are walked / read
-SCENE_KINDS = ("scenes", "dl3dv", "co3d")  # one catalog row (kind "scene") per item
+SCENE_KINDS = ("scenes", "dl3dv", "co3d", "gobjaverse")  # one catalog row (kind "scene") per item
 
 
 def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
@@ -114,13 +117,16 @@ def _published_kind(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
         return "dl3dv"
     if co3d.looks_like_co3d(fs, root):
         return "co3d"
+    if gobjaverse.looks_like_gobjaverse(fs, root):
+        return "gobjaverse"
     return None
 
 
 def _listers() -> dict:
     return {"folder": _list_folder, "table": list_table, "webdataset": list_tars, "hf": _list_hf,
             "scenes": _list_scenes, "subjects": _list_subjects, "dl3dv": dl3dv.list_dl3dv,
-            "hypersim": hypersim.list_hypersim, "journeydb": journeydb.list_journeydb, "co3d": co3d.list_co3d}
+            "hypersim": hypersim.list_hypersim, "journeydb": journeydb.list_journeydb, "co3d": co3d.list_co3d,
+            "gobjaverse": gobjaverse.list_gobjaverse}
 
 
 def iter_items(spec: SourceSpec) -> Iterator[dict]:
@@ -133,6 +139,8 @@ def iter_items(spec: SourceSpec) -> Iterator[dict]:
     listers = _listers()
     if kind not in listers:
         raise SourceError(f"unknown source kind {kind!r}; use one of {sorted(listers)}")
+    if spec.ids and kind != "gobjaverse":
+        raise SourceError(f"--ids selects objects of a gobjaverse source, not of a {kind} source")
     listed = listers[kind](spec)
     items = listed if kind in STREAMED_KINDS else iter(sorted(listed, key=lambda item: item["uri"]))
     if spec.captions:
@@ -184,6 +192,8 @@ def read_scene(spec: SourceSpec, item: dict) -> dict:
     source, views = spec.source_name, spec.max_views or None
     if item["reader"] == "dl3dv":
         return read_dl3dv_scene(item, source, views)
+    if item["reader"] == "gobjaverse":
+        return gobjaverse.read_gobjaverse_scene(item, source, views)
     reader = read_transforms_json if item["reader"] == "nerfstudio" else read_colmap
     return reader(item["path"], source=source, max_views=views)
 

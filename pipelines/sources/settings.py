@@ -18,7 +18,7 @@ from typing import Literal
 from onegen.core.config_fields import check_choices, require, setting
 
 SourceKind = Literal["auto", "folder", "table", "webdataset", "hf", "scenes", "subjects", "dl3dv", "hypersim",
-                     "journeydb", "co3d"]
+                     "journeydb", "co3d", "gobjaverse"]
 ImageFormat = Literal["jpg", "png"]
 
 
@@ -30,7 +30,7 @@ class SourceSpec:
                         flag="source", positional=True)
     kind: SourceKind = setting("what SOURCE is (default: auto, told from its files); scenes: multiview folders "
                                "with cameras; subjects: one folder of ID photos per person; dl3dv, hypersim, "
-                               "journeydb, co3d: those datasets as published", "auto")
+                               "journeydb, co3d, gobjaverse: those datasets as published", "auto")
     name: str = setting("source name used in keys (default: the path's last part)", "")
     caption_column: str = setting("table / HF source: the caption column (default: text, caption, ...)", "")
     image_column: str = setting("table / HF source: the image bytes column (default: image, jpg, ...)", "")
@@ -44,6 +44,8 @@ class SourceSpec:
                                "uid/id/key/file_name/img_path)", "")
     caption_text: str = setting("--captions: its caption column (a number for a CSV without header; default: "
                                 "caption/text/prompt)", "")
+    ids: str = setting("gobjaverse: keep only the objects this file lists (G-Objaverse ids or Objaverse uids: "
+                       "a CSV's last column, a JSON list, or one per line; e.g. LGM's 80K subset)", "")
     # URL tables (pipelines/sources/url_fetch.py); how URLs are fetched changes no kept row, so these are
     # not part of the ingest job's identity
     fetch_concurrency: int = setting("URL tables: requests in flight per ingest part", 16)
