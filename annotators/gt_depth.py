@@ -14,13 +14,13 @@ What a row's depth is: the catalog row's `meta.depth`, written at ingest by the 
   "dataset", Euclidean distance in meters to the optical centre; planar depth
   z = distance / |K^-1 [x, y, 1]| at pixel centres (x + 0.5, y + 0.5) (`planar_from_distance`).
 - `{"uri", "mask_uri", "scale_adjustment", "encoding": "co3d_depth_png16"}` (pipelines/sources/co3d.py, per
-  view of a CO3D scene, `meta.depths[i]`): a 16-bit PNG holding float16 bits, z-depth =
+  view of a CO3D scene, `meta.view_depths[i]`): a 16-bit PNG holding float16 bits, z-depth =
   png.view(float16) * scale_adjustment in the sequence's reconstruction units (not meters), valid where
   finite, > 0 and inside the 1-bit depth mask (`read_co3d_depth`, as pytorch3d/implicitron/dataset/utils.py
   `load_16big_png_depth`, `load_depth`, `load_1bit_png_mask` decode it). A scene row itself has no
   `meta.depth` (its views' depths would be depth2image samples of their own: not made yet).
 - `{"uri", "encoding": "gobjaverse_nd_exr", "camera_distance"}` (pipelines/sources/gobjaverse.py, per view of
-  a scene in `meta.view_depth`): G-Objaverse's `_nd.exr`, normal in B, G, R and PLANAR depth in A (what
+  a scene in `meta.view_depths`): G-Objaverse's `_nd.exr`, normal in B, G, R and PLANAR depth in A (what
   richdreamer's depth_warp_example.py reads as `cv2.imread(...)[..., 3]`), background where depth <
   camera_distance - 0.867 (`read_gobjaverse_depth`). EXR is decoded by core/exr.py.
 Rows without `meta.depth` get status `skipped` (photos of other sources: their depth comes from the

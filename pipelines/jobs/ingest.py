@@ -40,12 +40,14 @@ from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
 from onegen.pipelines.sources.kinds import SCENE_KINDS, SceneReader, read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
+from onegen.pipelines.sources.scene_views import view_photo_rows
 from onegen.pipelines.sources.settings import SourceSpec
 from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
 from onegen.pipelines.sources.url_fetch import FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
-RECORDED_WHEN_SET = ("max_views", "min_viewpoint_quality", "captions", "caption_key", "caption_text", "ids")  # SourceSpec fields added later
+RECORDED_WHEN_SET = ("max_views", "min_viewpoint_quality", "captions", "caption_key", "caption_text", "ids",
+                     "views_as_photos")  # SourceSpec fields added later
 
 
 @dataclass
@@ -69,7 +71,11 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
     With `images == "reference"`, rows whose bytes are kept as they are get `image_ref` instead of `image`."""
     if items and items[0]["kind"] in SCENE_KINDS:
         reader = SceneReader(spec, items)  # one reader per part: a CO3D category's annotations parsed once
-        return [scene_catalog_row(spec, limits, item, reader) for item in items]
+        scenes = [scene_catalog_row(spec, limits, item, reader) for item in items]
+        if not spec.views_as_photos:
+            return scenes
+        return [row for scene in scenes  # a rejected scene stays one reject; an accepted one, a photo per view
+                for row in ([scene] if scene["reject_reason"] else view_photo_rows(scene, limits, make_key))]
     source = spec.source_name
     kind = "subject_image" if items and items[0]["kind"] == "subjects" else "image"
     rows = []

@@ -28,7 +28,7 @@ the picture actually read (`scene_cameras.fit_intrinsics`).
 Depth: a 16-bit PNG whose uint16 values are the bits of float16 `depth / scale_adjustment`, so
 depth = png.view(float16) * scale_adjustment, non-finite values 0; z-depth (PyTorch3D's
 `get_rgbd_point_cloud` unprojects CO3D depth as z, euclidean=False). The depth mask is a 1-bit PNG,
-valid where > 0 (`load_1bit_png_mask`). The scene row's meta records, per view, `depths[i]` =
+valid where > 0 (`load_1bit_png_mask`). The scene row's meta records, per view, `view_depths[i]` =
 {"uri", "mask_uri", "scale_adjustment", "encoding": "co3d_depth_png16"} (null when the frame has no
 depth) and `foreground_masks[i]` (the `masks/` PNG's uri, or null); the decoder is
 annotators/gt_depth.py `read_co3d_depth`. Files are not checked for existence at ingest (one request per
@@ -264,7 +264,7 @@ def sequence_row(frames: list[dict], item: dict, source: str, max_views: int | N
         masks.append(fs.unstrip_protocol(posixpath.join(root, mask["path"])) if mask.get("path") else None)
     extra = {"sequence_name": item["sequence"], "category": item.get("category"),
              "viewpoint_quality_score": item.get("viewpoint_quality_score"),
-             "frame_numbers": [frame["frame_number"] for frame in frames], "depths": depths,
+             "frame_numbers": [frame["frame_number"] for frame in frames], "view_depths": depths,
              "foreground_masks": masks}
     return scene_row(source, item["uri"], READER, urls, poses, ks, extra, view_bytes=views)
 

@@ -23,7 +23,7 @@ Depth. `_nd.exr` holds the world normal in its first three channels and depth in
 depth_warp_example.py's read_dnormal takes `cv2.imread(..., IMREAD_UNCHANGED)[..., 3]` (cv2 returns
 B, G, R, A: the file's A channel), zeroes it below `|origin| - 0.867` (0.867 = sqrt(3) / 2, the
 normalised object's bounding sphere: nearer is background), and back-projects it as PLANAR depth
-(K^-1 [x, y, 1] * depth). Per view, meta `view_depth[i]` = {"uri", "encoding": "gobjaverse_nd_exr",
+(K^-1 [x, y, 1] * depth). Per view, meta `view_depths[i]` = {"uri", "encoding": "gobjaverse_nd_exr",
 "camera_distance": |origin|} (null where the view has no `_nd.exr`); annotators/gt_depth.py
 `read_gobjaverse_depth` decodes it. Whether scene views' depth becomes depth2image samples is not
 decided here (the depth_gt annotator skips scene rows).
@@ -195,5 +195,5 @@ def read_gobjaverse_scene(item: dict, source: str, max_views: int | None) -> dic
         ks.append(k)
         images.append(data)
     extra = {"gobjaverse_id": item["gobjaverse_id"], "objaverse_uid": item.get("objaverse_uid"),
-             "intrinsics_from": "; ".join(sorted(origins)), "view_depth": depth}
+             "intrinsics_from": "; ".join(sorted(origins)), "view_depths": depth}
     return scene_row(source, item["uri"], "gobjaverse", paths, poses, ks, extra, view_bytes=images)

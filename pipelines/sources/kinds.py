@@ -141,6 +141,8 @@ def iter_items(spec: SourceSpec) -> Iterator[dict]:
         raise SourceError(f"unknown source kind {kind!r}; use one of {sorted(listers)}")
     if spec.ids and kind != "gobjaverse":
         raise SourceError(f"--ids selects objects of a gobjaverse source, not of a {kind} source")
+    if spec.views_as_photos and kind not in SCENE_KINDS:
+        raise SourceError(f"--views-as-photos turns scenes' views into photos; a {kind} source has no scenes")
     listed = listers[kind](spec)
     items = listed if kind in STREAMED_KINDS else iter(sorted(listed, key=lambda item: item["uri"]))
     if spec.captions:

@@ -46,6 +46,9 @@ class SourceSpec:
                                 "caption/text/prompt)", "")
     ids: str = setting("gobjaverse: keep only the objects this file lists (G-Objaverse ids or Objaverse uids: "
                        "a CSV's last column, a JSON list, or one per line; e.g. LGM's 80K subset)", "")
+    views_as_photos: bool = setting("scene kinds: each view becomes a photo with its camera and the source's own "
+                                    "depth (depth2image from ground truth); ingest again without it, under another "
+                                    "--name, for multiview", False)
     # URL tables (pipelines/sources/url_fetch.py); how URLs are fetched changes no kept row, so these are
     # not part of the ingest job's identity
     fetch_concurrency: int = setting("URL tables: requests in flight per ingest part", 16)

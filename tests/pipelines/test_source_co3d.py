@@ -166,7 +166,7 @@ def test_rows_reasons_and_cameras(counted):
     np.testing.assert_allclose(c2w, truth["c2w"], atol=1e-9)
     np.testing.assert_allclose(meta["cameras"][1]["K"], truth["K"], atol=1e-9)
     assert good["view_uris"][2] == f"{url}/toys/seq_a/images/frame000002.jpg"
-    assert meta["depths"][2] == {"uri": f"{url}/toys/seq_a/depths/frame000002.jpg.geometric.png",
+    assert meta["view_depths"][2] == {"uri": f"{url}/toys/seq_a/depths/frame000002.jpg.geometric.png",
                                  "mask_uri": f"{url}/toys/seq_a/depth_masks/frame000002.png",
                                  "scale_adjustment": SCALE, "encoding": "co3d_depth_png16"}
     assert meta["foreground_masks"][0] == f"{url}/toys/seq_a/masks/frame000000.png"
@@ -215,7 +215,7 @@ def test_gt_depth_reads_a_co3d_view(counted):
     url, truth = counted
     items = [i for i in list_items(SourceSpec(url)) if i.get("sequence") == "seq_a"]
     (row,) = ingest_rows(SourceSpec(url), LIMITS, items)
-    depth_entry = json.loads(row["meta"])["depths"][1]
+    depth_entry = json.loads(row["meta"])["view_depths"][1]
     decoded, valid = read_co3d_depth(depth_entry["uri"], depth_entry["scale_adjustment"], depth_entry["mask_uri"])
     expected = (truth["depth"][1] / SCALE).astype(np.float16).astype(np.float64) * SCALE
     np.testing.assert_array_equal(decoded[valid], expected[valid])

@@ -126,8 +126,8 @@ def test_cameras_round_trip_and_intrinsics_follow_the_picture(gobjaverse):
 def test_render_depth_recorded_per_view_and_decoded(gobjaverse):
     spec = SourceSpec(str(gobjaverse))
     rows = {item["gobjaverse_id"]: read_scene(spec, item) for item in list_items(spec)}
-    assert json.loads(rows["0/10007"]["meta"])["view_depth"] == [None] * VIEWS  # no _nd.exr: recorded as none
-    entries = json.loads(rows["0/10005"]["meta"])["view_depth"]
+    assert json.loads(rows["0/10007"]["meta"])["view_depths"] == [None] * VIEWS  # no _nd.exr: recorded as none
+    entries = json.loads(rows["0/10005"]["meta"])["view_depths"]
     assert [e["uri"].rsplit("/", 1)[1] for e in entries] == [f"{i:05d}_nd.exr" for i in range(VIEWS)]
     assert entries[1]["encoding"] == "gobjaverse_nd_exr"
     assert entries[1]["camera_distance"] == pytest.approx(np.linalg.norm(look_at_origin(1)[:3, 3]))
