@@ -374,7 +374,7 @@ def cameras_from_rays(
     return [camera_from_rays(r, k, width, height, stride) for r, k in zip(rays, ks, strict=True)]
 
 
-# --- metric -----------------------------------------------------------------------------------
+# --- alignment (the camera-centre metric is evaluation/camera_metrics.py's) ---------------------------
 def align_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Umeyama: the similarity (s, R, t) minimising sum ||s R src_i + t - dst_i||^2; returns aligned src."""
     mu_s, mu_d = src.mean(0), dst.mean(0)
@@ -385,19 +385,3 @@ def align_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     var = (xs**2).sum() / len(src)
     scale = float((sig * np.diag(fix)).sum() / var) if var > 0 else 1.0
     return scale * xs @ rotation.T + mu_d
-
-
-def camera_centre_accuracy(pred_centres: np.ndarray, gt_centres: np.ndarray, threshold: float = 0.3) -> float:
-    """RayDiffusion's camera-centre accuracy: the fraction of cameras whose aligned centre is close.
-
-    Exactly: the predicted centres (N, 3) are aligned to the ground truth (N, 3) by the least-squares
-    similarity (Umeyama, scale + rotation + translation); the scene scale is the largest distance
-    of a ground-truth centre from the ground-truth centroid; a camera counts as correct when its
-    aligned centre is within `threshold * scene scale` of its ground-truth centre. N >= 3 makes the
-    alignment meaningful (with 1-2 cameras it is always exact).
-    """
-    pred, gt = np.asarray(pred_centres, np.float64), np.asarray(gt_centres, np.float64)
-    aligned = align_similarity(pred, gt)
-    scene_scale = float(np.linalg.norm(gt - gt.mean(0), axis=-1).max())
-    errors = np.linalg.norm(aligned - gt, axis=-1)
-    return float(np.mean(errors <= threshold * scene_scale))

@@ -17,7 +17,6 @@ from onegen.annotators.cameras_annotator import CamerasAnnotator  # noqa: E402
 from onegen.core.camera_geometry import (  # noqa: E402
     RAY_SCALE,
     camera0_c2w,
-    camera_centre_accuracy,
     camera_from_rays,
     first_camera_frame,
     latent_to_rays,
@@ -159,17 +158,6 @@ def test_ray_layout_and_scale_match_direct_construction():
         expected = RAY_SCALE * np.array([*d, *m, *d, *m, *d, m[0]])
         assert RAY_SCALE == 1.658
         np.testing.assert_allclose(latent[:, i, j], expected, atol=1e-12)
-
-
-def test_centre_accuracy_is_one_for_true_or_similar_cameras_and_drops_when_perturbed():
-    rng = np.random.default_rng(4)
-    gt = rng.normal(size=(8, 3))
-    similar = 2.5 * gt @ random_rotation(rng).T + np.array([1.0, -3.0, 0.5])
-    assert camera_centre_accuracy(gt, gt) == 1.0
-    assert camera_centre_accuracy(similar, gt) == pytest.approx(1.0)
-    perturbed = gt.copy()
-    perturbed[:3] += rng.normal(size=(3, 3)) * 3.0  # three cameras far off
-    assert camera_centre_accuracy(perturbed, gt) < 1.0
 
 
 # --- the annotator ----------------------------------------------------------------------------
