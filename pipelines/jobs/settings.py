@@ -67,7 +67,8 @@ class BuildConfig:
     policies: tuple[str, ...] = setting(
         "a per-source policy SOURCE.FIELD=VALUE (SOURCE a catalog source or '*' for the others; repeatable): "
         "caption=original|dense|random|token, dense=STORE|source.COLUMN (where the dense caption comes from), "
-        "stores=STORE,... (which store makes a task two stores make, e.g. hypersim.stores=depth_gt)",
+        "stores=STORE,... (which store makes a task two stores make, e.g. hypersim.stores=depth_gt), "
+        "filters=FILTER (a --filter for this source's rows only, e.g. laion.filters='source.punsafe<0.1')",
         (), flag="policy", repeat=True, metavar="SOURCE.FIELD=VALUE")
 
     def __post_init__(self) -> None:
