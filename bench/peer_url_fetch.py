@@ -14,7 +14,9 @@ concurrency: img2dataset 2 processes x 16 threads, `--resize_mode no`, `--retrie
 (img2dataset decodes it to check, onegen decodes, hashes and normalises it) and write their output
 (WebDataset tars vs catalog Parquet parts). Printed: walls, images/s, the ratio onegen / img2dataset
 (goal >= 1.0), and the failures by reason on both sides (img2dataset's per-shard Parquet status and
-error_message, onegen's rejects table). Results: bench/results/peer_url_fetch.txt.
+error_message, onegen's rejects table). Each tool also fetches the first `--small` URLs (default a tenth) in a
+run of its own: (N - n) / (T_N - T_n) is its marginal rate, the fixed start-up of either process (onegen's
+CLI and Ray, img2dataset's pool) taken out, the rate a long job runs at. Results: bench/results/peer_url_fetch.txt.
 """
 
 from __future__ import annotations
@@ -112,7 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--venv", default="/tmp/i2d")
+    parser.add_argument("--small", type=int, default=0, help="URLs of the start-up run (default: a tenth)")
     args = parser.parse_args()
+    small = args.small or max(1, args.images // 10)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -124,16 +128,25 @@ def main() -> None:
     try:
         port = ports.get(timeout=30)
         urls = [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(args.images)]
-        table = work / "urls.parquet"
-        pq.write_table(pa.table({"url": urls, "caption": [f"photo {i}" for i in range(args.images)]}), table)
-        i2d = timed([str(venv / "bin" / "img2dataset"), "--url_list", str(table), "--input_format", "parquet",
-                     "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset",
-                     "--output_folder", str(work / "i2d"), "--processes_count", "2", "--thread_count", "16",
-                     "--resize_mode", "no", "--retries", "2", "--number_sample_per_shard", "1000",
-                     "--enable_wandb", "False"])
-        onegen = timed([sys.executable, "-m", "onegen.pipelines.cli.main", "ingest", str(table), "--out",
-                        str(work / "og"), "--no-progress", "--fetch-concurrency", "16"])
-        theirs, ours = img2dataset_reasons(work / "i2d"), onegen_reasons(work / "og")
+        tables = {}
+        for name, count in (("all", args.images), ("small", small)):
+            tables[name] = work / f"urls-{name}.parquet"
+            pq.write_table(pa.table({"url": urls[:count], "caption": [f"photo {i}" for i in range(count)]}), tables[name])
+
+        def i2d_run(name: str) -> float:
+            return timed([str(venv / "bin" / "img2dataset"), "--url_list", str(tables[name]), "--input_format",
+                          "parquet", "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset",
+                          "--output_folder", str(work / f"i2d-{name}"), "--processes_count", "2", "--thread_count",
+                          "16", "--resize_mode", "no", "--retries", "2", "--number_sample_per_shard", "1000",
+                          "--enable_wandb", "False"])
+
+        def onegen_run(name: str) -> float:
+            return timed([sys.executable, "-m", "onegen.pipelines.cli.main", "ingest", str(tables[name]), "--out",
+                          str(work / f"og-{name}"), "--name", "urls", "--no-progress", "--fetch-concurrency", "16"])
+
+        i2d, onegen = i2d_run("all"), onegen_run("all")
+        i2d_small, onegen_small = i2d_run("small"), onegen_run("small")
+        theirs, ours = img2dataset_reasons(work / "i2d-all"), onegen_reasons(work / "og-all")
     finally:
         server.terminate()
         shutil.rmtree(work, ignore_errors=True)
@@ -145,6 +158,9 @@ def main() -> None:
     print(f"img2dataset {i2d:6.1f}s {args.images / i2d:7.1f} URLs/s  outcomes {dict(theirs)}")
     print(f"onegen      {onegen:6.1f}s {args.images / onegen:7.1f} URLs/s  outcomes {dict(ours)}")
     print(f"ratio onegen / img2dataset URLs/s: {i2d / onegen:.2f} (goal >= 1.0)")
+    theirs_rate, ours_rate = (args.images - small) / (i2d - i2d_small), (args.images - small) / (onegen - onegen_small)
+    print(f"start-up runs ({small} URLs): img2dataset {i2d_small:.1f}s, onegen {onegen_small:.1f}s; marginal rate "
+          f"img2dataset {theirs_rate:.1f} URLs/s, onegen {ours_rate:.1f} URLs/s, ratio {ours_rate / theirs_rate:.2f}")
 
 
 if __name__ == "__main__":
