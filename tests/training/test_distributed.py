@@ -30,7 +30,7 @@ from onegen.manifests.shard_writer import Sample, ShardWriter  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 TASKS = ("text2image", "canny2image")
-# validation at step 0 and 3 on 5 samples (3 text2image, 2 canny2image): rank 0 takes 3 samples in 2 batches,
+# validation at step 0 and 3 on 5 samples (3 canny2image, 2 text2image: families interleave in name order): rank 0 takes 3 samples in 2 batches,
 # rank 1 two in one, so rank 1 runs a filler batch (FSDP2 needs every rank in every forward)
 VAL = {"val-every": "3", "val-samples": "5", "val-timesteps": "2"}
 
@@ -219,7 +219,7 @@ def test_validation_and_grad_norm_under_ddp_and_fsdp2_match_one_process(ddp_run,
             for name, run in (("ddp", ddp_run), ("fsdp", fsdp_run))}
     for records in logs.values():  # rank 0 alone writes; later tests' resumes may append step 5
         assert [r["step"] for r in records][:2] == [0, 3]
-        assert records[0]["samples"] == {"text2image": 3, "image2image": 2}  # both ranks' slices, all-reduced
+        assert records[0]["samples"] == {"image2image": 3, "text2image": 2}  # both ranks' slices, all-reduced
     for ddp, fsdp in zip(logs["ddp"][:2], logs["fsdp"][:2], strict=True):
         for family, value in ddp["families"].items():
             assert fsdp["families"][family] == pytest.approx(value, rel=1e-4)
