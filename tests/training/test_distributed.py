@@ -30,8 +30,9 @@ from onegen.manifests.shard_writer import Sample, ShardWriter  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 TASKS = ("text2image", "canny2image")
-# validation at step 0 and 3 on 5 samples (3 canny2image, 2 text2image: families interleave in name order): rank 0 takes 3 samples in 2 batches,
-# rank 1 two in one, so rank 1 runs a filler batch (FSDP2 needs every rank in every forward)
+# validation at step 0 and 3 on 5 samples (families interleave in name order: 3 canny2image, 2 text2image):
+# rank 0 takes 3 samples in 2 batches, rank 1 two in one, so rank 1 runs a filler batch (FSDP2 needs every
+# rank in every forward)
 VAL = {"val-every": "3", "val-samples": "5", "val-timesteps": "2"}
 
 
