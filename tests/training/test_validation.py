@@ -185,3 +185,23 @@ def test_val_settings_are_checked():
         config_from_values({"val_fraction": 1.0})
     assert not config_from_values({"val_every": 0, "val_shards": "x"}).validates
     assert config_from_values({"val_shards": "x"}).validates  # default val_every 500
+
+
+def test_validation_and_checkpoint_keys_of_a_recipe_reach_the_trainer(tmp_path):
+    import json as json_module
+
+    from onegen.pipelines.cli.main import build_parser
+    from onegen.pipelines.recipe.parse import load_recipe
+    from onegen.training.train import config_from_args
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('root = "d"\nshards = "s"\n[[sources]]\npath = "p"\n[train]\nval_shards = "val"\n'
+                      "val_every = 50\nval_samples = 16\nval_timesteps = 4\nval_ema = false\nkeep_checkpoints = 5\n")
+    written = tmp_path / "train.json"
+    written.write_text(json_module.dumps(load_recipe(str(recipe)).train))
+    config = config_from_args(build_parser().parse_args(["train", "--config", str(written), "--val-every", "25"]))
+    assert config.val_shards == str(tmp_path / "val")  # relative to the recipe, like out and shards
+    assert (config.val_every, config.val_samples, config.val_timesteps, config.val_ema, config.keep_checkpoints) == (
+        25, 16, 4, False, 5)
+    fraction = config_from_args(build_parser().parse_args(["train", "--val-fraction", "0.02"]))
+    assert fraction.val_fraction == 0.02 and fraction.data.holdout == 0.02 and fraction.keep_checkpoints == 3
