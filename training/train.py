@@ -218,12 +218,13 @@ def train(config: TrainConfig) -> dict:
     from onegen.core.job_output import progress_stream
 
     rank, world, device = setup_distributed()
+    # before the model is built: a validation set that matches nothing is refused at once
+    validator = Validator.create(config, rank, world) if config.validates else None
     trainer = Trainer.create(config, rank, world, device)
     data = LoaderPart(config.data)
     checkpointer = Checkpointer(config.out, trainer.checkpoint_parts(),
                                 {"rng": RngState(trainer.loss_generator), "loader": data}, training_meta(config),
                                 keep=config.keep_checkpoints or None)
-    validator = Validator.create(config, rank, world) if config.validates else None
     start, checkpoint = checkpointer.resume()
     batches = data.start()
     writer = _tensorboard(config, rank)
