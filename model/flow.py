@@ -84,12 +84,27 @@ def flow_loss(model: Denoiser, x0: torch.Tensor, caption: torch.Tensor, caption_
     x0 (B, C, V, H, W) clean latents. Every view gets its own sigma (`sample_sigma`); views in `clean`
     ((B, V) bool, None: none) get sigma 0 and are left out of the loss. `generator` (on x0's device)
     makes sigma and noise reproducible: sigma is drawn first, then the noise, both for every view.
+    The loss itself is `flow_loss_at` (validation calls it with fixed sigmas and seeded noise).
     """
     B, _, V = x0.shape[:3]
     if clean is None:
         clean = torch.zeros(B, V, dtype=torch.bool, device=x0.device)
     sigma = sample_sigma(B, V, shift, generator, x0.device).masked_fill(clean, 0.0)  # (B, V)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # (B, C, V, H, W)
+    return flow_loss_at(model, x0, noise, sigma, caption, caption_mask, clean)
+
+
+def flow_loss_at(model: Denoiser, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor,
+                 caption: torch.Tensor, caption_mask: torch.Tensor, clean: torch.Tensor | None = None) -> FlowLoss:
+    """The flow-matching loss at given noise levels: x_sigma = (1 - sigma) x0 + sigma noise, target noise - x0.
+
+    x0, noise (B, C, V, H, W); sigma (B, V) in [0, 1] (the model sees t = 1000 sigma); `clean` (B, V) bool
+    views out of the loss (None: every view in it). The one loss of training (`flow_loss`) and of
+    validation at fixed timesteps (training/validation.py), so both measure the same objective.
+    """
+    B, _, V = x0.shape[:3]
+    if clean is None:
+        clean = torch.zeros(B, V, dtype=torch.bool, device=x0.device)
     s = sigma[:, None, :, None, None].to(x0.dtype)  # (B, 1, V, 1, 1)
     v = model((1 - s) * x0 + s * noise, 1000 * sigma, caption, caption_mask)  # (B, C, V, H, W)
     err = (v.float() - (noise - x0).float()).pow(2).mean(dim=(1, 3, 4))  # (B, V)

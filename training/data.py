@@ -23,6 +23,10 @@ generated; 2 image views: image from condition or, with `reverse_prob`, conditio
 images (pose estimation), else a random non-empty subset of images from the others, rays clean.
 Caption dropout (CFG) clears a row's mask.
 
+Held-out samples (`holdout` f, the run's --val-fraction): a sample whose key hashes below f (`held_out`) is
+skipped by every stream, before decoding, so training never sees the validation samples; the skip is a
+function of the key alone, so it changes neither resume nor the split by node.
+
 Batch dict: "views" list of V tensors, (B, 3, H, W) in [-1, 1] for "pixels" views or (B, 16, h, w) for
 "latent"/"ray" views; "kinds" tuple of V kinds; "generate" (B, V) bool; "keep_caption" (B,) bool;
 "prompt" list[str]; "task"/"family"/"key" list[str]; with precomputed text "t5" (B, L, D) float32 and
@@ -38,6 +42,7 @@ pending samples by seeking, so resuming at step N costs the same for every N.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -66,6 +71,15 @@ VIEW_MEMBER = re.compile(r"^(img|lat|ray)(\d+)\.(jpg|jpeg|png|npy)$")
 
 
 family_of = task_family  # token -> family (None for a token without a row in core/tasks.py)
+_MAX_HELD_OUT_RUN = 10_000  # consecutive held-out samples after which a family stream is taken to hold no other
+
+
+def held_out(key: str, fraction: float) -> bool:
+    """Whether a sample key is in the held-out (validation) fraction: the first 8 bytes of sha256(key) as a
+    number in [0, 1) below `fraction`. Stable across runs, ranks and workers (no seed)."""
+    if fraction <= 0:
+        return False
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64 < fraction
 
 
 def family_shards(config: DataConfig) -> dict[str, list[str]]:
@@ -272,7 +286,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
             rng = self._restore(self.states[local], sources, pending)
         while True:
             family = rng.choices(self.families, self.weights)[0]
-            raw = next(sources[family])
+            raw = self._next_kept(sources[family], family)
             item = prepare(raw.members, family, self.config, rng)
             group = pending.setdefault((item["kinds"], item["size"]), [])
             group.append((item, (family, list(raw.ref), [item["generate"], item["keep_caption"]])))
@@ -283,6 +297,15 @@ class ShardBatches(torch.utils.data.IterableDataset):
                 batch["loader_state"] = {"stream": local, "state": state,
                                          "reads": sum(s.reads for s in sources.values())}
                 yield batch
+
+    def _next_kept(self, source: ShardStream, family: str):
+        """The stream's next sample that is not held out (`held_out`)."""
+        for _ in range(_MAX_HELD_OUT_RUN):
+            raw = next(source)
+            if not held_out(raw.members["__key__"], self.config.holdout):
+                return raw
+        raise ValueError(f"family {family!r}: {_MAX_HELD_OUT_RUN} samples in a row are held out for validation "
+                         f"(holdout {self.config.holdout}); its shards hold too few samples to train on")
 
     def _restore(self, state: dict, sources: dict[str, ShardStream], pending: dict) -> random.Random:
         """Put the streams, pending batches and mixing RNG back as `state` recorded them."""

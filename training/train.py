@@ -13,9 +13,17 @@ condition views (the loader's roles) clean and out of the loss.
 
 Distributed: under torchrun (WORLD_SIZE > 1) the model is wrapped in DDP, or sharded with FSDP2
 `fully_shard` per block when `fsdp` is set (default for the 2.8B preset). bf16 autocast on CUDA only.
-Logs: tqdm, and TensorBoard scalars loss/<family> per step under OUT/tb (from the loss's own per-sample
-errors); at each checkpoint an image `samples/<family>` per family seen since the last one
+Logs: tqdm, and TensorBoard scalars loss/all, loss/<family> per step under OUT/tb (from the loss's own
+per-sample errors) and train/grad_norm (the total gradient norm before clipping, what `clip_grad_norm_`
+returns; under FSDP2 that is a DTensor, made the full norm over every shard with `full_tensor()`); at each
+checkpoint an image `samples/<family>` per family seen since the last one
 (`train_logs.sample_grid`). `data_log` (debug) writes OUT/data_log/rank{N}.jsonl (`train_logs.log_data`).
+
+Validation (training/validation.py; `--val-shards` or `--val-fraction`, `--val-every N`): the flow-matching loss
+per task family at fixed stratified timesteps, of the EMA (`--val-ema`, default) or the raw model, at step 0 of
+a fresh run, every N steps and at the last step; TensorBoard val/loss/<family> and val/loss beside the training
+loss, and one JSON line per evaluation in OUT/val.jsonl. It draws from no training RNG, so a run's training
+losses are the same with validation on or off. `--keep-checkpoints K` keeps the newest K step folders.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ from onegen.training.checkpoint import Checkpointer, ModelState, OptimizerState,
 from onegen.training.data import DataConfig, Loader, batch_caption, batch_latents, make_loader
 from onegen.training.train_config import TrainConfig, config_from_args
 from onegen.training.train_logs import family_samples, log_data, sample_grid, unwrap
+from onegen.training.validation import Validator, record
 
-__all__ = ["Ema", "LoaderPart", "TrainConfig", "Trainer", "config_from_args", "train"]
+__all__ = ["Ema", "LoaderPart", "StepResult", "TrainConfig", "Trainer", "config_from_args", "train"]
 
 
 # --------------------------------------------------------------------------- setup
@@ -126,6 +135,22 @@ class LoaderPart:
         self.restored = state
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step reports: the loss, the mean loss per task family of the batch's samples, and the
+    total gradient norm before clipping (over every rank's shard under FSDP2)."""
+
+    loss: float
+    per_family: dict[str, float]
+    grad_norm: float
+
+
+def full_norm(norm: torch.Tensor) -> float:
+    """`clip_grad_norm_`'s total norm as a float; under FSDP2 it is a DTensor of per-shard partial norms, and
+    `full_tensor()` reduces it to the norm of the whole gradient (every rank calls this together)."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
 @dataclass
 class Trainer:
     """The model under training and everything one optimizer step needs; `step(batch)` takes that step.
@@ -162,8 +187,8 @@ class Trainer:
         return {"model": ModelState(self.model), "optimizer": OptimizerState(self.model, self.optimizer),
                 "ema": self.ema}
 
-    def step(self, batch: dict) -> tuple[float, dict[str, float]]:
-        """One optimizer step; returns (loss, {family: mean loss of its samples in this batch})."""
+    def step(self, batch: dict) -> StepResult:
+        """One optimizer step; returns its loss, {family: mean loss of its samples in this batch}, grad norm."""
         config, device = self.config, self.device
         x0 = batch_latents(batch, self.vae).to(device)  # (B, 16, V, h, w)
         caption, mask = batch_caption(batch, self.text_encoder)  # (B, L, D), (B, L)
@@ -174,13 +199,13 @@ class Trainer:
             out = flow_loss(self.model, x0, caption, mask, clean, config.shift, self.loss_generator)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip))
         self.optimizer.step()
         self.ema.update(self.model)
         per_family: dict[str, list[float]] = {}
         for family, value in zip(batch["family"], out.per_sample().cpu().tolist(), strict=True):
             per_family.setdefault(family, []).append(value)
-        return out.loss.item(), {f: sum(v) / len(v) for f, v in per_family.items()}
+        return StepResult(out.loss.item(), {f: sum(v) / len(v) for f, v in per_family.items()}, grad_norm)
 
 
 # --------------------------------------------------------------------------- loop
@@ -193,30 +218,45 @@ def train(config: TrainConfig) -> dict:
     from onegen.core.job_output import progress_stream
 
     rank, world, device = setup_distributed()
+    # before the model is built: a validation set that matches nothing is refused at once
+    validator = Validator.create(config, rank, world) if config.validates else None
     trainer = Trainer.create(config, rank, world, device)
     data = LoaderPart(config.data)
     checkpointer = Checkpointer(config.out, trainer.checkpoint_parts(),
-                                {"rng": RngState(trainer.loss_generator), "loader": data}, training_meta(config))
+                                {"rng": RngState(trainer.loss_generator), "loader": data}, training_meta(config),
+                                keep=config.keep_checkpoints or None)
     start, checkpoint = checkpointer.resume()
     batches = data.start()
     writer = _tensorboard(config, rank)
+
+    def validate(step: int) -> None:
+        result = validator.evaluate(trainer.model, step, device, trainer.ema.shadow if config.val_ema else None,
+                                    trainer.vae, trainer.text_encoder)
+        if rank == 0:
+            record(result, config.out, writer)
+
+    if validator is not None and start == 0 and config.steps > 0:  # the baseline of a fresh run
+        validate(0)
     losses = []
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
                disable=rank != 0 or not config.progress, desc="train", file=progress_stream())
     recent: dict[str, dict] = {}  # family -> its latest samples, for the checkpoint-time grids
     for step in bar:
         batch = next(batches)
-        loss, per_family = trainer.step(batch)
-        losses.append(loss)
+        result = trainer.step(batch)
+        losses.append(result.loss)
         if config.data_log:
-            log_data(config.out, rank, step + 1, batch, trainer.model, trainer.ema.shadow)
+            log_data(config.out, rank, step + 1, batch, trainer.model, trainer.ema.shadow, result.grad_norm)
         if writer is not None:
-            writer.add_scalar("loss/all", loss, step + 1)
-            for family, value in per_family.items():
+            writer.add_scalar("loss/all", result.loss, step + 1)
+            writer.add_scalar("train/grad_norm", result.grad_norm, step + 1)
+            for family, value in result.per_family.items():
                 writer.add_scalar(f"loss/{family}", value, step + 1)
             recent.update(family_samples(batch, config.sample_rows))
         if (step + 1) % config.log_every == 0:
-            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.set_postfix(loss=f"{result.loss:.4f}", grad_norm=f"{result.grad_norm:.3f}")
+        if validator is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.steps):
+            validate(step + 1)
         if (step + 1) % config.ckpt_every == 0 or step + 1 == config.steps:
             checkpoint = checkpointer.save(step + 1)
             if writer is not None:

@@ -9,7 +9,15 @@ flags (`--bf16` / `--no-bf16`), tuples arrive as JSON, and the loader's fields a
 file). The seven loader fields that were TrainConfig's own before the nesting (shards, batch_size, buckets,
 task_weights, caption_dropout, shuffle_buffer, num_workers) also keep their bare names (`--shards`,
 `"batch_size"` in a train.json written by an older run or by a recipe), so nothing written before breaks.
-`DataConfig.seed` is not a setting of its own here: the data order follows the run's `--seed`, as before.
+`DataConfig.seed` is not a setting of its own here: the data order follows the run's `--seed`, as before;
+nor is `DataConfig.holdout`: it is the run's `--val-fraction`, so the samples validated on are never trained on.
+
+Validation (training/validation.py): `--val-shards FOLDER` (a shards folder, like --shards) or
+`--val-fraction F` (a held-out fraction of the training shards' samples, chosen by key hash); every
+`--val-every N` steps (0: off; also at step 0 of a fresh run and at the last step) the flow-matching loss per
+task family at `--val-timesteps K` fixed sigmas over at most `--val-samples` samples, of the EMA
+(`--val-ema`, default) or the raw model. `--keep-checkpoints K` keeps the newest K complete checkpoints
+(0: all).
 `PRESET_NAMES` lists the Next-DiT presets of model/nextdit.py (a test checks they agree).
 """
 
@@ -59,6 +67,7 @@ class DataConfig:
     pose_prob: float = setting("multiview: probability that a sample generates every ray view from its clean "
                                "images (pose estimation) instead of some images from the others", 0.2)
     seed: int = setting("seed of the data order", 0)
+    holdout: float = setting("fraction of the samples held out of the stream by key hash (`data.held_out`)", 0.0)
     num_workers: int = setting("data loader worker processes", 0)
 
     def __post_init__(self) -> None:
@@ -73,6 +82,7 @@ class DataConfig:
             require(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
         require(self.shuffle_buffer >= 1, f"shuffle_buffer must be at least 1, got {self.shuffle_buffer}")
         require(self.num_workers >= 0, f"num_workers must be 0 or more, got {self.num_workers}")
+        require(0.0 <= self.holdout < 1.0, f"holdout must be in [0, 1), got {self.holdout}")
 
 
 _LEGACY = ("shards", "batch_size", "buckets", "task_weights", "caption_dropout", "shuffle_buffer", "num_workers")
@@ -108,14 +118,37 @@ class TrainConfig:
     progress: bool = setting("progress bar on rank 0", True)
     sample_rows: int = setting("samples per family in the checkpoint-time TensorBoard grid (0: none)", 4)
     data_log: bool = setting("debug: OUT/data_log/rank{N}.jsonl of the keys seen every step", False)
+    keep_checkpoints: int = setting("newest complete checkpoints kept (0: keep all)", 3)
+    val_shards: str = setting("shards folder to validate on (like --shards); or use --val-fraction", "")
+    val_fraction: float = setting("hold out this fraction of the training shards' samples (by key hash) for "
+                                  "validation; the training stream never yields them", 0.0)
+    val_every: int = setting("steps between validation losses (0: off); also at step 0 and the last step", 500)
+    val_samples: int = setting("validate on at most this many samples (the first ones of the validation stream)",
+                               256)
+    val_timesteps: int = setting("K: validation sigmas t_k = (k + 0.5) / K, k = 0..K-1", 8)
+    val_ema: bool = setting("validate the EMA weights (what `export --ema` / `sample` use); --no-val-ema: the "
+                            "raw model, which moves sooner early in a run", True)
     data: DataConfig = group(lambda: DataConfig(num_workers=2), "the shard loader", prefix="data.",
-                             legacy=_LEGACY, derived=("seed",))
+                             legacy=_LEGACY, derived=("seed", "holdout"))
 
     def __post_init__(self) -> None:
         require(0.0 <= self.clean_condition_prob <= 1.0,
                 f"clean_condition_prob must be in [0, 1], got {self.clean_condition_prob}")
-        if self.data.seed != self.seed:  # the data order follows the run's seed (module docstring)
-            object.__setattr__(self, "data", replace(self.data, seed=self.seed))
+        require(self.keep_checkpoints >= 0, f"keep_checkpoints must be 0 (all) or more, got {self.keep_checkpoints}")
+        require(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        require(not (self.val_shards and self.val_fraction > 0),
+                "give --val-shards or --val-fraction, not both")
+        require(self.val_every >= 0, f"val_every must be 0 (off) or more, got {self.val_every}")
+        require(self.val_samples >= 1, f"val_samples must be at least 1, got {self.val_samples}")
+        require(self.val_timesteps >= 1, f"val_timesteps must be at least 1, got {self.val_timesteps}")
+        # the data order follows the run's seed, and the training stream skips the held-out samples
+        if (self.data.seed, self.data.holdout) != (self.seed, self.val_fraction):
+            object.__setattr__(self, "data", replace(self.data, seed=self.seed, holdout=self.val_fraction))
+
+    @property
+    def validates(self) -> bool:
+        """Whether the run computes validation losses (a validation set and a positive `val_every`)."""
+        return self.val_every > 0 and bool(self.val_shards or self.val_fraction > 0)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

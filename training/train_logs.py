@@ -86,12 +86,14 @@ def param_digest(model: torch.nn.Module) -> str:
 
 
 def log_data(out: str, rank: int, step: int, batch: dict, model: torch.nn.Module,
-             ema: dict[str, torch.Tensor]) -> None:
+             ema: dict[str, torch.Tensor], grad_norm: float | None = None) -> None:
     """Append {"step", "keys", "params" (`param_digest`), "ema" (digest of the EMA), "wrapper" (the wrapped
-    model's class name)} to OUT/data_log/rank{rank}.jsonl."""
+    model's class name), "grad_norm" (the step's total gradient norm before clipping)} to
+    OUT/data_log/rank{rank}.jsonl."""
     folder = os.path.join(out, "data_log")
     os.makedirs(folder, exist_ok=True)
     record = {"step": step, "keys": list(batch["key"]), "params": param_digest(model),
-              "ema": tensors_digest(list(ema.items())), "wrapper": type(getattr(model, "_orig_mod", model)).__name__}
+              "ema": tensors_digest(list(ema.items())), "wrapper": type(getattr(model, "_orig_mod", model)).__name__,
+              "grad_norm": grad_norm}
     with open(os.path.join(folder, f"rank{rank}.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")

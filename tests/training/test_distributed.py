@@ -4,7 +4,8 @@ model, and `onegen export` of a 2-rank checkpoint sampling the same as the in-me
 
 Every run goes through the real entry point (`python -m torch.distributed.run ... -m onegen.pipelines.cli.main
 train`) with `--data-log true`, which makes each rank write OUT/data_log/rank{N}.jsonl: per step the keys
-it trained on, a sha256 of the full parameters and of the EMA, and the wrapper's class name.
+it trained on, a sha256 of the full parameters and of the EMA, the wrapper's class name and the step's gradient
+norm; every run also validates (`VAL`), so OUT/val.jsonl holds the all-reduced validation losses.
 """
 
 import os
@@ -29,6 +30,10 @@ from onegen.manifests.shard_writer import Sample, ShardWriter  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 TASKS = ("text2image", "canny2image")
+# validation at step 0 and 3 on 5 samples (families interleave in name order: 3 canny2image, 2 text2image):
+# rank 0 takes 3 samples in 2 batches, rank 1 two in one, so rank 1 runs a filler batch (FSDP2 needs every
+# rank in every forward)
+VAL = {"val-every": "3", "val-samples": "5", "val-timesteps": "2"}
 
 
 def _png(i: int) -> bytes:
@@ -62,10 +67,10 @@ def shards(tmp_path_factory, checkpoints) -> str:
 
 def torchrun_train(shards: str, out: Path, steps: int, fsdp: bool) -> subprocess.CompletedProcess:
     """`onegen train` on 2 CPU processes; fails the test (with the output) unless it exits 0."""
-    flags = {"shards": shards, "out": str(out), "preset": "tiny", "batch-size": "2", "steps": str(steps),
+    flags = {"shards": shards, "val-shards": shards, "out": str(out), "preset": "tiny", "batch-size": "2", "steps": str(steps),
              "ckpt-every": "3", "num-workers": "0", "shuffle-buffer": "2", "progress": False,
              "caption-dropout": "0.5", "buckets": "[[64, 64]]", "data-log": True, "fsdp": fsdp,
-             "task-weights": '[["text2image", 1.0], ["image2image", 1.0]]'}
+             "task-weights": '[["text2image", 1.0], ["image2image", 1.0]]', **VAL}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "onegen.pipelines.cli.main", "train"] + [
         (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k}={v}" for k, v in flags.items()]
@@ -205,3 +210,30 @@ def test_resume_under_fsdp2_continues_exactly(fsdp_run, shards, tmp_path_factory
         assert [r["keys"] for r in resumed[rank][3:]] == [r["keys"] for r in reference[rank][3:]]
         assert [r["params"] for r in resumed[rank][3:]] == [r["params"] for r in reference[rank][3:]]
         assert resumed[rank][-1]["ema"] == reference[rank][-1]["ema"]
+
+
+def test_validation_and_grad_norm_under_ddp_and_fsdp2_match_one_process(ddp_run, fsdp_run, shards):
+    from onegen.training.train_config import config_from_values
+    from onegen.training.validation import Validator
+
+    logs = {name: [json.loads(line) for line in (run / "val.jsonl").read_text().splitlines()]
+            for name, run in (("ddp", ddp_run), ("fsdp", fsdp_run))}
+    for records in logs.values():  # rank 0 alone writes; later tests' resumes may append step 5
+        assert [r["step"] for r in records][:2] == [0, 3]
+        assert records[0]["samples"] == {"image2image": 3, "text2image": 2}  # both ranks' slices, all-reduced
+    for ddp, fsdp in zip(logs["ddp"][:2], logs["fsdp"][:2], strict=True):
+        for family, value in ddp["families"].items():
+            assert fsdp["families"][family] == pytest.approx(value, rel=1e-4)
+    config = config_from_values({"shards": shards, "val_shards": shards, "preset": "tiny", "batch_size": 2,
+                                 "buckets": [[64, 64]], "val_samples": 5, "val_timesteps": 2,
+                                 "task_weights": [["text2image", 1.0], ["image2image", 1.0]]})
+    ema = checkpoint_model(ddp_run / "checkpoints" / "step_00000003", ema=True)
+    alone = Validator.create(config).evaluate(ema, 3, torch.device("cpu"))  # one process, the saved EMA
+    for family, value in alone["families"].items():
+        assert logs["ddp"][1]["families"][family] == pytest.approx(value, rel=1e-5)
+    norms = {name: [[r["grad_norm"] for r in records[:3]] for records in data_log(run)]
+             for name, run in (("ddp", ddp_run), ("fsdp", fsdp_run))}
+    for per_rank in norms.values():
+        assert per_rank[0] == per_rank[1] and all(np.isfinite(per_rank[0])) and min(per_rank[0]) > 0
+    # FSDP2's norm is the full one (all shards), the same as DDP's of the same gradients
+    np.testing.assert_allclose(norms["fsdp"][0], norms["ddp"][0], rtol=1e-4)

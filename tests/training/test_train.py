@@ -131,7 +131,8 @@ def test_train_step_noises_every_view_unless_conditions_are_held_clean(latent_sh
         changed = dataclasses.replace(config, clean_condition_prob=prob)
         trainer = Trainer(model, optimizer, Ema(model, changed.ema_decay), changed, torch.device("cpu"),
                           torch.Generator().manual_seed(0))
-        loss, per_family = trainer.step(batch)
+        result = trainer.step(batch)
+        loss, per_family = result.loss, result.per_family
         t, generate = seen[0], batch["generate"]  # (B, V) timesteps the model saw
         assert (t[generate] > 0).all()
         assert torch.equal(t[~generate], torch.zeros(2)) if expect_clean else (t[~generate] > 0).all()
