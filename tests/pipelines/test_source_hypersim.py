@@ -69,9 +69,8 @@ def write_csv(path, scenes: dict[str, np.ndarray]) -> None:
                              **{f"M_cam_from_uv_{i}{j}": m[i, j] for i in range(3) for j in range(3)}})
 
 
-@pytest.fixture
-def hypersim(tmp_path):
-    root = tmp_path / "hypersim"
+def write_hypersim(root) -> None:
+    """Two scenes of two frames each in ml-hypersim's published layout; frame 1's depth HDF5 truncated."""
     for scene in ("ai_001_001", "ai_037_002"):
         images = root / scene / "images"
         preview = images / "scene_cam_00_final_preview"
@@ -91,7 +90,12 @@ def hypersim(tmp_path):
         write_h5(root / scene / "_detail" / "cam_00" / "camera_keyframe_orientations.hdf5", ORIENTATIONS)
         write_h5(root / scene / "_detail" / "cam_00" / "camera_keyframe_positions.hdf5", POSITIONS)
     write_csv(root / "metadata_camera_parameters.csv", {"ai_001_001": STANDARD, "ai_037_002": TILTED})
-    return root
+
+
+@pytest.fixture
+def hypersim(tmp_path):
+    write_hypersim(tmp_path / "hypersim")
+    return tmp_path / "hypersim"
 
 
 def test_one_photo_per_frame_not_per_preview(hypersim):

@@ -25,9 +25,9 @@ def write_tgz(path, members: dict[str, bytes]) -> None:
             archive.addfile(info, io.BytesIO(data))
 
 
-@pytest.fixture
-def journeydb(tmp_path):
-    train = tmp_path / "JourneyDB" / "data" / "train"
+def write_journeydb(root) -> None:
+    """Two image archives and the prompts' jsonl in JourneyDB's layout, with a `../` member and a malformed line."""
+    train = root / "data" / "train"
     (train / "imgs").mkdir(parents=True)
     write_tgz(train / "imgs" / "000.tgz", {"000/aa.jpg": jpeg(1), "000/bb.jpg": jpeg(2), "../evil.jpg": jpeg(3)})
     write_tgz(train / "imgs" / "001.tgz", {"001/cc.jpg": jpeg(4)})
@@ -35,6 +35,11 @@ def journeydb(tmp_path):
              "{not json",
              json.dumps({"img_path": "./001/cc.jpg", "prompt": "a lighthouse at dusk --ar 16:9"})]
     (train / "train_anno_realease_repath.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def journeydb(tmp_path):
+    write_journeydb(tmp_path / "JourneyDB")
     return tmp_path / "JourneyDB"
 
 
