@@ -160,7 +160,7 @@ def test_shipped_recipes_name_only_known_annotators_tasks_and_families():
     assert depth_gt.sources == ("hypersim",) and "hypersim" not in next(a for a in onegen.annotators
                                                                          if a.name == "depth").sources
     assert {a.name: a.num_gpus for a in onegen.annotators}["segment"] == 1
-    assert {s.source.kind for s in onegen.sources} >= {"scenes", "subjects"}
+    assert {s.source.kind for s in onegen.sources} >= {"subjects", "dl3dv", "hypersim", "journeydb", "gobjaverse", "co3d", "table"}
 
 
 @pytest.mark.parametrize("text, message", [
