@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,11 @@ from onegen.training.checkpoint import Checkpointer, ModelState, OptimizerState,
 from onegen.training.data import DataConfig, Loader, batch_caption, batch_latents, make_loader
 from onegen.training.train_config import TrainConfig, config_from_args
 from onegen.training.train_logs import family_samples, log_data, sample_grid, unwrap
-from onegen.training.validation import Validator, record
+from onegen.training.validation import Validator, record, record_evaluation, weights_swapped
+
+# an evaluation run while training (evaluation/in_training.py makes them for --eval-every; training/ cannot
+# import evaluation/): (model, vae, text encoder, step) -> {metric name: value or None}. Every rank calls it.
+Evaluator = Callable[[torch.nn.Module, Any, Any, int], dict[str, float | None]]
 
 __all__ = ["Ema", "LoaderPart", "StepResult", "TrainConfig", "Trainer", "config_from_args", "train"]
 
@@ -211,8 +216,9 @@ class Trainer:
 # --------------------------------------------------------------------------- loop
 
 
-def train(config: TrainConfig) -> dict:
-    """Run (or resume) training to config.steps; returns {"step", "losses", "checkpoint"}."""
+def train(config: TrainConfig, evaluators: Sequence[Evaluator] = ()) -> dict:
+    """Run (or resume) training to config.steps; returns {"step", "losses", "checkpoint"}. `evaluators` run
+    every `eval_every` steps and at the last step, on the weights validation uses (the EMA by default)."""
     from tqdm import tqdm
 
     from onegen.core.job_output import progress_stream
@@ -234,6 +240,20 @@ def train(config: TrainConfig) -> dict:
                                     trainer.vae, trainer.text_encoder)
         if rank == 0:
             record(result, config.out, writer)
+
+    def evaluate(step: int) -> None:
+        model = unwrap(trainer.model)  # the module itself: no DDP sync, no compiled graph, under no_grad
+        with weights_swapped(trainer.model, trainer.ema.shadow if config.val_ema else None):
+            was_training = model.training
+            model.eval()
+            try:
+                values: dict[str, float | None] = {}
+                for evaluator in evaluators:
+                    values.update(evaluator(model, trainer.vae, trainer.text_encoder, step))
+            finally:
+                model.train(was_training)
+        if rank == 0:
+            record_evaluation(values, step, config.out, writer)
 
     if validator is not None and start == 0 and config.steps > 0:  # the baseline of a fresh run
         validate(0)
@@ -257,6 +277,8 @@ def train(config: TrainConfig) -> dict:
             bar.set_postfix(loss=f"{result.loss:.4f}", grad_norm=f"{result.grad_norm:.3f}")
         if validator is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.steps):
             validate(step + 1)
+        if evaluators and config.eval_every and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+            evaluate(step + 1)
         if (step + 1) % config.ckpt_every == 0 or step + 1 == config.steps:
             checkpoint = checkpointer.save(step + 1)
             if writer is not None:
@@ -292,12 +314,15 @@ def _tensorboard(config: TrainConfig, rank: int):
 # --------------------------------------------------------------------------- CLI
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def run_train_command(args: argparse.Namespace,
+                      make_evaluators: Callable[[TrainConfig], Sequence[Evaluator]] = lambda config: ()) -> int:
+    """`onegen train`: the config from the flags, `make_evaluators(config)` for --eval-every (the CLI passes
+    evaluation/in_training.py's, which training/ cannot import)."""
     config = config_from_args(args)
     if config.preset == "onediffusion-2.8b" and not torch.cuda.is_available():
         print("train: note: no GPU here, and the defaults are the paper's (onediffusion-2.8b, "
               f"{config.steps} steps); on a CPU try --preset tiny --steps 200", flush=True)
-    result = train(config)
+    result = train(config, make_evaluators(config))
     if result["losses"]:
         print(f"train: step {result['step']}, last loss {result['losses'][-1]:.5f}, checkpoint {result['checkpoint']}")
     else:  # a rerun of a finished run resumes at --steps and trains nothing

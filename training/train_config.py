@@ -128,6 +128,14 @@ class TrainConfig:
     val_timesteps: int = setting("K: validation sigmas t_k = (k + 0.5) / K, k = 0..K-1", 8)
     val_ema: bool = setting("validate the EMA weights (what `export --ema` / `sample` use); --no-val-ema: the "
                             "raw model, which moves sooner early in a run", True)
+    eval_every: int = setting("steps between `onegen eval` runs on --eval-depth / --eval-camera (0: off); also at "
+                              "the last step", 0)
+    eval_depth: str = setting("a small depth set for --eval-every: <name>.npy metric depth (eval depth's folder "
+                              "layout) beside the photo <name>.png or .jpg, sides multiples of 16", "")
+    eval_camera: str = setting("a small camera set for --eval-every: <scene>/cameras.json (eval camera's folder "
+                               "layout) beside the scene's views <scene>/*.png|.jpg in camera order", "")
+    eval_items: int = setting("--eval-every: at most this many depth photos and camera scenes (the first by name)", 8)
+    eval_sample_steps: int = setting("--eval-every: sampler steps per prediction (Euler, the release schedule)", 20)
     data: DataConfig = group(lambda: DataConfig(num_workers=2), "the shard loader", prefix="data.",
                              legacy=_LEGACY, derived=("seed", "holdout"))
 
@@ -141,6 +149,12 @@ class TrainConfig:
         require(self.val_every >= 0, f"val_every must be 0 (off) or more, got {self.val_every}")
         require(self.val_samples >= 1, f"val_samples must be at least 1, got {self.val_samples}")
         require(self.val_timesteps >= 1, f"val_timesteps must be at least 1, got {self.val_timesteps}")
+        require(self.eval_every >= 0, f"eval_every must be 0 (off) or more, got {self.eval_every}")
+        require(not self.eval_every or bool(self.eval_depth or self.eval_camera),
+                "--eval-every needs --eval-depth and/or --eval-camera")
+        require(not self.eval_every or bool(self.vae and self.text_encoder),
+                "--eval-every samples predictions: it needs --vae and --text-encoder")
+        require(self.eval_items >= 1 and self.eval_sample_steps >= 1, "eval_items and eval_sample_steps must be >= 1")
         # the data order follows the run's seed, and the training stream skips the held-out samples
         if (self.data.seed, self.data.holdout) != (self.seed, self.val_fraction):
             object.__setattr__(self, "data", replace(self.data, seed=self.seed, holdout=self.val_fraction))

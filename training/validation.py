@@ -259,3 +259,16 @@ def record(result: dict, out: str, writer=None) -> None:
     os.makedirs(out, exist_ok=True)
     with open(val_log_path(out), "a") as handle:
         handle.write(json.dumps(result) + "\n")
+
+
+def record_evaluation(values: dict[str, float | None], step: int, out: str, writer=None) -> None:
+    """The `--eval-every` numbers (evaluation/in_training.py): TensorBoard scalars eval/<name> (None, an
+    evaluation with nothing scored, is left out) and one line {"step", "eval"} of OUT/val.jsonl."""
+    if writer is not None:
+        for name, value in values.items():
+            if value is not None:
+                writer.add_scalar(f"eval/{name}", value, step)
+        writer.flush()
+    os.makedirs(out, exist_ok=True)
+    with open(val_log_path(out), "a") as handle:
+        handle.write(json.dumps({"step": step, "eval": values}) + "\n")

@@ -26,6 +26,14 @@ def _lazy(module: str, function: str):
     return run
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    """`onegen train`, with the `--eval-every` evaluators of evaluation/in_training.py (imported only now)."""
+    from onegen.evaluation.in_training import training_evaluators
+    from onegen.training.train import run_train_command
+
+    return run_train_command(args, training_evaluators)
+
+
 def _run_precompute(args: argparse.Namespace) -> int:
     if args.device == "auto":
         import torch
@@ -59,7 +67,7 @@ def add_train_command(subparsers) -> None:
                     f"Presets: {_PRESETS}.")
     add_train_arguments(parser)
     add_verbose_flag(parser)
-    parser.set_defaults(run=_lazy("onegen.training.train", "_cmd_train"))
+    parser.set_defaults(run=_run_train)
 
 
 def add_export_command(subparsers) -> None:
