@@ -24,7 +24,7 @@
     out = "runs/onegen"               # + any other TrainConfig field, the `onegen train` flags'
     data.reverse_prob = 0.5           #   names; the loader's as data.X (or a [train.data] table)
 
-Relative paths (root, shards, source paths, train.out, train.val_shards) are relative to the recipe's base folder (the
+Relative paths (root, shards, source paths, train.out, train.val_shards, train.eval_depth, train.eval_camera) are relative to the recipe's base folder (the
 recipe file's folder unless `onegen run --dir` says otherwise); `{dir}` in any string is replaced by
 that folder (for annotator checkpoints next to the data, as the demo's). The `[[sources]]`, `[build]`
 and `[train]` keys are made from the jobs' settings dataclasses (core/config_fields.py), the same fields
@@ -205,7 +205,7 @@ def _train(table: dict, shards: str, base: str) -> dict[str, Any]:
 def _checked_train(values: dict[str, Any], base: str) -> dict[str, Any]:
     from onegen.training.train_config import config_from_values
 
-    for key in ("out", "val_shards"):  # the run folder and the validation shards, like the other paths
+    for key in ("out", "val_shards", "eval_depth", "eval_camera"):  # run folder, validation and eval sets
         if isinstance(values.get(key), str) and values[key]:
             values[key] = _path(values[key], base)
     try:
