@@ -41,9 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from onegen.core.config_fields import setting
+from onegen.core.tasks import CAMERA_POSE, DEBLURRING, DEPTH2IMAGE, IMAGE2IMAGE, MULTIVIEW, TASKS
 from onegen.pipelines.demo.hypersim_layout import scene_name, write_camera_csv, write_hypersim_scene
 from onegen.pipelines.demo.synthetic_scene import SceneConfig, make_scene, render
 
+IMAGE2DEPTH = TASKS[DEPTH2IMAGE].sample_as[1]  # the sampler's name of depth2image with the roles swapped
 SIZE = 64  # pixels: the catalog's minimum side, the training bucket and the sample size
 FLOAT16_RELATIVE = 2.0**-11  # half of float16's epsilon: Hypersim stores depth_meters as float16
 PNG16_STEP = 1.0 / 65535  # the depth annotator's png16 step of the normalised inverse depth
@@ -60,13 +62,13 @@ class MiniConfig:
     views_per_scene: int = setting("views given to camera_pose per held-out scene (a random subset, random "
                                    "order); also the multiview samples' view count", 3)
     samples_per_scene: int = setting("multiview samples built per training scene", 8)
-    codec_steps: int = setting("Adam steps fitting the latent codec", 300)
-    train_steps: int = setting("Next-DiT training steps", 1500)
+    codec_steps: int = setting("Adam steps fitting the latent codec", 80)
+    train_steps: int = setting("Next-DiT training steps", 3000)
     batch_size: int = setting("training batch size", 8)
     lr: float = setting("AdamW learning rate", 2e-3)
     sample_steps: int = setting("Euler steps per sample", 20)
     blur_sigma: tuple[float, float] = setting("JSON [min, max] Gaussian blur sigma (pixels) of the deblurring "
-                                              "task, training and held-out", (1.0, 2.0))
+                                              "task, training and held-out", (2.5, 3.5))
     seed: int = setting("seed of the scenes, the held-out view choice and the model", 0)
 
 
@@ -118,6 +120,21 @@ def write_inputs(config: MiniConfig, inputs: Path) -> tuple[list[Rendered], list
     return train, heldout
 
 
+def normalised_inverse_depth(z: np.ndarray) -> np.ndarray:
+    """The depth annotator's normalised inverse depth of an exact planar depth map (H, W): (1/z - low) /
+    (high - low) over surface pixels, 0 on sky (annotators/depth.py `encode_inverse_depth`)."""
+    valid = z > 0
+    inverse = np.where(valid, 1.0 / np.where(valid, z, 1.0), 0.0)
+    low, high = inverse[valid].min(), inverse[valid].max()
+    return np.where(valid, (inverse - low) / (high - low), 0.0)
+
+
+def depth_pictures(scenes: list[Rendered]) -> np.ndarray:
+    """Every frame's depth condition as the annotator renders it: (N, H, W, 3) uint8 grey, near white."""
+    maps = np.stack([normalised_inverse_depth(z.astype(np.float64)) for r in scenes for z in r.depth])  # (N, H, W)
+    return np.repeat(np.round(maps * 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def check_depth_conditions(root: str, train: list[Rendered]) -> dict:
     """Compare every `depth_gt` row the pipeline wrote with the renderer's exact depth.
 
@@ -161,14 +178,13 @@ def check_depth_conditions(root: str, train: list[Rendered]) -> dict:
     return worst
 
 
-def _cli(argv: list[str], log: list[str]) -> str:
-    """Run `onegen ARGV` in this process (the real CLI); its stdout, also kept in `log`. A non-zero exit
-    status is a bug of the run, raised."""
-    from onegen.pipelines.cli.main import main
-
+def _cli(cli, argv: list[str], log: list[str]) -> str:
+    """Run `onegen ARGV` in this process through `cli` (`onegen.pipelines.cli.main.main`, handed in by the
+    caller: the cli room sits above this one); its stdout, also kept in `log`. A non-zero exit status is a
+    bug of the run, raised."""
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(argv)
+        code = cli(argv)
     log.append(f"$ onegen {' '.join(argv)}\n{buffer.getvalue()}")
     if code != 0:
         raise RuntimeError(f"onegen {' '.join(argv)} exited {code}:\n{buffer.getvalue()}")
@@ -192,14 +208,8 @@ def write_eval_truth(config: MiniConfig, train: list[Rendered], heldout: list[Re
     from onegen.core.image_codec import decode_rgb
 
     blur = BlurAnnotator(sigma_min=config.blur_sigma[0], sigma_max=config.blur_sigma[1])
-    normalised = []  # the training depth conditions' normalised inverse depth, (H, W) each
-    for rendered in train:
-        for z in rendered.depth:
-            valid = z > 0
-            inverse = np.where(valid, 1.0 / np.where(valid, z, 1.0), 0.0)
-            low, high = inverse[valid].min(), inverse[valid].max()
-            normalised.append(np.where(valid, (inverse - low) / (high - low), 0.0))
-    mean_map = np.mean(normalised, axis=0)  # (H, W)
+    # the per-pixel mean of the training depth conditions' normalised inverse depth, (H, W)
+    mean_map = np.mean([normalised_inverse_depth(z.astype(np.float64)) for r in train for z in r.depth], axis=0)
     work = {"depth_inputs": [], "deblur_inputs": [], "camera_inputs": []}
     for s, rendered in enumerate(heldout):
         name = f"heldout-{s}"
@@ -239,13 +249,14 @@ def _write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value))
 
 
-def _eval(kind: str, predictions: Path, gt: Path, out: Path, extra: list[str], log: list[str]) -> dict:
-    _cli(["eval", kind, str(predictions), "--gt", str(gt), "--out", str(out), *extra], log)
+def _eval(onegen, kind: str, predictions: Path, gt: Path, out: Path, extra: list[str]) -> dict:
+    onegen(["eval", kind, str(predictions), "--gt", str(gt), "--out", str(out), *extra])
     return json.loads(out.read_text())
 
 
-def run_mini(config: MiniConfig, out: str | Path, ray_args: list[str]) -> dict:
-    """The whole mini run under `out` (module docstring); `ray_args` go to ingest / annotate / build."""
+def run_mini(config: MiniConfig, out: str | Path, ray_args: list[str], cli) -> dict:
+    """The whole mini run under `out` (module docstring) through `cli` (`onegen.pipelines.cli.main.main`:
+    argv -> exit status); `ray_args` go to ingest / annotate / build."""
     from onegen.pipelines.demo.mini_codec import CodecConfig, fit_codec, reconstruction_psnr
     from onegen.pipelines.demo.tiny_models import tiny_text_encoder
 
@@ -256,6 +267,9 @@ def run_mini(config: MiniConfig, out: str | Path, ray_args: list[str]) -> dict:
     times: dict[str, float] = {}
     log: list[str] = []
 
+    def onegen(argv: list[str]) -> str:
+        return _cli(cli, argv, log)
+
     def timed(stage: str, work):
         start = time.perf_counter()
         value = work()
@@ -264,46 +278,48 @@ def run_mini(config: MiniConfig, out: str | Path, ray_args: list[str]) -> dict:
 
     train, heldout = timed("render", lambda: write_inputs(config, inputs))
     train_images = np.concatenate([r.images for r in train])  # (N, H, W, 3)
-    heldout_images = np.concatenate([r.images for r in heldout])
-    codec = timed("codec", lambda: fit_codec(train_images, out / "codec", CodecConfig(steps=config.codec_steps,
-                                                                                     seed=config.seed)))
-    codec["psnr_heldout"] = reconstruction_psnr(codec["path"], heldout_images)
+    # the codec encodes photos and depth conditions (grey inverse depth) alike: it is fitted on both
+    fit_images = np.concatenate([train_images, depth_pictures(train)])  # (2N, H, W, 3)
+    codec = timed("codec", lambda: fit_codec(fit_images, out / "codec", CodecConfig(steps=config.codec_steps,
+                                                                                   seed=config.seed)))
+    codec["psnr_heldout"] = reconstruction_psnr(codec["path"], np.concatenate([r.images for r in heldout]))
+    codec["psnr_heldout_depth"] = reconstruction_psnr(codec["path"], depth_pictures(heldout))
     t5 = tiny_text_encoder(out / "tiny-t5")
     blur = [f"blur.sigma_min={config.blur_sigma[0]}", f"blur.sigma_max={config.blur_sigma[1]}"]
-    timed("ingest", lambda: [_cli(["ingest", str(inputs / "hypersim"), "--kind", "hypersim", "--name", "hypersim",
-                                   "--out", str(root), *ray_args], log),
-                             _cli(["ingest", str(inputs / "scenes"), "--kind", "scenes", "--name", "scenes",
-                                   "--out", str(root), *ray_args], log)])
-    timed("annotate", lambda: _cli(["annotate", str(root), "--annotators", "depth_gt,blur,cameras",
-                                    *[a for s in blur for a in ("--set", s)], *ray_args], log))
+    timed("ingest", lambda: [onegen(["ingest", str(inputs / "hypersim"), "--kind", "hypersim", "--name", "hypersim",
+                                   "--out", str(root), *ray_args]),
+                             onegen(["ingest", str(inputs / "scenes"), "--kind", "scenes", "--name", "scenes",
+                                   "--out", str(root), *ray_args])])
+    timed("annotate", lambda: onegen(["annotate", str(root), "--annotators", "depth_gt,blur,cameras",
+                                    *[a for s in blur for a in ("--set", s)], *ray_args]))
     depth_check = check_depth_conditions(str(root), train)
-    timed("build", lambda: _cli(["build", str(root), "--out", str(shards), "--tasks",
-                                 "depth2image,deblurring,multiview", "--views", str(config.views_per_scene),
+    timed("build", lambda: onegen(["build", str(root), "--out", str(shards), "--tasks",
+                                 ",".join((DEPTH2IMAGE, DEBLURRING, MULTIVIEW)), "--views", str(config.views_per_scene),
                                  "--view-resolution", str(SIZE), "--samples-per-scene", str(config.samples_per_scene),
-                                 *ray_args], log))
-    timed("precompute", lambda: _cli(["precompute", str(shards), "--out", str(latents), "--text-encoder", t5,
-                                      "--vae", codec["path"], "--buckets", f"{SIZE}x{SIZE}", "--device", "cpu"], log))
+                                 *ray_args]))
+    timed("precompute", lambda: onegen(["precompute", str(shards), "--out", str(latents), "--text-encoder", t5,
+                                      "--vae", codec["path"], "--buckets", f"{SIZE}x{SIZE}", "--device", "cpu"]))
     train_config = {"out": str(run), "preset": "tiny", "text_encoder": t5, "vae": codec["path"], "lr": config.lr,
                     "ema_decay": 0.99, "steps": config.train_steps, "ckpt_every": config.train_steps,
                     "progress": False, "sample_rows": 0, "bf16": False, "seed": config.seed,
                     "data": {"shards": str(latents), "batch_size": config.batch_size, "buckets": [[SIZE, SIZE]],
-                             "num_workers": 0, "caption_dropout": 0.0,
-                             "task_weights": [["image2image", 2.0], ["multiview", 1.0]]}}
-    _write_json(out / "train.json", train_config)
-    trained = timed("train", lambda: _cli(["train", "--config", str(out / "train.json")], log))
+                             "num_workers": 0, "caption_dropout": 0.0, "pose_prob": 0.5,
+                             "task_weights": [[IMAGE2IMAGE, 2.0], [MULTIVIEW, 1.0]]}}
+    _write_json(out / "mini-train.json", train_config)
+    trained = timed("train", lambda: onegen(["train", "--config", str(out / "mini-train.json")]))
     loss = re.search(r"last loss ([0-9.]+)", trained)
     work = write_eval_truth(config, train, heldout, out)
     common = ["--checkpoint", str(run), "--preset", "tiny", "--size", f"{SIZE}x{SIZE}", "--steps",
               str(config.sample_steps), "--cfg-scale", "1", "--seed", str(config.seed)]
-    for task, key, folder in (("image2depth", "depth_inputs", "depth-pred"),
-                              ("deblurring", "deblur_inputs", "deblur-samples")):
+    for task, key, folder in ((IMAGE2DEPTH, "depth_inputs", "depth-pred"),
+                              (DEBLURRING, "deblur_inputs", "deblur-samples")):
         for path, item in work[key]:
-            timed("sample", lambda t=task, p=path, i=item, f=folder: _cli(
-                ["sample", *common, "--task", t, "--condition", p, "--out", str(out / f / i)], log))
+            timed("sample", lambda t=task, p=path, i=item, f=folder: onegen(
+                ["sample", *common, "--task", t, "--condition", p, "--out", str(out / f / i)]))
     for paths, name in work["camera_inputs"]:
-        timed("sample", lambda p=paths, n=name: _cli(
-            ["sample", *common, "--task", "camera_pose", *[a for x in p for a in ("--condition", x)],
-             "--out", str(out / "camera-pred" / n)], log))
+        timed("sample", lambda p=paths, n=name: onegen(
+            ["sample", *common, "--task", CAMERA_POSE, *[a for x in p for a in ("--condition", x)],
+             "--out", str(out / "camera-pred" / n)]))
     for _, item in work["deblur_inputs"]:  # the generated image of each deblurring sample, named as the truth
         target = out / "deblur-pred" / f"{item}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -312,14 +328,14 @@ def run_mini(config: MiniConfig, out: str | Path, ray_args: list[str]) -> dict:
     results_dir.mkdir()
 
     def evaluate():
-        depth = {name: _eval("depth", out / folder, out / "depth-gt", results_dir / f"depth-{name}.json",
-                             ["--dataset", "folder"], log)
+        depth = {name: _eval(onegen, "depth", out / folder, out / "depth-gt", results_dir / f"depth-{name}.json",
+                             ["--dataset", "folder"])
                  for name, folder in (("model", "depth-pred"), ("constant", "depth-constant"), ("mean", "depth-mean"))}
-        camera = {name: _eval("camera", out / folder, out / "camera-gt", results_dir / f"camera-{name}.json", [], log)
+        camera = {name: _eval(onegen, "camera", out / folder, out / "camera-gt", results_dir / f"camera-{name}.json", [])
                   for name, folder in (("model", "camera-pred"), ("mean_pose", "camera-mean-pose"),
                                        ("orbit", "camera-orbit"))}
-        deblur = {name: _eval("nvs", out / folder, out / "deblur-gt", results_dir / f"deblur-{name}.json",
-                              ["--dataset", "folder", "--size", str(SIZE)], log)
+        deblur = {name: _eval(onegen, "nvs", out / folder, out / "deblur-gt", results_dir / f"deblur-{name}.json",
+                              ["--dataset", "folder", "--size", str(SIZE)])
                   for name, folder in (("model", "deblur-pred"), ("blurred_input", "deblur-input"))}
         return depth, camera, deblur
 
@@ -368,7 +384,8 @@ def summary_table(results: dict) -> str:
         lines.append(f"{metric:<18} {base:<18} {value:>9.4f} {base_value:>9.4f}  {comparison} ({better})")
     codec, check = results["codec"], results["depth_check"]
     lines.append(f"codec: AutoencoderKL {codec['path'].rsplit('/', 1)[-1]}, held-out reconstruction PSNR "
-                 f"{codec['psnr_heldout']:.2f} dB (fit MSE {codec['final_mse']:.4f}, scaling {codec['scaling_factor']:.3f})")
+                 f"{codec['psnr_heldout']:.2f} dB on photos, {codec['psnr_heldout_depth']:.2f} dB on depth "
+                 f"conditions (fit MSE {codec['final_mse']:.4f}, scaling {codec['scaling_factor']:.3f})")
     lines.append(f"depth condition vs exact depth: {check['rows']} rows, max |error| {check['max_error']:.2e} "
                  f"(bound {check['max_bound']:.2e}), range rel. error {check['max_range_error']:.1e}: "
                  f"{'within' if check['within'] else 'OUTSIDE'}")

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from onegen.pipelines.cli.main import main
 from onegen.pipelines.demo.mini_onegen import MiniConfig, metric_rows, run_mini, summary_table
 from tests.conftest import TEST_RAY
 
@@ -18,7 +19,7 @@ SHORT = MiniConfig(train_scenes=2, heldout_scenes=1, views=4, eval_frames=2, vie
 
 
 def test_mini_onegen_end_to_end(tmp_path, ray_local):
-    results = run_mini(SHORT, tmp_path / "mini", RAY)
+    results = run_mini(SHORT, tmp_path / "mini", RAY, main)
     out = tmp_path / "mini"
     check = results["depth_check"]  # every Hypersim frame's depth_gt condition vs the renderer's exact depth
     assert check["rows"] == SHORT.train_scenes * SHORT.views and check["within"], check
