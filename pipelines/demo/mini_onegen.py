@@ -63,7 +63,7 @@ class MiniConfig:
                                    "order); also the multiview samples' view count", 3)
     samples_per_scene: int = setting("multiview samples built per training scene", 8)
     codec_steps: int = setting("Adam steps fitting the latent codec", 80)
-    train_steps: int = setting("Next-DiT training steps", 3000)
+    train_steps: int = setting("Next-DiT training steps", 6000)
     batch_size: int = setting("training batch size", 8)
     lr: float = setting("AdamW learning rate", 2e-3)
     sample_steps: int = setting("Euler steps per sample", 20)
