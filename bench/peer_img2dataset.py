@@ -46,18 +46,27 @@ rows_per_unit = 1000
 """
 
 
-def write_inputs(folder: Path, count: int) -> int:
-    """`count` 512 px JPEG crops with a caption sidecar each; returns their total bytes."""
+def photo_bases() -> list:
+    """scikit-image's bundled photos (PHOTOS) as 900 x 900 RGB arrays, the material both peers' crops come from."""
     import numpy as np
     import skimage.data
     from PIL import Image
 
-    folder.mkdir(parents=True)
     bases = []
     for name in PHOTOS:
         pixels = np.asarray(getattr(skimage.data, name)())
         pixels = np.repeat(pixels[..., None], 3, 2) if pixels.ndim == 2 else pixels[..., :3]
         bases.append(np.asarray(Image.fromarray(pixels).resize((900, 900))))
+    return bases
+
+
+def write_inputs(folder: Path, count: int) -> int:
+    """`count` 512 px JPEG crops with a caption sidecar each; returns their total bytes."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    bases = photo_bases()
     rng = np.random.default_rng(0)
     total = 0
     for i in range(count):

@@ -34,20 +34,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from peer_img2dataset import PHOTOS, timed  # bench/ is on sys.path when a bench script runs
+from peer_img2dataset import photo_bases, timed  # bench/ is on sys.path when a bench script runs
 
 
 def make_bodies(count: int) -> tuple[list[bytes], list[str]]:
     """One body and one kind ("ok", "missing", "html", "truncated", "slow") per URL index."""
     import numpy as np
-    import skimage.data
     from PIL import Image
 
-    bases = []
-    for name in PHOTOS:
-        pixels = np.asarray(getattr(skimage.data, name)())
-        pixels = np.repeat(pixels[..., None], 3, 2) if pixels.ndim == 2 else pixels[..., :3]
-        bases.append(np.asarray(Image.fromarray(pixels).resize((900, 900))))
+    bases = photo_bases()
     rng = np.random.default_rng(0)
     bodies, kinds = [], []
     for i in range(count):
