@@ -18,7 +18,8 @@ What a row's depth is: the catalog row's `meta.depth`, written at ingest by the 
   png.view(float16) * scale_adjustment in the sequence's reconstruction units (not meters), valid where
   finite, > 0 and inside the 1-bit depth mask (`read_co3d_depth`, as pytorch3d/implicitron/dataset/utils.py
   `load_16big_png_depth`, `load_depth`, `load_1bit_png_mask` decode it). A scene row itself has no
-  `meta.depth` (its views' depths would be depth2image samples of their own: not made yet).
+  `meta.depth`: `--views-as-photos` (pipelines/sources/scene_views.py) makes each view a photo carrying its
+  entry as `meta.depth`.
 - `{"uri", "encoding": "gobjaverse_nd_exr", "camera_distance"}` (pipelines/sources/gobjaverse.py, per view of
   a scene in `meta.view_depths`): G-Objaverse's `_nd.exr`, normal in B, G, R and PLANAR depth in A (what
   richdreamer's depth_warp_example.py reads as `cv2.imread(...)[..., 3]`), background where depth <

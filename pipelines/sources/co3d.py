@@ -32,8 +32,8 @@ valid where > 0 (`load_1bit_png_mask`). The scene row's meta records, per view, 
 {"uri", "mask_uri", "scale_adjustment", "encoding": "co3d_depth_png16"} (null when the frame has no
 depth) and `foreground_masks[i]` (the `masks/` PNG's uri, or null); the decoder is
 annotators/gt_depth.py `read_co3d_depth`. Files are not checked for existence at ingest (one request per
-frame saved); an unreadable one is the depth reader's error. Scene views do not become depth2image
-samples here.
+frame saved); an unreadable one is the depth reader's error. `--views-as-photos` makes each view a photo
+with its depth, for depth2image from ground truth (pipelines/sources/scene_views.py).
 
 Cluster-first reading. The driver lists sequences from the small sequence_annotations.jgz (a category
 folder without it, hand-made, is listed from frame_annotations.jgz instead); items of one category are

@@ -25,8 +25,8 @@ B, G, R, A: the file's A channel), zeroes it below `|origin| - 0.867` (0.867 = s
 normalised object's bounding sphere: nearer is background), and back-projects it as PLANAR depth
 (K^-1 [x, y, 1] * depth). Per view, meta `view_depths[i]` = {"uri", "encoding": "gobjaverse_nd_exr",
 "camera_distance": |origin|} (null where the view has no `_nd.exr`); annotators/gt_depth.py
-`read_gobjaverse_depth` decodes it. Whether scene views' depth becomes depth2image samples is not
-decided here (the depth_gt annotator skips scene rows).
+`read_gobjaverse_depth` decodes it (and owns the 0.867); `--views-as-photos` makes each view a photo with
+that depth, for depth2image from ground truth (pipelines/sources/scene_views.py).
 
 Objects and captions. `gobjaverse_280k_index_to_objaverse.json` (or `gobjaverse_index_to_objaverse.json`),
 found in SOURCE or a folder above it, maps "<dictionary_id>/<instance_id>" to Objaverse's
@@ -56,7 +56,6 @@ RENDERS = "campos_512_v4"
 VIEW = re.compile(r"^\d{5}$")
 MAPPINGS = ("gobjaverse_280k_index_to_objaverse.json", "gobjaverse_index_to_objaverse.json")
 FOCAL_PER_HEIGHT = 1422.222 / 1024  # depth_warp_example.py get_intr: fx = fy = 1422.222 * h / 1024
-BOUNDING_RADIUS = 0.867  # depth_warp_example.py read_dnormal: "near = 0.867 #sqrt(3) * 0.5"
 
 
 def _folders(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
