@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,13 +38,13 @@ from onegen.pipelines.runtime.ray_setup import RayConfig
 from onegen.pipelines.runtime.unit_job import COMPLETION_META, COMPLETION_STAMP, UnitJob, run_job
 from onegen.pipelines.runtime.units import NODE_META, committed_by
 from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
-from onegen.pipelines.sources.image_checks import ImageLimits, Rejected, normalise_image
+from onegen.pipelines.sources.image_checks import ImageLimits, NormalisedImage, Rejected, normalise_image
 from onegen.pipelines.sources.kinds import SCENE_KINDS, SceneReader, read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
 from onegen.pipelines.sources.scene_views import view_photo_rows
 from onegen.pipelines.sources.settings import SourceSpec
 from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
-from onegen.pipelines.sources.url_fetch import FetchFailed
+from onegen.pipelines.sources.url_fetch import Checked, FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
 RECORDED_WHEN_SET = ("max_views", "min_viewpoint_quality", "captions", "caption_key", "caption_text", "ids",
@@ -79,7 +80,10 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
     source = spec.source_name
     kind = "subject_image" if items and items[0]["kind"] == "subjects" else "image"
     rows = []
-    for item, data in read_items(spec, items):
+    for item, data in read_items(spec, items, partial(checked_image, limits=limits)):
+        checked = None
+        if isinstance(data, Checked):  # a URL body validated in its fetching thread (url_fetch.fetch_urls)
+            data, checked = data.data, data.result
         row = {"source": source, "uri": item["uri"], "key": None, "caption_original": item.get("caption")}
         if isinstance(data, FetchFailed):  # a URL that gave no body: its own reason, the URL in the detail
             rows.append({**row, "reject_reason": data.reason, "reject_error": f"{item.get('target')}: {data.detail}"})
@@ -89,10 +93,9 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
             continue
         content_sha = hashlib.sha256(data).hexdigest()
         row.update(key=make_key(source, item["uri"], content_sha), sha256=content_sha)
-        try:
-            image = normalise_image(data, limits)
-        except Rejected as rejected:
-            rows.append({**row, "reject_reason": rejected.reason, "reject_error": rejected.detail})
+        image = checked if checked is not None else checked_image(data, limits)
+        if isinstance(image, Rejected):
+            rows.append({**row, "reject_reason": image.reason, "reject_error": image.detail})
             continue
         meta = {"original_bytes": len(data), "reencoded": image.reencoded, **(item.get("meta") or {})}
         ref = make_ref(item) if images == "reference" and not image.reencoded else None
@@ -103,6 +106,15 @@ def ingest_rows(spec: SourceSpec, limits: ImageLimits, items: list[dict], images
              "subject": item.get("group") or None, "reject_reason": None, "reject_error": None}
         )
     return rows
+
+
+def checked_image(data: bytes, limits: ImageLimits) -> NormalisedImage | Rejected:
+    """`normalise_image`, with a data problem returned as its Rejected rather than raised (what a fetching
+    thread may run: url_fetch.fetch_urls `check`)."""
+    try:
+        return normalise_image(data, limits)
+    except Rejected as rejected:
+        return rejected
 
 
 def scene_catalog_row(spec: SourceSpec, limits: ImageLimits, item: dict, reader: SceneReader) -> dict:

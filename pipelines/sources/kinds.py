@@ -161,9 +161,14 @@ def list_items(spec: SourceSpec) -> list[dict]:
     return list(iter_items(spec))
 
 
-def read_items(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
-    """(item, bytes) per item in order, or (item, exception) when that item could not be read."""
-    readers = {"folder": _read_files, "table": _read_table, "webdataset": read_tar_members, "hf": _read_hf,
+def read_items(spec: SourceSpec, items: list[dict], check=None) -> Iterator[tuple[dict, bytes | Exception]]:
+    """(item, bytes) per item in order, or (item, exception) when that item could not be read. `check`
+    (bytes -> anything, never raising for bad data): a URL table runs it on each body in the thread that
+    fetched it and yields `url_fetch.Checked(bytes, result)` instead of the bytes; other kinds ignore it."""
+    if items and items[0]["kind"] == "table":
+        yield from _read_table(spec, items, check)
+        return
+    readers = {"folder": _read_files, "webdataset": read_tar_members, "hf": _read_hf,
                "subjects": _read_files, "hypersim": hypersim.read_hypersim, "journeydb": journeydb.read_journeydb}
     kind = items[0]["kind"] if items else "folder"
     yield from readers[kind](spec, items)
@@ -274,10 +279,10 @@ def _list_subjects(spec: SourceSpec) -> Iterator[dict]:
 
 
 # --- tables (pipelines/sources/table.py) ------------------------------------------------------------
-def _read_table(spec: SourceSpec, items: list[dict]) -> Iterator[tuple[dict, bytes | Exception]]:
+def _read_table(spec: SourceSpec, items: list[dict], check=None) -> Iterator[tuple[dict, bytes | Exception]]:
     fetch = FetchConfig(concurrency=spec.fetch_concurrency, read_timeout=spec.fetch_timeout,
                         retries=spec.fetch_retries)
-    return read_table_rows(spec, items, fetch)
+    return read_table_rows(spec, items, fetch, check)
 
 
 # --- Hugging Face datasets on disk -----------------------------------------------------------------

@@ -5,9 +5,17 @@ URL / TEXT), PixelProse (Parquet: url, original_caption, vlm_caption), Unsplash 
 tab-separated with a header: photo_image_url, photo_description, ai_description). Column names are
 matched case-insensitively; `--image-column`, `--uri-column`, `--caption-column` win over the defaults.
 
-Listing streams: a Parquet file is read one row group at a time and only its uri and caption columns, a
-CSV/TSV in blocks, so the driver never holds a whole table (COYO is 700M rows in 128 files); items come
-out in uri order (`<file>#<row:09d>`, files sorted by that key) and ingest cuts them into parts as they come.
+Listing streams: a Parquet file is read one row group at a time, a CSV/TSV in blocks, so the driver never
+holds a whole table (COYO is 700M rows in 128 files); items come out in uri order (`<file>#<row:09d>`, files
+sorted by that key) and ingest cuts them into parts as they come.
+- Rows of image bytes: the listing reads only the uri and caption columns; each item names its row group,
+  which a part never splits (the worker reads its parts' row groups, each once, for the cells and the
+  source columns).
+- Rows of URLs or paths (COYO, LAION, PixelProse, Unsplash): the listing reads every column and each item
+  carries its row's own fields (`fields`, JSON values; a value JSON lacks, e.g. a timestamp, as its text), so
+  parts cut the table at any row: a URL table published as one row group per file (pyarrow's default is
+  up to 1M rows a group; a TSV is one block) is still fetched by many workers at once, and no worker decodes
+  a row group to find its rows. The worker types them back from the file's schema (a footer read).
 
 Reading happens on the worker of a part: image-byte cells from the part's own row groups (each read once),
 URLs fetched concurrently (pipelines/sources/url_fetch.py), relative paths against the table's folder. A
@@ -36,7 +44,7 @@ from onegen.pipelines.sources.names import (
     pick_column,
 )
 from onegen.pipelines.sources.settings import SourceSpec
-from onegen.pipelines.sources.url_fetch import FetchConfig, fetch_urls
+from onegen.pipelines.sources.url_fetch import Checked, FetchConfig, fetch_urls
 
 _DELIMITED = re.compile(r"\.(csv|tsv)\d*$")  # Unsplash ships photos.tsv000
 TABLE_FILE = re.compile(r"\.(parquet|jsonl)$|" + _DELIMITED.pattern)
@@ -81,8 +89,10 @@ def _column_chunks(fs: fsspec.AbstractFileSystem, path: str,
             return
         if path.endswith(".jsonl"):  # no row groups: the file is one group
             batches = pajson.read_json(handle).to_batches()
-        else:
-            batches = pacsv.open_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)))
+        else:  # as text, exactly as written (a CSV's types are only guessed, block by block)
+            batches = pacsv.open_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
+                                     convert_options=pacsv.ConvertOptions(
+                                         column_types={c: pa.string() for c in columns}))
         for batch in batches:
             yield 0, batch.num_rows, {c: batch.column(c).to_pylist() for c in columns}
 
@@ -102,8 +112,9 @@ def table_columns(spec: SourceSpec, schema: pa.Schema, path: str) -> tuple[str |
 
 
 def list_table(spec: SourceSpec) -> Iterator[dict]:
-    """One item per table row, streamed in uri order. Parquet rows carry their row group (`row_group`,
-    which ingest parts never split, so each part reads only its own row groups) and the file's stamp."""
+    """One item per table row, streamed in uri order, with the file's stamp. Rows of image bytes carry their
+    row group (`row_group`, which ingest parts never split); rows of URLs / paths carry their own fields
+    (`fields`) instead, so parts may cut anywhere (module docstring)."""
     fs, paths = table_files(spec)
     for path in paths:
         try:
@@ -112,23 +123,34 @@ def list_table(spec: SourceSpec) -> Iterator[dict]:
             raise SourceError(f"{path}: not a readable table ({error})") from None
         image, uri, caption = table_columns(spec, schema, path)
         stamp, row = file_stamp(fs, path), 0
-        for group, rows, values in _column_chunks(fs, path, [c for c in (uri, caption) if c]):
+        read = [c for c in (uri, caption) if c] if image else schema.names  # URL rows: every field
+        for group, rows, values in _column_chunks(fs, path, read):
             uris = values[uri] if uri else [None] * rows
             captions = values[caption] if caption else [None] * rows
-            for row_uri, row_caption in zip(uris, captions, strict=True):
-                yield {"uri": f"{fs.unstrip_protocol(path)}#{row:09d}", "table": path, "row": row,
-                       "image_column": image, "target": row_uri, "caption": row_caption,
-                       "row_group": f"{path}#{group}", **stamp}
+            for index, (row_uri, row_caption) in enumerate(zip(uris, captions, strict=True)):
+                item = {"uri": f"{fs.unstrip_protocol(path)}#{row:09d}", "table": path, "row": row,
+                        "image_column": image, "target": row_uri, "caption": row_caption, **stamp}
+                if image:
+                    item["row_group"] = f"{path}#{group}"
+                else:
+                    item["fields"] = {name: _jsonable(values[name][index]) for name in read}
+                yield item
                 row += 1
 
 
-def read_table_rows(spec: SourceSpec, items: list[dict],
-                    fetch: FetchConfig | None = None) -> Iterator[tuple[dict, bytes | Exception]]:
+def _jsonable(value):
+    """A cell as the listing's JSON keeps it: JSON's own types as they are, anything else as its text."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def read_table_rows(spec: SourceSpec, items: list[dict], fetch: FetchConfig | None = None,
+                    check=None) -> Iterator[tuple[dict, bytes | Checked | Exception]]:
     """Bytes of table rows, in item order: cells from their row groups (each read once), URLs fetched
-    concurrently, paths read from the table's folder; (item, exception) for a row that gives none."""
+    concurrently (`check` run on each body in its fetching thread: `url_fetch.Checked`), paths read from
+    the table's folder; (item, exception) for a row that gives none."""
     fs, _ = fsspec.core.url_to_fs(spec.path)
     urls = [item for item in items if _is_url_row(item)]
-    fetched = fetch_urls([item["target"] for item in urls], fetch or FetchConfig())  # in flight from here on
+    fetched = fetch_urls([item["target"] for item in urls], fetch or FetchConfig(), check)  # in flight from here
     loaded: dict[tuple[str, str], tuple[pa.Table, int]] = {}  # (row group, column) -> (cells, first row)
     for item in items:
         if _is_url_row(item):
@@ -161,6 +183,8 @@ def source_columns(items: list[dict]) -> pa.Table:
     if not items:
         return pa.table({})
     fs, _ = fsspec.core.url_to_fs(items[0]["table"])
+    if all("fields" in item for item in items):
+        return _typed_fields(fs, items)
     pieces, loaded = [], {}
     for item in items:
         group = item.get("row_group") or f"{item['table']}#0"
@@ -175,6 +199,26 @@ def source_columns(items: list[dict]) -> pa.Table:
         pieces = [piece.select(shared) for piece in pieces]
     table = pa.concat_tables(pieces, promote_options="permissive")
     return table.rename_columns([SOURCE_PREFIX + name for name in table.schema.names])
+
+
+def _typed_fields(fs: fsspec.AbstractFileSystem, items: list[dict]) -> pa.Table:
+    """`source.<column>` columns of URL / path rows from the fields their listing items carry, typed as
+    their file's schema says (CSV / TSV: strings, as `_read_fields` reads them); a part spanning files with
+    different columns keeps the columns all of them share, as for cells."""
+    schemas = {path: _schema(fs, path) for path in dict.fromkeys(item["table"] for item in items)}
+    names = [n for n in next(iter(schemas.values())).names if all(n in s.names for s in schemas.values())]
+    columns = {}
+    for name in names:
+        types = {s.field(name).type for path, s in schemas.items()}
+        kind = next(iter(types)) if len(types) == 1 and not _DELIMITED.search(items[0]["table"]) else pa.string()
+        values = [item["fields"][name] for item in items]
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            values = [None if v is None else str(v) for v in values]
+        try:
+            columns[SOURCE_PREFIX + name] = pa.array(values, type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a value JSON kept as text (timestamps, decimals)
+            columns[SOURCE_PREFIX + name] = pa.array([None if v is None else str(v) for v in values]).cast(kind)
+    return pa.table(columns)
 
 
 def _read_fields(fs: fsspec.AbstractFileSystem, path: str, group: str, image_column: str | None) -> pa.Table:

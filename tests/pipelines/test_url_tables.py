@@ -3,7 +3,6 @@ the table source with every image behind a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import collections
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -101,15 +100,21 @@ def test_published_url_tables_are_listed_and_fetched(server, tmp_path, name, wri
     assert results[5] == b"<html>gone</html>"  # refused later by the image checks: not_an_image
 
 
-def test_a_table_is_listed_row_group_by_row_group_in_uri_order(server, tmp_path):
-    _laion(server, tmp_path / "laion.parquet")
+def test_a_url_table_is_listed_as_a_stream_and_its_parts_cut_row_groups(server, tmp_path):
+    """URL rows carry their own fields, so parts cut anywhere: a table published as a few big row groups is
+    still fetched by many workers (and no worker decodes a row group to find its rows)."""
+    from onegen.pipelines.sources.listing import cut_parts
+
+    _laion(server, tmp_path / "laion.parquet")  # row groups of 4 and 2 rows
     listed = iter_items(SourceSpec(str(tmp_path / "laion.parquet")))
     first = next(listed)  # a stream: the first item comes before the rest are listed
-    rest = list(listed)
-    groups = collections.Counter(item["row_group"].rsplit("#", 1)[1] for item in [first, *rest])
-    assert groups == {"0": 4, "1": 2}
-    uris = [item["uri"] for item in [first, *rest]]
-    assert uris == sorted(uris) and [item["row"] for item in [first, *rest]] == list(range(6))
+    items = [first, *list(listed)]
+    uris = [item["uri"] for item in items]
+    assert uris == sorted(uris) and [item["row"] for item in items] == list(range(6))
+    assert all("row_group" not in item for item in items)
+    assert [item["fields"]["AESTHETIC_SCORE"] for item in items] == [5.5 + i for i in range(6)]
+    assert items[0]["fields"]["TEXT"] == "laion 0" and items[0]["fields"]["WIDTH"] == 96
+    assert [len(part) for part in cut_parts(items, 3)] == [3, 3]  # the first part ends inside row group 0
 
 
 def test_columns_given_by_flag_match_case_insensitively(server, tmp_path):
