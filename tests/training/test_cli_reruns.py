@@ -83,7 +83,7 @@ def test_the_paper_defaults_on_a_cpu_get_a_word(latent_shards, tmp_path, capsys,
     if torch.cuda.is_available():
         pytest.skip("the note is for machines without a GPU")
     ran = []  # the 2.8B model is not built here: only the note before training is under test
-    monkeypatch.setattr(train_module, "train", lambda config: ran.append(config) or
+    monkeypatch.setattr(train_module, "train", lambda config, evaluators=(): ran.append(config) or
                         {"step": 0, "losses": [], "checkpoint": None})
     assert main(["train", "--shards", latent_shards, "--out", str(tmp_path / "run")]) == 0
     assert "--preset tiny" in capsys.readouterr().out and ran[0].preset == "onediffusion-2.8b"
