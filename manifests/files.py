@@ -187,15 +187,21 @@ def count_rows(path: str) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
-def column_statistics(path: str, prefix: str) -> dict[str, dict]:
-    """Footer statistics of the flat columns of the Parquet file at `path` whose names start with `prefix`:
-    {column: {"type", "rows", "nulls", "min", "max"}} merged over row groups; min / max stay None where no
-    row group kept them (all null, or no statistics written). Reads the footer only, never row data."""
-    fs, stripped = filesystem(path)
-    with fs.open(stripped, "rb") as handle:
-        metadata = pq.ParquetFile(handle).metadata
-    types = {field.name: str(field.type) for field in metadata.schema.to_arrow_schema()}
+def column_statistics(paths: list[str], prefix: str) -> dict[str, dict]:
+    """Footer statistics of the flat columns whose names start with `prefix` in the Parquet files `paths`:
+    {column: {"type", "rows", "nulls", "min", "max"}} merged over files and row groups; min / max stay None
+    where no row group kept them (all null, or no statistics written). Reads footers only, never row data."""
     found: dict[str, dict] = {}
+    for path in paths:
+        fs, stripped = filesystem(path)
+        with fs.open(stripped, "rb") as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        _merge_statistics(found, metadata, prefix)
+    return found
+
+
+def _merge_statistics(found: dict[str, dict], metadata: pq.FileMetaData, prefix: str) -> None:
+    types = {field.name: str(field.type) for field in metadata.schema.to_arrow_schema()}
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
         for index in range(row_group.num_columns):
@@ -208,11 +214,15 @@ def column_statistics(path: str, prefix: str) -> dict[str, dict]:
             stats = column.statistics
             if stats is None:
                 continue
+            if types[name] != entry["type"]:  # files of one source typing the column differently: no range
+                entry["type"], entry["min"], entry["max"] = "mixed", None, None
+            if entry["type"] == "mixed":
+                entry["nulls"] += stats.null_count or 0
+                continue
             entry["nulls"] += stats.null_count or 0
             if stats.has_min_max:
                 entry["min"] = stats.min if entry["min"] is None else min(entry["min"], stats.min)
                 entry["max"] = stats.max if entry["max"] is None else max(entry["max"], stats.max)
-    return found
 
 
 def read_metadata(path: str) -> dict[str, str]:

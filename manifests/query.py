@@ -6,6 +6,7 @@ from collections import Counter
 
 import pyarrow as pa
 
+from onegen.core.source_columns import SOURCE_COLUMN_PREFIX
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, ShardLayout
 from onegen.manifests.shard_index import shard_bytes
@@ -114,25 +115,22 @@ def catalog_stats(root: str) -> dict:
 
 
 ERROR_EXAMPLES = 3
-SOURCE_COLUMN_PREFIX = "source."  # a table source's own columns in the catalog (pipelines/sources/table.py)
-
-
 def source_column_stats(layout: DatasetLayout) -> dict[str, dict[str, dict]]:
     """{catalog source: {its own column (no prefix): {type, rows, nulls, min, max}}} from the catalog parts'
     Parquet footers (row-group statistics; no row is read): what `build --filter 'source.<column>...'` and a
-    source policy's `dense = "source.<column>"` can use. min / max of text columns are omitted."""
-    found: dict[str, dict[str, dict]] = {}
+    source policy's `dense = "source.<column>"` can use. min / max are kept for numbers only."""
+    parts: dict[str, list[str]] = {}
     for source, path in layout.catalog_parts():
-        columns = found.setdefault(source, {})
-        for name, entry in files.column_statistics(path, SOURCE_COLUMN_PREFIX).items():
-            merged = columns.setdefault(name[len(SOURCE_COLUMN_PREFIX):], {**entry, "rows": 0, "nulls": 0,
-                                                                           "min": None, "max": None})
-            merged["rows"] += entry["rows"]
-            merged["nulls"] += entry["nulls"]
-            if isinstance(entry["min"], (int, float)) and isinstance(entry["max"], (int, float)):
-                merged["min"] = entry["min"] if merged["min"] is None else min(merged["min"], entry["min"])
-                merged["max"] = entry["max"] if merged["max"] is None else max(merged["max"], entry["max"])
-    return {source: columns for source, columns in found.items() if columns}
+        parts.setdefault(source, []).append(path)
+    found = {}
+    for source, paths in parts.items():
+        columns = {}
+        for name, entry in files.column_statistics(paths, SOURCE_COLUMN_PREFIX).items():
+            numeric = all(isinstance(entry[k], (int, float)) for k in ("min", "max"))
+            columns[name[len(SOURCE_COLUMN_PREFIX):]] = {**entry, **({} if numeric else {"min": None, "max": None})}
+        if columns:
+            found[source] = columns
+    return found
 
 
 def _add_errors(found: dict[str, dict], table) -> None:

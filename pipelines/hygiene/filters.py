@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onegen.core.errors import UserError
+from onegen.core.source_columns import SOURCE_COLUMN_PREFIX, source_values
 
 FILTER_COLUMNS: dict[str, tuple[str, str]] = {
     "aesthetic": ("aesthetic", "score"),
@@ -44,7 +45,7 @@ FILTER_COLUMNS: dict[str, tuple[str, str]] = {
     "clip_score": ("clip", "clip_score"),
     "clip_score_dense": ("clip", "clip_score_dense"),
 }
-SOURCE_STORE = "source"  # not an annotation store: the catalog row's own `source.<column>` values
+SOURCE_STORE = SOURCE_COLUMN_PREFIX.rstrip(".")  # not an annotation store: the row's own `source.<column>` values
 FILTERED_PREFIX = "filtered:"
 _OPERATORS = {">=": (lambda v, t: v >= t, "<"), ">": (lambda v, t: v > t, "<="),
               "<=": (lambda v, t: v <= t, ">"), "<": (lambda v, t: v < t, ">=")}
@@ -134,9 +135,7 @@ def reads_source(filters: tuple[ScoreFilter, ...]) -> bool:
 def source_fields(row: dict[str, Any]) -> dict[str, Any]:
     """A catalog row's own source columns as the `source` filters read them: {column (lower case): value},
     status "ok". A row without the column (not from a table source) then fails as `filtered:source.x=null`."""
-    fields = {name[len(SOURCE_STORE) + 1:].lower(): value for name, value in row.items()
-              if name.startswith(SOURCE_STORE + ".")}
-    return {**fields, "status": "ok"}
+    return {**source_values(row), "status": "ok"}
 
 
 def apply_filters(filters: tuple[ScoreFilter, ...], annotations: dict[str, dict[str, Any] | None]) -> str | None:

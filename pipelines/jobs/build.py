@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from onegen.annotators.base import ConditionSpec
 from onegen.core import tasks as task_table
 from onegen.core.errors import UserError
+from onegen.core.source_columns import SOURCE_COLUMN_PREFIX
 from onegen.core.tasks import FACEID, MULTIVIEW, POSE2IMAGE, TEXT2IMAGE
 from onegen.manifests import files
 from onegen.manifests.dataset_card import write_dataset_card
@@ -58,7 +59,6 @@ from onegen.pipelines.samples.faceid import FACES_STORE, faceid_samples
 from onegen.pipelines.samples.multiview import CAMERAS_STORE, multiview_samples
 from onegen.pipelines.samples.policy import (
     EVERY_SOURCE,
-    SOURCE_COLUMN_PREFIX,
     SourcePolicy,
     parse_policies,
     policy_for,

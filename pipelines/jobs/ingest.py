@@ -29,6 +29,7 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from onegen.core.source_columns import SOURCE_COLUMN_PREFIX
 from onegen.manifests import files
 from onegen.manifests.layout import DatasetLayout, part_name
 from onegen.manifests.schemas import CATALOG_SCHEMA, REJECTS_SCHEMA
@@ -43,7 +44,7 @@ from onegen.pipelines.sources.kinds import SCENE_KINDS, SceneReader, read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
 from onegen.pipelines.sources.scene_views import view_photo_rows
 from onegen.pipelines.sources.settings import SourceSpec
-from onegen.pipelines.sources.table import SOURCE_PREFIX, source_columns
+from onegen.pipelines.sources.table import source_columns
 from onegen.pipelines.sources.url_fetch import Checked, FetchFailed
 
 REJECT_COLUMNS = ("reject_reason", "reject_error")
@@ -270,7 +271,7 @@ def _commit_part(layout: DatasetLayout, source: str, index: int, table: pa.Table
         schema=REJECTS_SCHEMA,
     )
     files.commit_table(layout.rejects_part(source, index), reject_rows)
-    extra = [f for f in accepted.schema if f.name.startswith(SOURCE_PREFIX)]  # a table source's own columns
+    extra = [f for f in accepted.schema if f.name.startswith(SOURCE_COLUMN_PREFIX)]  # a table source's own columns
     catalog_rows = accepted.select(CATALOG_SCHEMA.names + [f.name for f in extra]).cast(
         pa.schema(list(CATALOG_SCHEMA) + extra))
     files.commit_table(layout.catalog_part(source, index), catalog_rows, {NODE_META: committed_by(), **COMPLETION_STAMP})

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from onegen.annotators.base import ConditionSpec, key_rng
+from onegen.core.source_columns import SOURCE_COLUMN_PREFIX, source_values
 from onegen.core.task_prompts import task_prompt
 from onegen.core.tasks import made_from_rows
 from onegen.manifests.shard_writer import Sample
-from onegen.pipelines.samples.policy import SOURCE_COLUMN_PREFIX
 
 CAPTION_STORE = "caption"
 IMAGE_KIND = "image"  # the catalog row kind `candidates` makes samples of
@@ -58,8 +58,7 @@ def dense_caption(row: dict, annotations: dict[str, dict], dense_from: str = CAP
     """The dense caption of `row`: from the store `dense_from`, or from the catalog column `source.<name>`
     (column names compared case-insensitively, as the `source.` filters do)."""
     if dense_from.startswith(SOURCE_COLUMN_PREFIX):
-        wanted = dense_from.lower()
-        value = next((v for name, v in row.items() if name.lower() == wanted), None)
+        value = source_values(row).get(dense_from[len(SOURCE_COLUMN_PREFIX):].lower())
         return str(value).strip() or None if value is not None else None
     found = annotations.get(dense_from)
     if found and found.get("status") == "ok":

@@ -38,11 +38,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Literal, get_args
 
 from onegen.core.config_fields import SettingError
+from onegen.core.source_columns import SOURCE_COLUMN_PREFIX
 
 CaptionPolicy = Literal["", "original", "dense", "random", "token"]
 CAPTION_POLICIES = get_args(CaptionPolicy)[1:]
 EVERY_SOURCE = "*"
-SOURCE_COLUMN_PREFIX = "source."  # a dense caption read from the catalog row's own source column
 
 
 class PolicyError(SettingError):

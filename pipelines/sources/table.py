@@ -35,6 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from onegen.core.source_columns import SOURCE_COLUMN_PREFIX
 from onegen.pipelines.sources.folder import file_stamp
 from onegen.pipelines.sources.names import (
     CAPTION_COLUMNS,
@@ -171,7 +172,6 @@ def read_table_rows(spec: SourceSpec, items: list[dict], fetch: FetchConfig | No
             yield item, error
 
 
-SOURCE_PREFIX = "source."  # catalog columns that carry a source row's own fields (docs/design.md §7)
 
 
 def source_columns(items: list[dict]) -> pa.Table:
@@ -198,7 +198,7 @@ def source_columns(items: list[dict]) -> pa.Table:
         shared = [name for name in pieces[0].schema.names if all(name in p.schema.names for p in pieces)]
         pieces = [piece.select(shared) for piece in pieces]
     table = pa.concat_tables(pieces, promote_options="permissive")
-    return table.rename_columns([SOURCE_PREFIX + name for name in table.schema.names])
+    return table.rename_columns([SOURCE_COLUMN_PREFIX + name for name in table.schema.names])
 
 
 def _typed_fields(fs: fsspec.AbstractFileSystem, items: list[dict]) -> pa.Table:
@@ -215,9 +215,9 @@ def _typed_fields(fs: fsspec.AbstractFileSystem, items: list[dict]) -> pa.Table:
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             values = [None if v is None else str(v) for v in values]
         try:
-            columns[SOURCE_PREFIX + name] = pa.array(values, type=kind)
+            columns[SOURCE_COLUMN_PREFIX + name] = pa.array(values, type=kind)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # a value JSON kept as text (timestamps, decimals)
-            columns[SOURCE_PREFIX + name] = pa.array([None if v is None else str(v) for v in values]).cast(kind)
+            columns[SOURCE_COLUMN_PREFIX + name] = pa.array([None if v is None else str(v) for v in values]).cast(kind)
     return pa.table(columns)
 
 
