@@ -94,10 +94,10 @@ def test_missing_frame_rejects_that_scene_only(dl3dv):
 @pytest.mark.timeout(600)
 def test_onegen_ingest_dl3dv(dl3dv, tmp_path, ray_local):
     from onegen.pipelines.cli.main import main
+    from tests.pipelines.test_kill_resume import RAY
 
     out = tmp_path / "data"
-    args = ["ingest", str(dl3dv), "--out", str(out), "--max-views", "4", "--min-side", "8",
-            "--num-cpus", "2", "--object-store-mb", "300", "--no-progress"]
+    args = ["ingest", str(dl3dv), "--out", str(out), "--max-views", "4", "--min-side", "8", *RAY]
     assert main(args) == 0
     table = pq.read_table(out / "catalog" / "dl3dv_10k")
     assert table.column("kind").to_pylist() == ["scene", "scene"]

@@ -66,10 +66,10 @@ def test_rows_read_from_the_tgz_and_unsafe_member_refused(journeydb):
 @pytest.mark.timeout(600)
 def test_onegen_ingest_journeydb(journeydb, tmp_path, ray_local):
     from onegen.pipelines.cli.main import main
+    from tests.pipelines.test_kill_resume import RAY
 
     out = tmp_path / "data"
-    args = ["ingest", str(journeydb), "--out", str(out), "--min-side", "8", "--rows-per-part", "2",
-            "--num-cpus", "2", "--object-store-mb", "300", "--no-progress"]
+    args = ["ingest", str(journeydb), "--out", str(out), "--min-side", "8", "--rows-per-part", "2", *RAY]
     assert main(args) == 0
     catalog = pq.read_table(out / "catalog" / "journeydb")
     assert catalog.num_rows == 3 and len(set(catalog.column("key").to_pylist())) == 3
