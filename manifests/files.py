@@ -115,9 +115,13 @@ def commit_table(path: str, table: pa.Table, metadata: dict[str, str] | None = N
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression=_compression(table.schema))
-    commit_bytes(path, buffer.getvalue())
+    pending = begin_commit(path)  # written straight to its file: no in-memory copy of a part's image bytes
+    try:
+        pq.write_table(table, pending.scratch, compression=_compression(table.schema))
+    except BaseException:
+        abort_commit(pending)
+        raise
+    end_commit(pending)
 
 
 def _compression(schema: pa.Schema) -> dict[str, str]:

@@ -18,27 +18,35 @@ other than 429 is final at once. Redirects are followed. Whether the body is an 
 error page served with 200, a truncated JPEG) is decided afterwards by the same validation as local
 files (sources/image_checks.py: not_an_image, decode_error, too_small).
 
-Why threads and requests: a part is a few hundred URLs and the work is waiting on sockets; a thread pool
-per worker keeps `concurrency` requests in flight with a connection pool per host, while the Ray task
-around it (one per part, pipelines/runtime/units.py) is the unit of resume: a killed part is fetched
-again whole, a committed one never. No row data passes through the driver.
+Why threads and urllib3: a part is a few hundred URLs and the work is waiting on sockets; a thread
+pool per worker keeps `concurrency` requests in flight through one thread-safe urllib3 pool manager
+(a connection pool per host, kept alive across the part's URLs), while the Ray task around it (one per
+part, pipelines/runtime/units.py) is the unit of resume: a killed part is fetched again whole, a
+committed one never. No row data passes through the driver. urllib3 is used directly rather than
+through requests: requests' per-request work (environment proxies and .netrc looked up again for every
+URL, hooks, cookie jars) cost 2.4 ms of CPU a URL against urllib3's 1.1 ms on the 2-core VM
+(bench/results/peer_url_fetch.txt), and at a few hundred URLs a second that CPU is the bottleneck.
+Proxies are still the environment's (`http_proxy`, `https_proxy`, `no_proxy`), read once per part.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 import urllib3
+from urllib3 import exceptions as http_errors
 
 from onegen import __version__
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+CHUNK_BYTES = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -95,74 +103,117 @@ def fetch_urls(urls: Sequence[str], config: FetchConfig,
     comes earlier in the order. `check` must not raise for bad data (return the reason instead)."""
     if not urls:
         return
-    local = threading.local()  # one Session (connection pool) per thread: Session is not thread-safe
-
-    def session() -> requests.Session:
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-            local.session.headers["User-Agent"] = config.user_agent
-            local.session.max_redirects = config.max_redirects
-        return local.session
+    fetcher = Fetcher(config)
 
     def one(url: str) -> bytes | Checked | FetchFailed:
-        body = fetch_one(url, config, session())
+        body = fetcher.fetch(url)
         return Checked(body, check(body)) if check is not None and isinstance(body, bytes) else body
 
-    with ThreadPoolExecutor(max_workers=min(config.concurrency, len(urls)), thread_name_prefix="fetch") as pool:
-        yield from pool.map(one, urls)
-
-
-def fetch_one(url: str, config: FetchConfig, session: requests.Session) -> bytes | FetchFailed:
-    """One URL with retries of its transient failures; never raises for what the network or server does."""
-    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-        return FetchFailed("bad_url", repr(url)[:200])
-    delay = config.backoff
-    for attempt in range(config.retries + 1):
-        try:
-            return _attempt(url, config, session)
-        except FetchFailed as failure:
-            return failure
-        except _Transient as transient:
-            if attempt == config.retries:
-                return transient.failure
-            time.sleep(transient.wait if transient.wait is not None else delay)
-            delay *= 2
-    raise AssertionError("unreachable: the loop returns on its last attempt")
-
-
-def _attempt(url: str, config: FetchConfig, session: requests.Session) -> bytes:
-    """One GET, streamed under the size cap; raises FetchFailed (final) or _Transient (retry)."""
     try:
-        with session.get(url, stream=True, timeout=(config.connect_timeout, config.read_timeout)) as response:
-            if response.status_code in TRANSIENT_STATUS:
-                raise _Transient(FetchFailed(f"http_{response.status_code}", url), _retry_after(response, config))
-            if response.status_code >= 400:
-                raise FetchFailed(f"http_{response.status_code}", url)
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > config.max_bytes:
-                raise FetchFailed("too_large", f"Content-Length {declared} > {config.max_bytes}")
-            body = bytearray()
-            for chunk in response.iter_content(chunk_size=64 << 10):
-                body += chunk
-                if len(body) > config.max_bytes:
-                    raise FetchFailed("too_large", f"body over {config.max_bytes} bytes")
-            return bytes(body)
-    except requests.TooManyRedirects as error:
-        raise FetchFailed("too_many_redirects", str(error)[:200]) from None
-    except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
-        # ChunkedEncodingError wraps a read that stalled or broke mid-body
-        raise _Transient(FetchFailed("timeout" if isinstance(error, requests.Timeout) else "connection_error",
-                                     str(error)[:200])) from None
-    except requests.ConnectionError as error:
-        # a read that stalls inside iter_content arrives as ConnectionError(ReadTimeoutError)
-        stalled = bool(error.args) and isinstance(error.args[0], urllib3.exceptions.ReadTimeoutError)
-        raise _Transient(FetchFailed("timeout" if stalled else "connection_error", str(error)[:200])) from None
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema) as error:
-        raise FetchFailed("bad_url", str(error)[:200]) from None
+        with ThreadPoolExecutor(max_workers=min(config.concurrency, len(urls)), thread_name_prefix="fetch") as pool:
+            yield from pool.map(one, urls)
+    finally:
+        fetcher.close()
 
 
-def _retry_after(response: requests.Response, config: FetchConfig) -> float | None:
+class Fetcher:
+    """Fetches single URLs as `FetchConfig` says, from any number of threads: one urllib3 pool manager
+    (a keep-alive connection pool per host) and one proxy manager per proxy the environment names."""
+
+    def __init__(self, config: FetchConfig):
+        self.config = config
+        options = {"num_pools": max(10, 4 * config.concurrency), "maxsize": config.concurrency,
+                   "headers": {"User-Agent": config.user_agent}, "retries": False,
+                   "timeout": urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)}
+        self._direct = urllib3.PoolManager(**options)
+        # the environment's proxies, as urllib and requests read them (http_proxy, https_proxy, no_proxy)
+        proxies = urllib.request.getproxies()
+        self._proxied = {scheme: urllib3.ProxyManager(proxies[scheme], **options)
+                         for scheme in ("http", "https") if proxies.get(scheme)}
+
+    def fetch(self, url: str) -> bytes | FetchFailed:
+        """One URL with retries of its transient failures; never raises for what the network or server does."""
+        config = self.config
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            return FetchFailed("bad_url", repr(url)[:200])
+        delay = config.backoff
+        for attempt in range(config.retries + 1):
+            try:
+                return self._attempt(url)
+            except FetchFailed as failure:
+                return failure
+            except _Transient as transient:
+                if attempt == config.retries:
+                    return transient.failure
+                time.sleep(transient.wait if transient.wait is not None else delay)
+                delay *= 2
+        raise AssertionError("unreachable: the loop returns on its last attempt")
+
+    def close(self) -> None:
+        for manager in (self._direct, *self._proxied.values()):
+            manager.clear()
+
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        parts = urllib.parse.urlsplit(url)
+        proxied = self._proxied.get(parts.scheme.lower())
+        return proxied if proxied is not None and not urllib.request.proxy_bypass(parts.hostname or "") else self._direct
+
+    def _attempt(self, url: str) -> bytes:
+        """One GET, its redirects followed, streamed under the size cap; raises FetchFailed (final) or
+        _Transient (retry)."""
+        config, target = self.config, url
+        try:
+            for _hop in range(config.max_redirects + 1):
+                response = self._manager(target).request("GET", target, preload_content=False, redirect=False)
+                try:
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECT_STATUS and location:
+                        _discard(response)
+                        target = urllib.parse.urljoin(target, location)
+                        continue
+                    body = self._body(response, target)
+                except BaseException:
+                    _discard(response)
+                    raise
+                response.release_conn()  # the whole body was read: the connection serves the next URL
+                return body
+            raise FetchFailed("too_many_redirects", f"more than {config.max_redirects} redirects from {url}")
+        except http_errors.NewConnectionError as error:  # refused, unreachable, DNS (a ConnectTimeoutError subclass)
+            raise _Transient(FetchFailed("connection_error", str(error)[:200])) from None
+        except http_errors.TimeoutError as error:  # no connection within connect_timeout, or a read that stalled
+            raise _Transient(FetchFailed("timeout", str(error)[:200])) from None
+        except http_errors.LocationValueError as error:
+            raise FetchFailed("bad_url", str(error)[:200]) from None
+        except (http_errors.HTTPError, OSError) as error:  # reset, broken mid-body, TLS, proxy refused
+            raise _Transient(FetchFailed("connection_error", f"{type(error).__name__}: {error}"[:200])) from None
+
+    def _body(self, response: urllib3.BaseHTTPResponse, url: str) -> bytes:
+        """The body of a final (non-redirect) response, or the failure its status or size is."""
+        config = self.config
+        if response.status in TRANSIENT_STATUS:
+            raise _Transient(FetchFailed(f"http_{response.status}", url), _retry_after(response, config))
+        if response.status >= 400:
+            raise FetchFailed(f"http_{response.status}", url)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > config.max_bytes:
+            raise FetchFailed("too_large", f"Content-Length {declared} > {config.max_bytes}")
+        body = bytearray()
+        while chunk := response.read(CHUNK_BYTES):
+            body += chunk
+            if len(body) > config.max_bytes:
+                raise FetchFailed("too_large", f"body over {config.max_bytes} bytes")
+        return bytes(body)
+
+
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Give back the connection of a response whose body is not read to its end (a redirect, a failure):
+    closed, since a connection with unread bytes cannot serve the next request (and reading them could
+    be unbounded), then returned to its pool, which reconnects it when next used."""
+    response.close()
+    response.release_conn()
+
+
+def _retry_after(response: urllib3.BaseHTTPResponse, config: FetchConfig) -> float | None:
     """Seconds a 429 / 503 asks us to wait (Retry-After in seconds), capped; None: our own backoff."""
     value = response.headers.get("Retry-After", "")
     return min(float(value), config.max_retry_after) if value.isdigit() else None

@@ -9,10 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 
-from onegen.pipelines.sources.url_fetch import FetchConfig, FetchFailed, fetch_one, fetch_urls
+from onegen.pipelines.sources.url_fetch import FetchConfig, Fetcher, FetchFailed, fetch_urls
 
 
 def _jpeg() -> bytes:
@@ -75,6 +74,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(JPEG[:100])
             self.wfile.flush()
             time.sleep(2.0)
+        elif path == "/cut":  # a body shorter than its Content-Length, then the connection closes
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(JPEG)))
+            self.end_headers()
+            self.wfile.write(JPEG[:100])
+            self.close_connection = True
+        elif path.startswith("http://"):  # absolute-form: we were asked as a proxy
+            self._send(200, JPEG)
         elif path == "/declared-huge":
             self._send(200, b"x" * 10, {"Content-Length": str(10 << 20)})
         elif path == "/streamed-huge":  # no Content-Length: only the streamed count can stop it
@@ -118,6 +125,7 @@ def test_every_url_gets_its_body_or_its_reason_in_input_order(server):
     assert [_reason(r) for r in results] == [
         "ok", "http_404", "ok", "ok", "http_503", "ok", "too_many_redirects", "timeout", "too_large",
         "too_large", "ok", "bad_url"]
+    assert _reason(list(fetch_urls([server + "/cut"], FAST))[0]) == "connection_error"  # short body, retried
     assert results[0] == JPEG and results[2] == JPEG and results[3] == JPEG and results[5] == JPEG
     assert results[10].startswith(b"<html>")  # the image checks, not the fetcher, refuse a page
 
@@ -140,8 +148,7 @@ def test_requests_name_onegen_in_the_user_agent(server):
 
 
 def test_the_size_cap_stops_reading_early(server):
-    session = requests.Session()
-    result = fetch_one(server + "/streamed-huge", FetchConfig(max_bytes=200_000, read_timeout=5.0), session)
+    result = Fetcher(FetchConfig(max_bytes=200_000, read_timeout=5.0)).fetch(server + "/streamed-huge")
     assert _reason(result) == "too_large" and "200000" in result.detail
 
 
@@ -160,3 +167,16 @@ def test_concurrency_bounds_the_requests_in_flight(server):
     results = list(fetch_urls([f"{server}/slow?{n}" for n in range(8)], FetchConfig(concurrency=3, retries=0)))
     assert all(r == JPEG for r in results)
     assert _Handler.peak == 3
+
+
+def test_the_environment_proxy_is_used_and_no_proxy_bypasses_it(server, monkeypatch):
+    """As on clusters behind a proxy: http_proxy carries the request (asked in absolute form), except for
+    the hosts no_proxy names."""
+    monkeypatch.setenv("http_proxy", server)
+    monkeypatch.setenv("no_proxy", "localhost")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    results = list(fetch_urls(["http://images.example.invalid/a.jpg"], FAST))
+    assert results == [JPEG] and "http://images.example.invalid/a.jpg" in _Handler.hits
+    direct = server.replace("127.0.0.1", "localhost") + "/ok.jpg"
+    assert list(fetch_urls([direct], FAST)) == [JPEG] and _Handler.hits["/ok.jpg"] == 1
