@@ -111,17 +111,48 @@ def abort_commit(pending: PendingFile) -> None:
 
 def commit_table(path: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
     """Write `table` as one Parquet file at `path` atomically, with optional key/value metadata."""
-    if metadata:
-        merged = dict(table.schema.metadata or {})
-        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
-        table = table.replace_schema_metadata(merged)
-    pending = begin_commit(path)  # written straight to its file: no in-memory copy of a part's image bytes
+    writer = TableWriter(path, table.schema, metadata)
     try:
-        pq.write_table(table, pending.scratch, compression=_compression(table.schema))
+        writer.write(table)
     except BaseException:
-        abort_commit(pending)
+        writer.abort()
         raise
-    end_commit(pending)
+    writer.commit()
+
+
+class TableWriter:
+    """One Parquet file at `path` written in pieces (a row group per `write`) and committed atomically:
+    nothing is visible at `path` before `commit` (the temp-name, fsync, rename of `commit_bytes`), and
+    `abort` leaves nothing. Written straight to its file as pieces come, so a job streaming a part's
+    images holds one piece in memory, never the part."""
+
+    def __init__(self, path: str, schema: pa.Schema, metadata: dict[str, str] | None = None):
+        if metadata:
+            merged = dict(schema.metadata or {})
+            merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+            schema = schema.with_metadata(merged)
+        self.schema = schema
+        self._pending = begin_commit(path)
+        try:
+            self._writer = pq.ParquetWriter(self._pending.scratch, schema, compression=_compression(schema))
+        except BaseException:
+            abort_commit(self._pending)
+            raise
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def commit(self) -> None:
+        try:
+            self._writer.close()
+        except BaseException:
+            abort_commit(self._pending)
+            raise
+        end_commit(self._pending)
+
+    def abort(self) -> None:
+        self._writer.close()
+        abort_commit(self._pending)
 
 
 def _compression(schema: pa.Schema) -> dict[str, str]:
