@@ -123,13 +123,13 @@ def list_table(spec: SourceSpec) -> Iterator[dict]:
         except (pa.ArrowInvalid, OSError) as error:
             raise SourceError(f"{path}: not a readable table ({error})") from None
         image, uri, caption = table_columns(spec, schema, path)
-        stamp, row = file_stamp(fs, path), 0
+        stamp, row, prefix = file_stamp(fs, path), 0, fs.unstrip_protocol(path)
         read = [c for c in (uri, caption) if c] if image else schema.names  # URL rows: every field
         for group, rows, values in _column_chunks(fs, path, read):
             uris = values[uri] if uri else [None] * rows
             captions = values[caption] if caption else [None] * rows
             for index, (row_uri, row_caption) in enumerate(zip(uris, captions, strict=True)):
-                item = {"uri": f"{fs.unstrip_protocol(path)}#{row:09d}", "table": path, "row": row,
+                item = {"uri": f"{prefix}#{row:09d}", "table": path, "row": row,
                         "image_column": image, "target": row_uri, "caption": row_caption, **stamp}
                 if image:
                     item["row_group"] = f"{path}#{group}"
