@@ -16,7 +16,9 @@ concurrency: img2dataset 2 processes x 16 threads, `--resize_mode no`, `--retrie
 (goal >= 1.0), and the failures by reason on both sides (img2dataset's per-shard Parquet status and
 error_message, onegen's rejects table). Each tool also fetches the first `--small` URLs (default a tenth) in a
 run of its own: (N - n) / (T_N - T_n) is its marginal rate, the fixed start-up of either process (onegen's
-CLI and Ray, img2dataset's pool) taken out, the rate a long job runs at. Results: bench/results/peer_url_fetch.txt.
+CLI and Ray, img2dataset's pool) taken out, the rate a long job runs at. The runs repeat `--repeats` times (default
+3), the order of the two tools alternating, and the medians are compared: on a 2-core VM single runs of either tool
+vary by 10-20%. Results: bench/results/peer_url_fetch.txt.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +113,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--venv", default="/tmp/i2d")
     parser.add_argument("--small", type=int, default=0, help="URLs of the start-up run (default: a tenth)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each tool and size (medians compared)")
     args = parser.parse_args()
     small = args.small or max(1, args.images // 10)
     import pyarrow as pa
@@ -139,9 +143,20 @@ def main() -> None:
             return timed([sys.executable, "-m", "onegen.pipelines.cli.main", "ingest", str(tables[name]), "--out",
                           str(work / f"og-{name}"), "--name", "urls", "--no-progress", "--fetch-concurrency", "16"])
 
-        i2d, onegen = i2d_run("all"), onegen_run("all")
-        i2d_small, onegen_small = i2d_run("small"), onegen_run("small")
-        theirs, ours = img2dataset_reasons(work / "i2d-all"), onegen_reasons(work / "og-all")
+        walls: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+        outcomes: dict[str, set] = collections.defaultdict(set)
+        for repeat in range(args.repeats):
+            for name in ("all", "small"):
+                order = (("img2dataset", i2d_run), ("onegen", onegen_run))
+                for tool, run in order if repeat % 2 == 0 else order[::-1]:
+                    for stale in (work / f"i2d-{name}", work / f"og-{name}"):
+                        shutil.rmtree(stale, ignore_errors=True)  # every run starts from nothing
+                    walls[tool, name].append(run(name))
+                    if name == "all":
+                        reasons = (img2dataset_reasons(work / "i2d-all") if tool == "img2dataset"
+                                   else onegen_reasons(work / "og-all"))
+                        outcomes[tool].add(tuple(sorted(reasons.items())))
+        theirs, ours = (dict(next(iter(outcomes[tool]))) for tool in ("img2dataset", "onegen"))
     finally:
         server.terminate()
         shutil.rmtree(work, ignore_errors=True)
@@ -150,12 +165,20 @@ def main() -> None:
     expected = collections.Counter(kinds)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"{args.images} URLs on 127.0.0.1 ({dict(expected)}); img2dataset {version}")
-    print(f"img2dataset {i2d:6.1f}s {args.images / i2d:7.1f} URLs/s  outcomes {dict(theirs)}")
-    print(f"onegen      {onegen:6.1f}s {args.images / onegen:7.1f} URLs/s  outcomes {dict(ours)}")
+    median = {key: statistics.median(values) for key, values in walls.items()}
+    i2d, onegen = median["img2dataset", "all"], median["onegen", "all"]
+    i2d_small, onegen_small = median["img2dataset", "small"], median["onegen", "small"]
+    for tool in ("img2dataset", "onegen"):
+        same = "same in every run" if len(outcomes[tool]) == 1 else f"DIFFERENT between runs: {outcomes[tool]}"
+        print(f"{tool:11s} walls {' '.join(f'{w:.1f}' for w in walls[tool, 'all'])} s; outcomes ({same}) "
+              f"{theirs if tool == 'img2dataset' else ours}")
+    print(f"median: img2dataset {i2d:.1f}s {args.images / i2d:.1f} URLs/s, onegen {onegen:.1f}s "
+          f"{args.images / onegen:.1f} URLs/s")
     print(f"ratio onegen / img2dataset URLs/s: {i2d / onegen:.2f} (goal >= 1.0)")
     theirs_rate, ours_rate = (args.images - small) / (i2d - i2d_small), (args.images - small) / (onegen - onegen_small)
-    print(f"start-up runs ({small} URLs): img2dataset {i2d_small:.1f}s, onegen {onegen_small:.1f}s; marginal rate "
-          f"img2dataset {theirs_rate:.1f} URLs/s, onegen {ours_rate:.1f} URLs/s, ratio {ours_rate / theirs_rate:.2f}")
+    print(f"start-up runs ({small} URLs, median of {args.repeats}): img2dataset {i2d_small:.1f}s, onegen "
+          f"{onegen_small:.1f}s; marginal rate img2dataset {theirs_rate:.1f} URLs/s, onegen {ours_rate:.1f} URLs/s, "
+          f"ratio {ours_rate / theirs_rate:.2f}")
 
 
 if __name__ == "__main__":
