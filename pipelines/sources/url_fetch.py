@@ -11,6 +11,7 @@ stable reason that lands in the rejects table beside the URL:
 - too_large            Content-Length or the streamed body over `max_bytes` (checked while streaming:
                        nothing past the cap is read)
 - bad_url              not an http(s) URL, or one the HTTP library cannot parse
+- tls_error            the server's TLS certificate did not verify (final: retrying cannot fix it)
 
 Transient failures (timeouts, connection errors, 429, 5xx) are retried `retries` times with exponential
 backoff from `backoff` seconds (a 429's or 503's Retry-After is honoured up to `max_retry_after`); a 4xx
@@ -26,11 +27,15 @@ committed one never. No row data passes through the driver. urllib3 is used dire
 through requests: requests' per-request work (environment proxies and .netrc looked up again for every
 URL, hooks, cookie jars) cost 2.4 ms of CPU a URL against urllib3's 1.1 ms on the 2-core VM
 (bench/results/peer_url_fetch.txt), and at a few hundred URLs a second that CPU is the bottleneck.
-Proxies are still the environment's (`http_proxy`, `https_proxy`, `no_proxy`), read once per part.
+Proxies are still the environment's (`http_proxy`, `https_proxy`, `no_proxy`), read once per part, and
+certificates are verified against `REQUESTS_CA_BUNDLE` or `SSL_CERT_FILE` when set, else certifi's bundle
+(what requests used; the system store differs between images).
 """
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 import urllib.parse
 import urllib.request
@@ -39,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import urllib3
 from urllib3 import exceptions as http_errors
 
@@ -124,7 +130,8 @@ class Fetcher:
         self.config = config
         options = {"num_pools": max(10, 4 * config.concurrency), "maxsize": config.concurrency,
                    "headers": {"User-Agent": config.user_agent}, "retries": False,
-                   "timeout": urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)}
+                   "timeout": urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout),
+                   "ca_certs": os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or certifi.where()}
         self._direct = urllib3.PoolManager(**options)
         # the environment's proxies, as urllib and requests read them (http_proxy, https_proxy, no_proxy)
         proxies = urllib.request.getproxies()
@@ -182,6 +189,10 @@ class Fetcher:
             raise _Transient(FetchFailed("connection_error", str(error)[:200])) from None
         except http_errors.TimeoutError as error:  # no connection within connect_timeout, or a read that stalled
             raise _Transient(FetchFailed("timeout", str(error)[:200])) from None
+        except http_errors.SSLError as error:
+            if _certificate_failed(error):
+                raise FetchFailed("tls_error", str(error)[:200]) from None
+            raise _Transient(FetchFailed("connection_error", f"SSLError: {error}"[:200])) from None
         except http_errors.LocationValueError as error:
             raise FetchFailed("bad_url", str(error)[:200]) from None
         except (http_errors.HTTPError, OSError) as error:  # reset, broken mid-body, TLS, proxy refused
@@ -203,6 +214,17 @@ class Fetcher:
             if len(body) > config.max_bytes:
                 raise FetchFailed("too_large", f"body over {config.max_bytes} bytes")
         return bytes(body)
+
+
+def _certificate_failed(error: BaseException) -> bool:
+    """Whether a TLS failure is the certificate's (final) rather than the connection's (worth a retry)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return True
+        error = next((a for a in error.args if isinstance(a, BaseException)), None) or error.__cause__ or error.__context__
+    return False
 
 
 def _discard(response: urllib3.BaseHTTPResponse) -> None:

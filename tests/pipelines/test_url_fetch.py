@@ -180,3 +180,35 @@ def test_the_environment_proxy_is_used_and_no_proxy_bypasses_it(server, monkeypa
     assert results == [JPEG] and "http://images.example.invalid/a.jpg" in _Handler.hits
     direct = server.replace("127.0.0.1", "localhost") + "/ok.jpg"
     assert list(fetch_urls([direct], FAST)) == [JPEG] and _Handler.hits["/ok.jpg"] == 1
+
+
+@pytest.fixture()
+def tls_server(tmp_path):
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate (made by the openssl command line)."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    _Handler.hits = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", cert
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_an_unverified_certificate_is_final_and_a_trusted_one_fetches(tls_server, monkeypatch):
+    url, cert = tls_server
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    (result,) = fetch_urls([url + "/ok.jpg"], FAST)
+    assert _reason(result) == "tls_error" and "ok.jpg" not in str(_Handler.hits)  # refused before any request
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the operator's CA bundle, as requests honours it
+    assert list(fetch_urls([url + "/ok.jpg"], FAST)) == [JPEG]
