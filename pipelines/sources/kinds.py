@@ -281,7 +281,7 @@ def _list_subjects(spec: SourceSpec) -> Iterator[dict]:
 # --- tables (pipelines/sources/table.py) ------------------------------------------------------------
 def _read_table(spec: SourceSpec, items: list[dict], check=None) -> Iterator[tuple[dict, bytes | Exception]]:
     fetch = FetchConfig(concurrency=spec.fetch_concurrency, read_timeout=spec.fetch_timeout,
-                        retries=spec.fetch_retries)
+                        body_timeout=spec.fetch_body_timeout, retries=spec.fetch_retries)
     return read_table_rows(spec, items, fetch, check)
 
 

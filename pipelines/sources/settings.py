@@ -54,14 +54,16 @@ class SourceSpec:
     fetch_concurrency: int = setting("URL tables: requests in flight per ingest part", 16)
     fetch_timeout: float = setting("URL tables: seconds without a byte before a URL is a timeout", 20.0)
     fetch_retries: int = setting("URL tables: retries of timeouts, 429 and 5xx, with backoff", 2)
+    fetch_body_timeout: float = setting("URL tables: seconds for a whole image body before a URL is a timeout", 120.0)
 
     def __post_init__(self) -> None:
         check_choices(self)
         require(self.max_views >= 0, f"max_views must be 0 (all) or more, got {self.max_views}")
         require(self.min_viewpoint_quality >= 0, f"min_viewpoint_quality must be 0 (off) or more, "
                 f"got {self.min_viewpoint_quality}")
-        require(self.fetch_concurrency >= 1 and self.fetch_retries >= 0 and self.fetch_timeout > 0,
-                "fetch_concurrency >= 1, fetch_retries >= 0 and fetch_timeout > 0")
+        require(self.fetch_concurrency >= 1 and self.fetch_retries >= 0 and self.fetch_timeout > 0
+                and self.fetch_body_timeout > 0,
+                "fetch_concurrency >= 1, fetch_retries >= 0, fetch_timeout > 0 and fetch_body_timeout > 0")
 
     @property
     def source_name(self) -> str:

@@ -5,7 +5,8 @@ input order, the body bytes of each URL or a `FetchFailed(reason, detail)`. Ever
 stable reason that lands in the rejects table beside the URL:
 
 - http_<status>        the server answered an error status (404, 403, 410, ...; 429 and 5xx after retries)
-- timeout              no connection within `connect_timeout`, or no byte for `read_timeout`
+- timeout              no connection within `connect_timeout`, no byte for `read_timeout`, or a body still
+                       arriving after `body_timeout` (a server trickling bytes)
 - connection_error     refused, reset, DNS failure, TLS failure (after retries)
 - too_many_redirects   more than `max_redirects` hops
 - too_large            Content-Length or the streamed body over `max_bytes` (checked while streaming:
@@ -62,6 +63,7 @@ class FetchConfig:
     concurrency: int = 16  # requests in flight per part (threads)
     connect_timeout: float = 10.0  # seconds to open a connection
     read_timeout: float = 20.0  # seconds without a byte before giving up
+    body_timeout: float = 120.0  # seconds for one attempt's whole body, however steadily it trickles
     retries: int = 2  # extra attempts after a transient failure
     backoff: float = 0.5  # seconds before the first retry, doubled each time
     max_retry_after: float = 10.0  # longest Retry-After honoured, seconds
@@ -70,8 +72,9 @@ class FetchConfig:
     user_agent: str = f"onegen/{__version__} (dataset builder; image ingest)"
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.retries < 0 or self.max_bytes < 1:
-            raise ValueError(f"FetchConfig: concurrency >= 1, retries >= 0, max_bytes >= 1 (got {self})")
+        if self.concurrency < 1 or self.retries < 0 or self.max_bytes < 1 or self.body_timeout <= 0:
+            raise ValueError(f"FetchConfig: concurrency >= 1, retries >= 0, max_bytes >= 1, body_timeout > 0 "
+                             f"(got {self})")
 
 
 class FetchFailed(Exception):
@@ -168,7 +171,7 @@ class Fetcher:
     def _attempt(self, url: str) -> bytes:
         """One GET, its redirects followed, streamed under the size cap; raises FetchFailed (final) or
         _Transient (retry)."""
-        config, target = self.config, url
+        config, target, started = self.config, url, time.monotonic()
         try:
             for _hop in range(config.max_redirects + 1):
                 response = self._manager(target).request("GET", target, preload_content=False, redirect=False)
@@ -178,7 +181,7 @@ class Fetcher:
                         _discard(response)
                         target = urllib.parse.urljoin(target, location)
                         continue
-                    body = self._body(response, target)
+                    body = self._body(response, target, started)
                 except BaseException:
                     _discard(response)
                     raise
@@ -198,7 +201,7 @@ class Fetcher:
         except (http_errors.HTTPError, OSError) as error:  # reset, broken mid-body, TLS, proxy refused
             raise _Transient(FetchFailed("connection_error", f"{type(error).__name__}: {error}"[:200])) from None
 
-    def _body(self, response: urllib3.BaseHTTPResponse, url: str) -> bytes:
+    def _body(self, response: urllib3.BaseHTTPResponse, url: str, started: float) -> bytes:
         """The body of a final (non-redirect) response, or the failure its status or size is."""
         config = self.config
         if response.status in TRANSIENT_STATUS:
@@ -209,10 +212,12 @@ class Fetcher:
         if declared.isdigit() and int(declared) > config.max_bytes:
             raise FetchFailed("too_large", f"Content-Length {declared} > {config.max_bytes}")
         body = bytearray()
-        while chunk := response.read(CHUNK_BYTES):
+        while chunk := response.read1(CHUNK_BYTES):  # what one read gives: a trickle is seen between reads
             body += chunk
             if len(body) > config.max_bytes:
                 raise FetchFailed("too_large", f"body over {config.max_bytes} bytes")
+            if time.monotonic() - started > config.body_timeout:
+                raise _Transient(FetchFailed("timeout", f"body not complete after {config.body_timeout} s: {url}"))
         return bytes(body)
 
 

@@ -80,6 +80,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(JPEG[:100])
             self.close_connection = True
+        elif path == "/trickle":  # a byte every 50 ms: never a read timeout, never done
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except (ConnectionResetError, BrokenPipeError):  # the client gave up: expected
+                return
         elif path.startswith("http://"):  # absolute-form: we were asked as a proxy
             self._send(200, JPEG)
         elif path == "/declared-huge":
@@ -212,3 +223,12 @@ def test_an_unverified_certificate_is_final_and_a_trusted_one_fetches(tls_server
     assert _reason(result) == "tls_error" and "ok.jpg" not in str(_Handler.hits)  # refused before any request
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the operator's CA bundle, as requests honours it
     assert list(fetch_urls([url + "/ok.jpg"], FAST)) == [JPEG]
+
+
+def test_a_trickling_body_is_a_timeout_after_body_timeout(server):
+    config = FetchConfig(read_timeout=5.0, body_timeout=0.4, retries=1, backoff=0.01)
+    started = time.monotonic()
+    (result,) = fetch_urls([server + "/trickle"], config)
+    assert _reason(result) == "timeout" and "body not complete" in result.detail
+    assert _Handler.hits["/trickle"] == 2  # retried once, like any timeout
+    assert time.monotonic() - started < 3.0  # not the 50 s the server would take
