@@ -33,14 +33,15 @@ from onegen.pipelines.jobs.ingest_output import PartOutput
 from onegen.pipelines.jobs.settings import IngestConfig
 from onegen.pipelines.runtime import job_state
 from onegen.pipelines.runtime.ray_setup import RayConfig
-from onegen.pipelines.runtime.unit_job import COMPLETION_META, UnitJob, run_job
+from onegen.pipelines.runtime.unit_job import COMPLETION_META, UnitJob, run_job, run_units_in_turn
+from onegen.pipelines.runtime.units import run_unit_tasks
 from onegen.pipelines.sources.catalog_images import REF_COLUMN, make_ref
 from onegen.pipelines.sources.image_checks import ImageLimits, NormalisedImage, Rejected, normalise_image
 from onegen.pipelines.sources.kinds import SCENE_KINDS, SceneReader, read_items
 from onegen.pipelines.sources.listing import Listing, list_parts, read_part
 from onegen.pipelines.sources.scene_views import view_photo_rows
 from onegen.pipelines.sources.settings import SourceSpec
-from onegen.pipelines.sources.table import source_columns
+from onegen.pipelines.sources.table import expand_ranges, source_columns
 from onegen.pipelines.sources.url_fetch import Checked, FetchFailed
 
 RECORDED_WHEN_SET = ("max_views", "min_viewpoint_quality", "captions", "caption_key", "caption_text", "ids",
@@ -156,6 +157,7 @@ class IngestUnit:
     listing: str  # the spill file (pipelines/sources/listing.py)
     rows: int  # items in the part
     input: str = ""  # the job record fixes the listing (its fingerprint)
+    group: str = ""  # the Parquet row group this part is one slice of ("" when none: listing.part_groups)
 
     @property
     def name(self) -> str:
@@ -194,7 +196,20 @@ class IngestJob(UnitJob[IngestUnit]):
 
     def plan(self) -> list[IngestUnit]:
         spill = self.listing.spill or self._layout().ingest_listing(self.config.source.source_name)
-        return [IngestUnit(i, spill, rows) for i, rows in enumerate(self.listing.part_sizes)]
+        groups = self.listing.part_groups or ("",) * len(self.listing.part_sizes)
+        return [IngestUnit(i, spill, rows, group=group)
+                for i, (rows, group) in enumerate(zip(self.listing.part_sizes, groups, strict=True))]
+
+    def run_pending(self, units: list[IngestUnit], ray_config: RayConfig) -> list[dict]:
+        """The parts that are slices of one row group run in tasks of several, one part after another,
+        so the group is read once per task rather than once per part (a URL table published with
+        1M-row groups); every part still commits and marks itself, so a kill loses only the part running."""
+        import ray
+
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) / self.num_cpus))
+        bundles = bundle_parts(units, slots)
+        return run_unit_tasks(run_units_in_turn, bundles, (self,), self.num_cpus, self.description,
+                              ray_config.progress_bars, total=len(units))
 
     def marker(self, unit: IngestUnit) -> str:
         return self._layout().ingest_marker(self.config.source.source_name, unit.index)
@@ -214,7 +229,7 @@ class IngestJob(UnitJob[IngestUnit]):
     def run_unit(self, unit: IngestUnit) -> dict:
         """Worker: read + validate the part's items, commit rejects then catalog; its record."""
         config = self.config
-        items = read_part(unit.listing, unit.index)
+        items = expand_ranges(config.source, read_part(unit.listing, unit.index))  # a URL table's rows
         # a table's rows (one per item) keep the source row's own columns, namespaced
         fields = source_columns(items) if items and items[0]["kind"] == "table" else None
         output = PartOutput(self._layout(), config.source.source_name, unit.index, fields)
@@ -256,6 +271,24 @@ def job_record(config: IngestConfig, listing: Listing) -> dict:
     if config.images != "copy":  # recorded only when not the default, so older records stay valid
         record["images"] = config.images
     return record
+
+
+MAX_PARTS_PER_TASK = 256  # a task reads its row group once per this many parts (64K rows of 256)
+
+
+def bundle_parts(units: list[IngestUnit], slots: int) -> list[list[IngestUnit]]:
+    """Consecutive units of one row group (`group`) in bundles, each run as one task: as few bundles as
+    keep `slots` tasks busy twice over, at most MAX_PARTS_PER_TASK parts each; any other unit alone."""
+    sliced = sum(1 for unit in units if unit.group)
+    size = max(1, min(MAX_PARTS_PER_TASK, -(-sliced // (2 * slots))))
+    bundles: list[list[IngestUnit]] = []
+    for unit in units:
+        last = bundles[-1] if bundles else None
+        if last and unit.group and last[-1].group == unit.group and len(last) < size:
+            last.append(unit)
+        else:
+            bundles.append([unit])
+    return bundles
 
 
 def _clean_debris(catalog: str, rejects: str) -> None:

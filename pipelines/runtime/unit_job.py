@@ -140,6 +140,13 @@ def run_one_unit(unit: Unit, job: UnitJob) -> pa.Table:
     return record_table([finish_unit(job, unit, job.run_unit(unit))])
 
 
+def run_units_in_turn(units: list[Unit], job: UnitJob) -> pa.Table:
+    """Ray task running several units one after another (a job whose consecutive units share an input
+    worth reading once); each is committed and marked before the next starts, so a kill loses only the
+    unit running. Their record table."""
+    return record_table([finish_unit(job, unit, job.run_unit(unit)) for unit in units])
+
+
 @dataclass(frozen=True)
 class Progress:
     """What a job has left: units in all and done; rows in all and still to do."""

@@ -115,8 +115,9 @@ def collect_records(dataset, total: int, description: str, progress: bool) -> li
 
 
 def run_unit_tasks(fn: Callable[..., pa.Table], units: list[Any], fn_args: tuple, num_cpus: float,
-                   description: str, progress: bool) -> list[dict]:
-    """Run `fn(unit, *fn_args)` as one Ray task per unit; return their records as they finish.
+                   description: str, progress: bool, total: int | None = None) -> list[dict]:
+    """Run `fn(unit, *fn_args)` as one Ray task per unit; return their records as they finish. (`units`
+    may be bundles of units, each task sending one record per unit: `total` is then the units in all.)
 
     For jobs whose unit is a single step (ingest, build, stateless annotators). `fn_args` (a job's
     typed configuration) go to the object store once, not once per task. Plain tasks rather than a Ray Data
@@ -150,7 +151,7 @@ def run_unit_tasks(fn: Callable[..., pa.Table], units: list[Any], fn_args: tuple
             raise
 
     with closing(finished()) as tables:
-        return _gather(tables, len(units), description, progress)
+        return _gather(tables, len(units) if total is None else total, description, progress)
 
 
 def _gather(tables: Iterable[pa.Table], total: int, description: str, progress: bool) -> list[dict]:

@@ -129,12 +129,14 @@ def _listers() -> dict:
             "gobjaverse": gobjaverse.list_gobjaverse}
 
 
-def iter_items(spec: SourceSpec) -> Iterator[dict]:
+def iter_items(spec: SourceSpec, ranges: bool = False) -> Iterator[dict]:
     """All items of the source in uri order (the order that defines ingest parts), as a stream.
 
     Folders and ID sets are walked one directory at a time (pipelines/sources/folder.py), so a listing
     of millions of files is never held whole; the other kinds are listed from their tables, tar
-    headers, scene folders or dataset, then sorted. Raises SourceError for an empty source."""
+    headers, scene folders or dataset, then sorted. Raises SourceError for an empty source. With
+    `ranges` (ingest's listing), a Parquet table of URLs comes as range items read from its footers
+    (pipelines/sources/table.py `list_table`), unless captions are joined to it (a join needs each row)."""
     kind = detect_kind(spec)
     listers = _listers()
     if kind not in listers:
@@ -143,7 +145,7 @@ def iter_items(spec: SourceSpec) -> Iterator[dict]:
         raise SourceError(f"--ids selects objects of a gobjaverse source, not of a {kind} source")
     if spec.views_as_photos and kind not in SCENE_KINDS:
         raise SourceError(f"--views-as-photos turns scenes' views into photos; a {kind} source has no scenes")
-    listed = listers[kind](spec)
+    listed = list_table(spec, ranges=not spec.captions) if kind == "table" and ranges else listers[kind](spec)
     items = listed if kind in STREAMED_KINDS else iter(sorted(listed, key=lambda item: item["uri"]))
     if spec.captions:
         items = _with_captions(spec, items)

@@ -11,11 +11,13 @@ sorted by that key) and ingest cuts them into parts as they come.
 - Rows of image bytes: the listing reads only the uri and caption columns; each item names its row group,
   which a part never splits (the worker reads its parts' row groups, each once, for the cells and the
   source columns).
-- Rows of URLs or paths (COYO, LAION, PixelProse, Unsplash): the listing reads every column and each item
-  carries its row's own fields (`fields`, JSON values; a value JSON lacks, e.g. a timestamp, as its text), so
-  parts cut the table at any row: a URL table published as one row group per file (pyarrow's default is
-  up to 1M rows a group; a TSV is one block) is still fetched by many workers at once, and no worker decodes
-  a row group to find its rows. The worker types them back from the file's schema (a footer read).
+- Rows of URLs or paths (COYO, LAION, PixelProse, Unsplash): each item carries its row's own fields
+  (`fields`, JSON values; a value JSON lacks, e.g. a timestamp, as its text), so parts cut the table at any
+  row: a URL table published as one row group per file (pyarrow's default is up to 1M rows a group; a TSV is
+  one block) is still fetched by many workers at once. The worker types them back from the file's schema.
+  For ingest, a Parquet file of URLs is listed from its footer alone (`list_table(ranges=True)`: a range
+  item per row group), and the worker of each part makes its row items from the row group
+  (`expand_ranges`), so the driver reads no row of it (COYO-700M); TSV / CSV / JSONL are listed per row.
 
 Reading happens on the worker of a part: image-byte cells from the part's own row groups (each read once),
 URLs fetched concurrently (pipelines/sources/url_fetch.py), relative paths against the table's folder. A
@@ -112,10 +114,15 @@ def table_columns(spec: SourceSpec, schema: pa.Schema, path: str) -> tuple[str |
     return image, uri, caption
 
 
-def list_table(spec: SourceSpec) -> Iterator[dict]:
+def list_table(spec: SourceSpec, ranges: bool = False) -> Iterator[dict]:
     """One item per table row, streamed in uri order, with the file's stamp. Rows of image bytes carry their
     row group (`row_group`, which ingest parts never split); rows of URLs / paths carry their own fields
-    (`fields`) instead, so parts may cut anywhere (module docstring)."""
+    (`fields`) instead, so parts may cut anywhere (module docstring).
+
+    With `ranges`, a Parquet file of URLs / paths is listed from its footer alone: one range item per row
+    group (`row` its first row, `rows` how many; no URL, no field), which stands for those rows in order
+    and which ingest parts may cut anywhere (pipelines/sources/listing.py); the worker of a part reads its
+    rows (`expand_ranges`). The driver then reads no row of such a table."""
     fs, paths = table_files(spec)
     for path in paths:
         try:
@@ -124,6 +131,13 @@ def list_table(spec: SourceSpec) -> Iterator[dict]:
             raise SourceError(f"{path}: not a readable table ({error})") from None
         image, uri, caption = table_columns(spec, schema, path)
         stamp, row, prefix = file_stamp(fs, path), 0, fs.unstrip_protocol(path)
+        if ranges and not image and path.endswith(".parquet"):
+            for group, rows in enumerate(_group_rows(fs, path)):
+                if rows:
+                    yield {"uri": f"{prefix}#{row:09d}", "table": path, "row": row, "rows": rows,
+                           "row_group": f"{path}#{group}", "image_column": None, **stamp}
+                row += rows
+            continue
         read = [c for c in (uri, caption) if c] if image else schema.names  # URL rows: every field
         for group, rows, values in _column_chunks(fs, path, read):
             uris = values[uri] if uri else [None] * rows
@@ -137,6 +151,52 @@ def list_table(spec: SourceSpec) -> Iterator[dict]:
                     item["fields"] = {name: _jsonable(values[name][index]) for name in read}
                 yield item
                 row += 1
+
+
+def _group_rows(fs: fsspec.AbstractFileSystem, path: str) -> list[int]:
+    """Rows of each row group of a Parquet file, from its footer."""
+    with fs.open(path, "rb") as handle:
+        metadata = pq.ParquetFile(handle).metadata
+        return [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+
+
+_LAST_GROUP: dict[tuple, pa.Table] = {}  # the row group a worker read last, by (path, group, stamp)
+
+
+def expand_ranges(spec: SourceSpec, items: list[dict]) -> list[dict]:
+    """`items` with every range item (`list_table(ranges=True)`) replaced by the row items it stands for,
+    exactly as the per-row listing makes them (uri, target, caption, fields). Run on the worker of a part:
+    its rows are read from their row group, and the last group read stays in memory, so the parts of one
+    row group run one after another in a task (pipelines/jobs/ingest.py) read it once."""
+    if not any("rows" in item for item in items):
+        return items
+    fs, _ = fsspec.core.url_to_fs(spec.path)
+    expanded = []
+    for item in items:
+        if "rows" not in item:
+            expanded.append(item)
+            continue
+        path, group = item["table"], int(item["row_group"].rsplit("#", 1)[1])
+        key = (path, group, item["file_size"], item["file_mtime"])
+        if key not in _LAST_GROUP:
+            _LAST_GROUP.clear()
+            with fs.open(path, "rb") as handle:
+                _LAST_GROUP[key] = pq.ParquetFile(handle).read_row_group(group)
+        table = _LAST_GROUP[key]
+        _, uri, caption = table_columns(spec, table.schema, path)
+        offset = item["row"] - _group_start(fs, path, item["row_group"])
+        rows = table.slice(offset, item["rows"])
+        values = {name: rows.column(name).to_pylist() for name in rows.schema.names}
+        stamp = {"file_size": item["file_size"], "file_mtime": item["file_mtime"]}
+        prefix = item["uri"].rsplit("#", 1)[0]
+        for index in range(item["rows"]):
+            row = item["row"] + index
+            expanded.append({"uri": f"{prefix}#{row:09d}", "table": path, "row": row, "image_column": None,
+                             "target": values[uri][index] if uri else None,
+                             "caption": values[caption][index] if caption else None, **stamp,
+                             "fields": {name: _jsonable(values[name][index]) for name in rows.schema.names},
+                             "kind": item["kind"]})
+    return expanded
 
 
 def _jsonable(value):

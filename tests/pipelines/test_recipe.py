@@ -88,7 +88,7 @@ def test_recipe_runs_resumes_and_redoes_only_the_changed_stage(tmp_path, ray_loc
 
     listed = []
     iter_items = source_listing.iter_items
-    monkeypatch.setattr(source_listing, "iter_items", lambda spec: listed.append(spec.path) or iter_items(spec))
+    monkeypatch.setattr(source_listing, "iter_items", lambda spec, **kw: listed.append(spec.path) or iter_items(spec, **kw))
     run_recipe(recipe, TEST_RAY)
     assert listed == [str(tmp_path / "photos")]  # the source is listed once: the plan and its ingest share it
     monkeypatch.undo()

@@ -91,13 +91,17 @@ def test_a_unit_planned_done_is_skipped(tmp_path, ray_local):
 
 def _spy_units(monkeypatch) -> list:
     """Every unit a job hands to Ray tasks (ingest, build, stateless annotators)."""
-    from onegen.pipelines.jobs import annotate
+    from onegen.pipelines.jobs import annotate, ingest
 
     sent: list = []
-    for module in (unit_job, annotate):
-        original = module.run_unit_tasks
-        monkeypatch.setattr(module, "run_unit_tasks",
-                            lambda fn, units, *a, original=original: sent.extend(units) or original(fn, units, *a))
+
+    def spy(fn, units, *args, original, **kwargs):
+        sent.extend(unit for entry in units for unit in (entry if isinstance(entry, list) else [entry]))
+        return original(fn, units, *args, **kwargs)
+
+    for module in (unit_job, annotate, ingest):  # ingest's tasks may run bundles of parts
+        monkeypatch.setattr(module, "run_unit_tasks", lambda *a, original=module.run_unit_tasks, **k: spy(
+            *a, original=original, **k))
     return sent
 
 

@@ -101,8 +101,8 @@ def test_published_url_tables_are_listed_and_fetched(server, tmp_path, name, wri
 
 
 def test_a_url_table_is_listed_as_a_stream_and_its_parts_cut_row_groups(server, tmp_path):
-    """URL rows carry their own fields, so parts cut anywhere: a table published as a few big row groups is
-    still fetched by many workers (and no worker decodes a row group to find its rows)."""
+    """The per-row listing (list_items; ingest lists a Parquet URL table by ranges instead:
+    test_url_table_ranges.py): URL rows carry their own fields, so parts cut anywhere."""
     from onegen.pipelines.sources.listing import cut_parts
 
     _laion(server, tmp_path / "laion.parquet")  # row groups of 4 and 2 rows
