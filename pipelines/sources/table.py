@@ -186,6 +186,9 @@ def expand_ranges(spec: SourceSpec, items: list[dict]) -> list[dict]:
         _, uri, caption = table_columns(spec, table.schema, path)
         offset = item["row"] - _group_start(fs, path, item["row_group"])
         rows = table.slice(offset, item["rows"])
+        if rows.num_rows != item["rows"]:  # the file was rewritten after the job listed it
+            raise SourceError(f"{path}: row group {group} no longer holds rows {item['row']}-"
+                              f"{item['row'] + item['rows'] - 1} (the table changed since this job listed it)")
         values = {name: rows.column(name).to_pylist() for name in rows.schema.names}
         stamp = {"file_size": item["file_size"], "file_mtime": item["file_mtime"]}
         prefix = item["uri"].rsplit("#", 1)[0]

@@ -63,3 +63,17 @@ def test_parts_of_one_row_group_run_in_bundles_that_keep_every_slot_busy():
     assert [[u.index for u in bundle] for bundle in bundles] == [[0, 1], [2, 3], [4, 5], [6, 7], [8], [9]]
     one_slot = bundle_parts(units, slots=1)
     assert [len(bundle) for bundle in one_slot] == [4, 4, 1, 1]
+
+
+def test_a_table_rewritten_after_its_listing_is_a_source_error_not_wrong_rows(tmp_path):
+    import pytest
+
+    from onegen.pipelines.sources.names import SourceError
+
+    _coyo_like(tmp_path / "coyo.parquet", 600, 300)
+    spec = SourceSpec(str(tmp_path / "coyo.parquet"))
+    listing = list_parts(spec, 256, str(tmp_path / "spill.parquet"))
+    _coyo_like(tmp_path / "coyo.parquet", 100, 300)  # republished shorter while the job runs
+    table_source._LAST_GROUP.clear()
+    with pytest.raises(SourceError, match="changed since this job listed it"):
+        expand_ranges(spec, read_part(listing.spill, 1))
