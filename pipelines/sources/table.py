@@ -181,7 +181,11 @@ def expand_ranges(spec: SourceSpec, items: list[dict]) -> list[dict]:
         if key not in _LAST_GROUP:
             _LAST_GROUP.clear()
             with fs.open(path, "rb") as handle:
-                _LAST_GROUP[key] = pq.ParquetFile(handle).read_row_group(group)
+                parquet = pq.ParquetFile(handle)
+                if group >= parquet.metadata.num_row_groups:
+                    raise SourceError(f"{path}: has no row group {group} any more (the table changed since "
+                                      f"this job listed it)")
+                _LAST_GROUP[key] = parquet.read_row_group(group)
         table = _LAST_GROUP[key]
         _, uri, caption = table_columns(spec, table.schema, path)
         offset = item["row"] - _group_start(fs, path, item["row_group"])
