@@ -51,7 +51,8 @@ def list_parts(spec: SourceSpec, rows_per_part: int, spill: str = "") -> Listing
     """Stream `spec`'s listing into parts of `rows_per_part` (see `iter_parts`); write `spill` if given."""
     digest, sizes, groups, count = ListingDigest(), [], [], 0
     pending = files.begin_commit(spill) if spill else None
-    writer = pq.ParquetWriter(pending.scratch, SPILL_SCHEMA) if pending else None
+    # a row group per part, read by its index only: no column statistics (1.8 KB -> 0.5 KB a part)
+    writer = pq.ParquetWriter(pending.scratch, SPILL_SCHEMA, write_statistics=False) if pending else None
     try:
         for part in iter_parts(iter_items(spec, ranges=True), rows_per_part):
             for item in part:
