@@ -8,6 +8,8 @@ itself: rejects/<source>/part-NNNNN.parquet, then catalog/<source>/part-NNNNN.pa
 marker catalog/<source>/_units/part-NNNNN.json (a rejects file without its catalog file is debris;
 a catalog part without its marker is made again). The driver only plans parts and reads back one
 small record per part, in whatever order parts finish; the summary adds up records, never data files.
+Parts that are slices of one Parquet row group (a URL table listed from its footers) run several to a
+task, one after another (`bundle_parts`), each still committed and marked on its own.
 
 `--images copy` (default) stores the catalog's image bytes in the catalog; `--images reference` keeps,
 for items whose bytes would be kept as they are, a locator into the source instead (see
