@@ -17,12 +17,14 @@ COMMANDS = {"ingest": IngestConfig, "annotate": AnnotateSettings, "build": Build
 SOURCE = {"path": "/data/photos", "kind": "table", "name": "pics", "caption_column": "c", "image_column": "i",
           "uri_column": "u", "min_side": 32, "max_pixels": 1000, "image_format": "png", "jpeg_quality": 80,
           "rows_per_part": 8, "images": "reference", "max_views": 5, "min_viewpoint_quality": 0.5, "captions": "/data/cap3d.csv",
-          "caption_key": "0", "caption_text": "1", "ids": "/data/lgm_80k.csv", "views_as_photos": True, "fetch_concurrency": 4, "fetch_timeout": 3.5, "fetch_retries": 0}
+          "caption_key": "0", "caption_text": "1", "ids": "/data/lgm_80k.csv", "views_as_photos": True, "fetch_concurrency": 4, "fetch_timeout": 3.5, "fetch_retries": 0,
+          "fetch_body_timeout": 30.0}
 SOURCE_ARGV = ["ingest", "/data/photos", "--out", "/data/root", "--kind", "table", "--name", "pics",
                "--caption-column", "c", "--image-column", "i", "--uri-column", "u", "--min-side", "32",
                "--max-pixels", "1000", "--image-format", "png", "--jpeg-quality", "80", "--rows-per-part", "8",
                "--images", "reference", "--max-views", "5", "--min-viewpoint-quality", "0.5", "--captions",
-               "/data/cap3d.csv", "--caption-key", "0", "--caption-text", "1", "--ids", "/data/lgm_80k.csv", "--views-as-photos", "--fetch-concurrency", "4", "--fetch-timeout", "3.5", "--fetch-retries", "0"]
+               "/data/cap3d.csv", "--caption-key", "0", "--caption-text", "1", "--ids", "/data/lgm_80k.csv", "--views-as-photos", "--fetch-concurrency", "4", "--fetch-timeout", "3.5", "--fetch-retries", "0",
+               "--fetch-body-timeout", "30"]
 BUILD = {"tasks": ["text2image", "canny2image"], "samples_per_shard": 10, "max_shard_bytes": 4096, "prefix": "p",
          "caption": "dense", "views": "3-6", "samples_per_scene": 2, "sliding_window": True, "view_resolution": 128,
          "min_subject_images": 5, "faceid_views": "3-4", "rows_per_unit": 50, "filters": ["aesthetic>=5", "nsfw<0.5"],

@@ -247,13 +247,18 @@ def test_unit_tasks_return_every_record_and_fail_loudly(ray_local):
 def test_ingest_units_carry_a_part_index_and_the_spilled_listing(tmp_path, ray_local, monkeypatch):
     """The driver streams the listing into jobs/ingest-<source>.listing.parquet (a row group per part);
     an ingest unit (typed, as planned) carries no items, the worker reads its own row group."""
+    from onegen.pipelines.jobs import ingest
     from onegen.pipelines.jobs.ingest import IngestUnit
-    from onegen.pipelines.runtime import unit_job
     from onegen.pipelines.sources.listing import cut_parts, read_part
 
     units_sent = []
-    original = unit_job.run_unit_tasks
-    monkeypatch.setattr(unit_job, "run_unit_tasks", lambda fn, units, *a: units_sent.extend(units) or original(fn, units, *a))
+    original = ingest.run_unit_tasks
+
+    def spy(fn, bundles, *args, **kwargs):  # ingest's tasks run bundles of parts (each a list)
+        units_sent.extend(unit for bundle in bundles for unit in bundle)
+        return original(fn, bundles, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "run_unit_tasks", spy)
     write_photo_folder(tmp_path / "photos", count=10)
     root = tmp_path / "d"
     assert main(["ingest", str(tmp_path / "photos"), "--out", str(root), "--rows-per-part", "3", *RAY]) == 0
