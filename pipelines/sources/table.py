@@ -160,7 +160,8 @@ def _group_rows(fs: fsspec.AbstractFileSystem, path: str) -> list[int]:
         return [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
 
 
-_LAST_GROUP: dict[tuple, pa.Table] = {}  # the row group a worker read last, by (path, group, stamp)
+_LAST_GROUP: dict[tuple, tuple[pa.Table, int]] = {}  # the row group a worker read last and its first row,
+# by (path, group, stamp)
 
 
 def expand_ranges(spec: SourceSpec, items: list[dict]) -> list[dict]:
@@ -185,10 +186,11 @@ def expand_ranges(spec: SourceSpec, items: list[dict]) -> list[dict]:
                 if group >= parquet.metadata.num_row_groups:
                     raise SourceError(f"{path}: has no row group {group} any more (the table changed since "
                                       f"this job listed it)")
-                _LAST_GROUP[key] = parquet.read_row_group(group)
-        table = _LAST_GROUP[key]
+                first = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
+                _LAST_GROUP[key] = parquet.read_row_group(group), first
+        table, first = _LAST_GROUP[key]
         _, uri, caption = table_columns(spec, table.schema, path)
-        offset = item["row"] - _group_start(fs, path, item["row_group"])
+        offset = item["row"] - first
         rows = table.slice(offset, item["rows"])
         if rows.num_rows != item["rows"]:  # the file was rewritten after the job listed it
             raise SourceError(f"{path}: row group {group} no longer holds rows {item['row']}-"
