@@ -151,8 +151,10 @@ class TableWriter:
         end_commit(self._pending)
 
     def abort(self) -> None:
-        self._writer.close()
-        abort_commit(self._pending)
+        try:
+            self._writer.close()
+        finally:  # nothing of the file stays, even when closing it fails
+            abort_commit(self._pending)
 
 
 def _compression(schema: pa.Schema) -> dict[str, str]:
@@ -251,11 +253,8 @@ def _merge_statistics(found: dict[str, dict], metadata: pq.FileMetaData, prefix:
                 continue
             if types[name] != entry["type"]:  # files of one source typing the column differently: no range
                 entry["type"], entry["min"], entry["max"] = "mixed", None, None
-            if entry["type"] == "mixed":
-                entry["nulls"] += stats.null_count or 0
-                continue
             entry["nulls"] += stats.null_count or 0
-            if stats.has_min_max:
+            if stats.has_min_max and entry["type"] != "mixed":
                 entry["min"] = stats.min if entry["min"] is None else min(entry["min"], stats.min)
                 entry["max"] = stats.max if entry["max"] is None else max(entry["max"], stats.max)
 

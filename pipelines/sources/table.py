@@ -186,8 +186,7 @@ def expand_ranges(spec: SourceSpec, items: list[dict]) -> list[dict]:
                 if group >= parquet.metadata.num_row_groups:
                     raise SourceError(f"{path}: has no row group {group} any more (the table changed since "
                                       f"this job listed it)")
-                first = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
-                _LAST_GROUP[key] = parquet.read_row_group(group), first
+                _LAST_GROUP[key] = parquet.read_row_group(group), _rows_before(parquet.metadata, group)
         table, first = _LAST_GROUP[key]
         _, uri, caption = table_columns(spec, table.schema, path)
         offset = item["row"] - first
@@ -340,5 +339,10 @@ def _group_start(fs: fsspec.AbstractFileSystem, path: str, group: str) -> int:
     index = int(group.rsplit("#", 1)[1])
     if not path.endswith(".parquet") or index == 0:
         return 0
-    metadata = pq.ParquetFile(fs.open(path, "rb")).metadata
-    return sum(metadata.row_group(g).num_rows for g in range(index))
+    with fs.open(path, "rb") as handle:
+        return _rows_before(pq.ParquetFile(handle).metadata, index)
+
+
+def _rows_before(metadata: pq.FileMetaData, group: int) -> int:
+    """Rows of a Parquet file before its row group `group` (the index of that group's first row)."""
+    return sum(metadata.row_group(g).num_rows for g in range(group))
